@@ -1,0 +1,305 @@
+"""One-shot compress/decompress and reusable Compressor/Decompressor objects."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import container as ct
+from .engine import Engine, EngineProfile
+from .errors import (ChecksumError, EngineMismatchError, FormatError, LimitError,
+                     ModelError, ModelMismatchError, UsageError)
+from .models.registry import PACKAGED, LoadedModel, load_model
+from .segment import plan_segments, split_text_binary
+
+FORMAT_NAME = "llmzip"
+ZSTD_LEVEL = 19
+BINARY_CHUNK = 1 << 22                 # binary spans are zstd-coded in pieces of 4 MiB
+DEFAULT_SEG_LEN = 2048                 # tokens per segment (BOS not counted)
+MAX_SEGMENTS = 4096                    # per model chunk (decoder limit)
+DEFAULT_MEMORY_LIMIT = 8 << 30         # bytes the decoder may allocate for the KV cache
+_CHECKED_ENGINE_FIELDS = ("torch", "constriction", "cpu")
+
+
+def default_threads() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+# ----------------------------------------------------------------------------- varints
+
+def _put_varint(out: bytearray, n: int) -> None:
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return
+
+
+def _get_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise FormatError("truncated varint in model chunk")
+        b = buf[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return n, pos
+        shift += 7
+        if shift > 63:
+            raise FormatError("varint too long in model chunk")
+
+
+def _zstd_compress(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
+    import zstandard
+    return zstandard.ZstdCompressor(level=level).compress(data)
+
+
+def _zstd_decompress(data: bytes, raw_len: int) -> bytes:
+    import zstandard
+    try:
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=raw_len)
+    except zstandard.ZstdError as e:
+        raise FormatError(f"zstd chunk is corrupt: {e}") from None
+
+
+@dataclass
+class Stats:
+    """What the last compress call did (for info, benchmarks and progress)."""
+    input_bytes: int = 0
+    output_bytes: int = 0
+    model_bytes: int = 0                # original bytes coded with the model
+    model_tokens: int = 0
+    ideal_bits: float = 0.0             # sum of -log2 p over model-coded tokens
+    chunks: dict = field(default_factory=dict)   # method name -> count
+    seconds: float = 0.0
+    model_load_seconds: float = 0.0
+
+    @property
+    def bpb(self) -> float:
+        return 8 * self.output_bytes / self.input_bytes if self.input_bytes else 0.0
+
+
+class Compressor:
+    """Loads the model once; compresses any number of inputs with the same settings."""
+
+    def __init__(self, model: str | LoadedModel | None = None, *, dtype: str = "float32",
+                 threads: int | None = None, seg_len: int | None = None, batch: int = 64,
+                 memory_limit: int = DEFAULT_MEMORY_LIMIT, fallback: bool = True):
+        """fallback=False keeps model-coded chunks even where zstd or storing would be
+        smaller (for tests and measurements; archives stay valid either way)."""
+        self.fallback = fallback
+        self.model = model if isinstance(model, LoadedModel) else load_model(model)
+        ctx = self.model.config.context_length
+        seg_len = seg_len or min(DEFAULT_SEG_LEN, ctx - 1)
+        if not 1 <= seg_len <= ctx - 1:
+            raise UsageError(f"segment length must be 1..{ctx - 1} for this model "
+                             f"(its context window, BOS included), not {seg_len}")
+        if not 1 <= batch <= MAX_SEGMENTS:
+            raise UsageError(f"batch must be 1..{MAX_SEGMENTS}, not {batch}")
+        if dtype not in ("float32", "bfloat16"):
+            raise UsageError(f"dtype must be float32 or bfloat16, not {dtype!r}")
+        if threads is not None and threads < 1:
+            raise UsageError("threads must be at least 1")
+        self.profile = EngineProfile.make(dtype=dtype, threads=threads or default_threads(),
+                                          seg_len=seg_len, batch=batch)
+        self.engine = Engine(self.model, self.profile, memory_limit)
+        self.stats = Stats()
+
+    def header(self, uses_model: bool) -> dict:
+        """Header JSON; model and engine are recorded only when a chunk depends on them,
+        so an archive of binary data stays small and decodes without any model."""
+        from . import __version__
+        h = {"format": FORMAT_NAME, "llmzip": __version__, "mode": "prior"}
+        if uses_model:
+            h.update(model=self.model.describe(), engine=self.profile.to_dict())
+        return h
+
+    def compress(self, data: bytes, progress=None) -> bytes:
+        """Whole archive for `data`. progress(n_bytes) is called as input is consumed."""
+        t0 = time.perf_counter()
+        load0 = self.model.load_seconds
+        self.stats = st = Stats(input_bytes=len(data))
+        out = []
+        for start, end, is_text in split_text_binary(data):
+            pieces = (self._model_chunks(data[start:end], progress) if is_text
+                      else self._binary_chunks(data[start:end], progress))
+            for method, raw, coded in pieces:
+                out.append(ct.chunk_bytes(method, raw, coded))
+                name = ct.METHOD_NAMES[method]
+                st.chunks[name] = st.chunks.get(name, 0) + 1
+        out.insert(0, ct.header_bytes(self.header(uses_model="model" in st.chunks)))
+        out.append(ct.footer_bytes(len(out) - 1, len(data), ct.sha256(data)))
+        blob = b"".join(out)
+        st.output_bytes = len(blob)
+        st.seconds = time.perf_counter() - t0
+        st.model_load_seconds = self.model.load_seconds - load0
+        return blob
+
+    def _binary_chunks(self, span: bytes, progress):
+        for i in range(0, len(span), BINARY_CHUNK):
+            raw = span[i:i + BINARY_CHUNK]
+            yield self._best_classical(raw)
+            if progress:
+                progress(len(raw))
+
+    @staticmethod
+    def _best_classical(raw: bytes):
+        z = _zstd_compress(raw)
+        return (ct.METHOD_ZSTD, raw, z) if len(z) < len(raw) else (ct.METHOD_STORED, raw, raw)
+
+    def _model_chunks(self, span: bytes, progress):
+        tok = self.model.tokenizer
+        ids = tok.encode(span)
+        if tok.decode(ids) != span:          # never trust a tokenizer blindly
+            yield from self._binary_chunks(span, progress)
+            return
+        pos = 0
+        for seg_lens in plan_segments(len(ids), self.profile.seg_len, self.profile.batch):
+            n = sum(seg_lens)
+            chunk_ids = ids[pos:pos + n]
+            raw = tok.decode(chunk_ids)
+            segments, p = [], 0
+            for L in seg_lens:
+                segments.append(chunk_ids[p:p + L])
+                p += L
+            step_progress = None
+            if progress:
+                def step_progress(tokens, _tok=tok):
+                    progress(len(_tok.decode(tokens)))
+            words, bits = self.engine.encode_segments(segments, step_progress)
+            payload = bytearray()
+            _put_varint(payload, len(seg_lens))
+            for L in seg_lens:
+                _put_varint(payload, L)
+            coded = bytes(payload) + words
+            best = self._best_classical(raw) if self.fallback else None
+            if best is None or len(coded) < len(best[2]):
+                self.stats.model_bytes += len(raw)
+                self.stats.model_tokens += n
+                self.stats.ideal_bits += bits
+                yield ct.METHOD_MODEL, raw, coded
+            else:
+                yield best
+            pos += n
+
+
+class Decompressor:
+    """Decodes archives; loads the model an archive names (or the one given) on demand."""
+
+    def __init__(self, model: str | LoadedModel | None = None, *, threads: int | None = None,
+                 memory_limit: int = DEFAULT_MEMORY_LIMIT, allow_engine_mismatch: bool = False):
+        self._model_spec = model
+        self.threads = threads
+        self.memory_limit = memory_limit
+        self.allow_engine_mismatch = allow_engine_mismatch
+
+    def _model_for(self, header: dict) -> LoadedModel:
+        need = header.get("model") or {}
+        spec = self._model_spec
+        if spec is None:
+            if need.get("name") in PACKAGED:
+                spec = need["name"]
+            else:
+                raise ModelError(
+                    f"archive needs model {need.get('name')!r} (file {need.get('file')!r}, "
+                    f"sha256 {str(need.get('fingerprint'))[:16]}…); pass --model PATH")
+        model = spec if isinstance(spec, LoadedModel) else load_model(spec)
+        if model.fingerprint != need.get("fingerprint"):
+            raise ModelMismatchError(str(need.get("name")), str(need.get("fingerprint")),
+                                     model.name, model.fingerprint)
+        return model
+
+    def _engine_for(self, header: dict, model: LoadedModel) -> Engine:
+        eng = header.get("engine")
+        if not isinstance(eng, dict):
+            raise FormatError("header lacks the engine profile")
+        known = set(EngineProfile.__dataclass_fields__)
+        try:
+            archived = EngineProfile(**{k: v for k, v in eng.items() if k in known})
+        except TypeError as e:
+            raise FormatError(f"bad engine profile: {e}") from None
+        local = EngineProfile.make(dtype=archived.dtype, threads=archived.threads,
+                                   seg_len=archived.seg_len, batch=archived.batch,
+                                   precision=archived.precision)
+        if not self.allow_engine_mismatch:
+            for f in _CHECKED_ENGINE_FIELDS:
+                if getattr(archived, f) != getattr(local, f):
+                    raise EngineMismatchError(
+                        f, getattr(archived, f), getattr(local, f),
+                        "use --ignore-engine-mismatch to try anyway (the checksum still "
+                        "guards the output)")
+        from dataclasses import replace
+        profile = replace(archived, threads=self.threads or archived.threads)
+        if profile.dtype not in ("float32", "bfloat16") or not 8 < profile.precision <= 24:
+            raise FormatError(f"unsupported dtype/precision {profile.dtype}/{profile.precision}")
+        return Engine(model, profile, self.memory_limit)
+
+    def decompress(self, blob: bytes, progress=None) -> bytes:
+        info = ct.scan(blob)                        # validates structure, no decoding yet
+        header = info.header
+        if header.get("format") != FORMAT_NAME or header.get("mode") != "prior":
+            raise FormatError(f"unsupported archive mode {header.get('mode')!r}")
+        coded_chunks = []
+        for c in info.chunks:                       # every CRC before any slow decoding
+            coded = bytes(blob[c.offset:c.offset + c.coded_len])
+            actual = ct.crc32(coded)
+            if actual != c.coded_crc:
+                raise ChecksumError("chunk data", f"{c.coded_crc:08x}", f"{actual:08x}")
+            coded_chunks.append(coded)
+        engine = None
+        if any(c.method == ct.METHOD_MODEL for c in info.chunks):
+            if not isinstance(header.get("model"), dict):
+                raise FormatError("archive has model-coded chunks but names no model")
+            model = self._model_for(header)
+            engine = self._engine_for(header, model)
+        out = []
+        for c, coded in zip(info.chunks, coded_chunks):
+            raw = decode_chunk(c, coded, engine, progress)
+            actual = ct.crc32(raw)
+            if len(raw) != c.raw_len or actual != c.raw_crc:
+                raise ChecksumError("chunk content", f"{c.raw_crc:08x}", f"{actual:08x}")
+            out.append(raw)
+            if progress and c.method != ct.METHOD_MODEL:
+                progress(len(raw))
+        data = b"".join(out)
+        digest = ct.sha256(data)
+        if digest != info.footer.sha256:
+            raise ChecksumError("whole content (SHA-256)", info.footer.sha256.hex(),
+                                digest.hex())
+        return data
+
+
+def decode_chunk(c: ct.ChunkInfo, coded: bytes, engine: Engine | None, progress) -> bytes:
+    if c.method == ct.METHOD_STORED:
+        return coded
+    if c.method == ct.METHOD_ZSTD:
+        return _zstd_decompress(coded, c.raw_len)
+    # model chunk: segment table, then range-coded words
+    n_seg, pos = _get_varint(coded, 0)
+    if not 1 <= n_seg <= MAX_SEGMENTS:
+        raise LimitError("segments in a chunk", n_seg, MAX_SEGMENTS)
+    lengths = []
+    for _ in range(n_seg):
+        L, pos = _get_varint(coded, pos)
+        lengths.append(L)
+    if sum(lengths) > 2 * c.raw_len:       # a token is >= 1 byte (an escape pair is 2 for 1)
+        raise LimitError("tokens in a chunk", sum(lengths), 2 * c.raw_len)
+    tok = engine.model.tokenizer
+    step_progress = (lambda tokens: progress(len(tok.decode(tokens)))) if progress else None
+    segments = engine.decode_segments(lengths, coded[pos:], step_progress)
+    return tok.decode(np.concatenate(segments)) if segments else b""
+
+
+def compress(data: bytes, model: str | LoadedModel | None = None, **kw) -> bytes:
+    """One-shot: the archive for `data` (see Compressor for the options)."""
+    return Compressor(model, **kw).compress(bytes(data))
+
+
+def decompress(blob: bytes, model: str | LoadedModel | None = None, **kw) -> bytes:
+    """One-shot: the original bytes of an archive; raises an ArchiveError on any problem."""
+    return Decompressor(model, **kw).decompress(bytes(blob))

@@ -1,0 +1,288 @@
+"""Command line: gzip/xz/zstd conventions plus llmzip's own subcommands.
+
+    llmzip compress IN [-o OUT]     llmzip decompress IN [-o OUT]     llmzip info ARCHIVE
+    llmzip bench FILE               llmzip FILE... [-d] [-c] [-t] [-k] [-f] [-q] [-v]
+
+Exit codes: 0 ok, 1 error, 2 corrupt or unusable archive, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from .errors import ArchiveError, LlmzipError, UsageError
+
+SUFFIX = ".llmz"
+SUBCOMMANDS = ("compress", "decompress", "info", "bench")
+
+
+def _size(text: str) -> int:
+    """Byte counts like 8G, 512M, 64k, 100 (binary units)."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model name (default smollm2-135m) or GGUF file path")
+    p.add_argument("--threads", type=int, help="torch threads (default: 2, or the archive's)")
+    p.add_argument("--batch", type=int, default=64, help="most segments coded in lockstep")
+    p.add_argument("--seg-len", type=int, help="most tokens per segment (default 2048, or "
+                   "the model's context if shorter)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="model arithmetic (recorded in the archive)")
+    p.add_argument("--memory-limit", type=_size, default=8 << 30,
+                   help="most bytes decoding may allocate for the KV cache (e.g. 16G)")
+    p.add_argument("--ignore-engine-mismatch", action="store_true",
+                   help="decode even if torch/CPU differ from the archive's (still verified)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, no summary")
+    p.add_argument("-v", "--verbose", action="store_true", help="more detail")
+
+
+def _io(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", help="output file ('-' for stdout)")
+    p.add_argument("-c", "--stdout", action="store_true", help="write to standard output")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="overwrite existing output; allow compressed data to a terminal")
+    p.add_argument("-k", "--keep", action="store_true", help="keep the input (the default)")
+    p.add_argument("--rm", action="store_true", help="remove the input after success")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llmzip", description="Lossless compression with a GPT.")
+    sub = p.add_subparsers(dest="cmd")
+    c = sub.add_parser("compress", help="compress a file")
+    c.add_argument("input", help="file to compress ('-' for stdin)")
+    _io(c)
+    _common(c)
+    d = sub.add_parser("decompress", help="decompress an archive")
+    d.add_argument("input", help="archive ('-' for stdin)")
+    d.add_argument("-t", "--test", action="store_true", help="check only, write nothing")
+    _io(d)
+    _common(d)
+    i = sub.add_parser("info", help="describe an archive")
+    i.add_argument("input")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.add_argument("-v", "--verbose", action="store_true", help="list every chunk")
+    b = sub.add_parser("bench", help="benchmark compress/decompress against xz")
+    b.add_argument("input", nargs="+")
+    b.add_argument("--json", help="also write result rows to this JSONL file")
+    _common(b)
+    return p
+
+
+def build_short_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llmzip", description="llmzip FILE... (gzip-style)")
+    p.add_argument("files", nargs="*", default=["-"])
+    p.add_argument("-d", "--decompress", action="store_true")
+    p.add_argument("-t", "--test", action="store_true")
+    _io(p)
+    _common(p)
+    return p
+
+
+class Progress:
+    """A tqdm bar on a terminal (bytes, bytes/s); nothing when piped or quiet."""
+
+    def __init__(self, total: int, label: str, quiet: bool):
+        self.bar = None
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=label, unit="B", unit_scale=True,
+                            file=sys.stderr, leave=False)
+
+    def __call__(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _write_output(path: str | None, data: bytes, args, src: str | None, binary: bool) -> None:
+    from .files import AtomicOutput
+    if path is None or path == "-":
+        out = sys.stdout.buffer
+        if binary and not args.force and sys.stdout.isatty():
+            raise UsageError("refusing to write compressed data to a terminal; use -o or -f")
+        out.write(data)
+        out.flush()
+        return
+    if src is not None and os.path.exists(path) and os.path.samefile(src, path):
+        raise UsageError(f"output {path} is the input file")
+    with AtomicOutput(path, overwrite=args.force,
+                      copy_stat_from=src if src not in (None, "-") else None) as o:
+        o.write(data)
+        o.commit()
+
+
+def _say(args, msg: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(msg, file=sys.stderr)
+
+
+def do_compress(args, path: str, out: str | None) -> None:
+    from .api import Compressor
+    data = _read_input(path)
+    comp = Compressor(args.model, dtype=args.dtype, threads=args.threads,
+                      seg_len=args.seg_len, batch=args.batch, memory_limit=args.memory_limit)
+    bar = Progress(len(data), os.path.basename(path), args.quiet)
+    try:
+        blob = comp.compress(data, progress=bar)
+    finally:
+        bar.close()
+    if out is None:
+        out = "-" if path == "-" or args.stdout else path + SUFFIX
+    _write_output(out, blob, args, path, binary=True)
+    st = comp.stats
+    rate = len(data) / st.seconds if st.seconds else 0.0
+    ideal = st.ideal_bits / st.model_bytes if st.model_bytes else 0.0
+    _say(args, f"{path}: {len(data)} -> {len(blob)} bytes, {st.bpb:.3f} bits/byte "
+               f"(model part: ideal {ideal:.3f}) in {st.seconds:.1f} s ({rate:,.0f} B/s)")
+    if args.rm and path != "-" and out != "-":
+        os.unlink(path)
+
+
+def do_decompress(args, path: str, out: str | None, test: bool) -> None:
+    from .api import Decompressor
+    blob = _read_input(path)
+    dec = Decompressor(args.model, threads=args.threads, memory_limit=args.memory_limit,
+                       allow_engine_mismatch=args.ignore_engine_mismatch)
+    from . import container as ct
+    total = ct.scan(blob).footer.original_len
+    bar = Progress(total, os.path.basename(path), args.quiet)
+    t0 = time.perf_counter()
+    try:
+        data = dec.decompress(blob, progress=bar)
+    finally:
+        bar.close()
+    dt = time.perf_counter() - t0
+    if test:
+        _say(args, f"{path}: OK ({len(data)} bytes)")
+        return
+    if out is None:
+        if path == "-" or args.stdout:
+            out = "-"
+        elif path.endswith(SUFFIX):
+            out = path[:-len(SUFFIX)]
+        else:
+            raise UsageError(f"{path}: unknown suffix (expected {SUFFIX}); use -o or -c")
+    _write_output(out, data, args, path, binary=False)
+    _say(args, f"{path}: {len(blob)} -> {len(data)} bytes in {dt:.1f} s "
+               f"({len(data) / dt if dt else 0:,.0f} B/s)")
+    if args.rm and path != "-" and out != "-":
+        os.unlink(path)
+
+
+def do_info(args) -> None:
+    from . import container as ct
+    blob = _read_input(args.input)
+    info = ct.scan(blob)
+    h, f = info.header, info.footer
+    by_method: dict = {}
+    for c in info.chunks:
+        m = by_method.setdefault(c.method_name, {"chunks": 0, "raw": 0, "coded": 0})
+        m["chunks"] += 1
+        m["raw"] += c.raw_len
+        m["coded"] += c.coded_len
+    summary = {
+        "archive_bytes": info.archive_len, "original_bytes": f.original_len,
+        "bits_per_byte": 8 * info.archive_len / f.original_len if f.original_len else None,
+        "sha256": f.sha256.hex(), "format_version": ct.VERSION, "mode": h.get("mode"),
+        "model": h.get("model"), "engine": h.get("engine"), "methods": by_method,
+        "overhead_bytes": info.archive_len - sum(c.coded_len for c in info.chunks),
+    }
+    if args.json:
+        if args.verbose:
+            summary["chunks"] = [vars(c) for c in info.chunks]
+        print(json.dumps(summary, indent=2))
+        return
+    m, e = h.get("model", {}), h.get("engine", {})
+    bpb = summary["bits_per_byte"]
+    print(f"archive       {args.input}: {info.archive_len} bytes, format v{ct.VERSION}, "
+          f"mode {h.get('mode')}")
+    print(f"original      {f.original_len} bytes, sha256 {f.sha256.hex()}")
+    print(f"bits/byte     {bpb:.4f}" if bpb is not None else "bits/byte     -")
+    print(f"model         {m.get('name')} ({m.get('file')}, {m.get('params', 0):,} params, "
+          f"vocab {m.get('vocab')}) sha256 {str(m.get('fingerprint'))[:16]}…")
+    print(f"engine        dtype {e.get('dtype')}, threads {e.get('threads')}, segments of "
+          f"<= {e.get('seg_len')} tokens x {e.get('batch')}, {e.get('precision')}-bit tables, "
+          f"torch {e.get('torch')}, constriction {e.get('constriction')}")
+    print(f"overhead      {summary['overhead_bytes']} bytes (header, chunk records, footer)")
+    for name, v in by_method.items():
+        r = 8 * v["coded"] / v["raw"] if v["raw"] else 0
+        print(f"chunks {name:7s}{v['chunks']:5d} chunks, {v['raw']} -> {v['coded']} bytes "
+              f"({r:.3f} bits/byte)")
+    if args.verbose:
+        for i, c in enumerate(info.chunks):
+            print(f"  #{i:<4d} {c.method_name:7s} raw {c.raw_len:9d} coded {c.coded_len:9d} "
+                  f"crc {c.raw_crc:08x}")
+
+
+def _run(argv: list[str]) -> int:
+    if argv and argv[0] in SUBCOMMANDS:
+        args = build_parser().parse_args(argv)
+        if args.cmd == "compress":
+            out = "-" if args.stdout else args.output
+            do_compress(args, args.input, out)
+        elif args.cmd == "decompress":
+            out = "-" if args.stdout else args.output
+            do_decompress(args, args.input, out, args.test)
+        elif args.cmd == "info":
+            do_info(args)
+        elif args.cmd == "bench":
+            from .bench import run_cli
+            run_cli(args)
+        return 0
+    args = build_short_parser().parse_args(argv)
+    if args.output and len(args.files) > 1:
+        raise UsageError("-o takes a single input file")
+    status = 0
+    for path in args.files:
+        out = "-" if args.stdout else args.output
+        try:
+            if args.decompress or args.test:
+                do_decompress(args, path, out, args.test)
+            else:
+                do_compress(args, path, out)
+        except ArchiveError as e:      # keep going with the other files, like gzip
+            print(f"llmzip: {path}: {e}", file=sys.stderr)
+            status = 2
+        except LlmzipError as e:
+            print(f"llmzip: {path}: {e}", file=sys.stderr)
+            status = max(status, 1)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _run(argv)
+    except ArchiveError as e:
+        print(f"llmzip: {e}", file=sys.stderr)
+        return 2
+    except LlmzipError as e:
+        print(f"llmzip: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("llmzip: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1

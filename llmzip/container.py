@@ -1,0 +1,243 @@
+"""The .llmz archive format: write, read, validate. Byte layout: docs/format.md.
+
+    header   magic(8) version(u16) flags(u16) body_len(u32) body(JSON) crc32(u32)
+    chunk*   method(u8) raw_len(u32) coded_len(u32) raw_crc(u32) coded_crc(u32) rec_crc(u32)
+             coded bytes
+    end      method 0xFF
+    footer   n_chunks(u32) original_len(u64) sha256(32) crc32(u32) end magic(4)
+
+All integers little-endian. Every length is checked against its limit and against the
+bytes actually left before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from .errors import (ChecksumError, FormatError, LimitError, TruncatedError,
+                     UnsupportedVersionError)
+
+MAGIC = b"\x89LLMZ\r\n\x1a"          # 0x89 first: not ASCII, not valid UTF-8 (like PNG)
+END_MAGIC = b"LMZ\x00"
+VERSION = 1
+
+METHOD_STORED, METHOD_ZSTD, METHOD_MODEL, METHOD_END = 0, 1, 2, 0xFF
+METHOD_NAMES = {METHOD_STORED: "stored", METHOD_ZSTD: "zstd", METHOD_MODEL: "model"}
+
+MAX_HEADER_BODY = 1 << 16             # 64 KiB of header JSON
+MAX_CHUNK_RAW = 1 << 26               # 64 MiB of original bytes per chunk
+MAX_CHUNKS = 1 << 20
+CODED_SLACK = 1 << 10
+
+
+def max_coded_len(method: int, raw_len: int) -> int:
+    """Most coded bytes a chunk may claim: a model chunk spends at most 24 bits on each of
+    at most 2 tokens per byte (plus its segment table); other methods barely expand."""
+    if method == METHOD_MODEL:
+        return 8 * raw_len + CODED_SLACK
+    return raw_len + CODED_SLACK
+
+_HEAD = struct.Struct("<8sHHI")
+_CHUNK = struct.Struct("<BIIII")      # method raw_len coded_len raw_crc coded_crc
+_FOOT_BODY = struct.Struct("<IQ32s")  # n_chunks original_len sha256
+
+
+def crc32(data: bytes) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+@dataclass
+class ChunkInfo:
+    method: int
+    raw_len: int
+    coded_len: int
+    raw_crc: int
+    coded_crc: int
+    offset: int = 0          # where the coded bytes start in the archive
+
+    @property
+    def method_name(self) -> str:
+        return METHOD_NAMES.get(self.method, f"unknown({self.method})")
+
+
+@dataclass
+class Footer:
+    n_chunks: int
+    original_len: int
+    sha256: bytes
+
+
+@dataclass
+class ArchiveInfo:
+    header: dict
+    chunks: list = field(default_factory=list)
+    footer: Footer | None = None
+    archive_len: int = 0
+
+
+# ----------------------------------------------------------------------------- writing
+
+def header_bytes(header: dict) -> bytes:
+    body = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    if len(body) > MAX_HEADER_BODY:
+        raise LimitError("header size", len(body), MAX_HEADER_BODY)
+    head = _HEAD.pack(MAGIC, VERSION, 0, len(body)) + body
+    return head + struct.pack("<I", crc32(head[8:]))
+
+
+def chunk_bytes(method: int, raw: bytes, coded: bytes) -> bytes:
+    rec = _CHUNK.pack(method, len(raw), len(coded), crc32(raw), crc32(coded))
+    return rec + struct.pack("<I", crc32(rec)) + coded
+
+
+def footer_bytes(n_chunks: int, original_len: int, sha256: bytes) -> bytes:
+    body = _FOOT_BODY.pack(n_chunks, original_len, sha256)
+    return bytes([METHOD_END]) + body + struct.pack("<I", crc32(body)) + END_MAGIC
+
+
+# ----------------------------------------------------------------------------- reading
+
+class ArchiveReader:
+    """Sequential, validating reader over a file object (or bytes).
+
+    ``total_len`` (if known) bounds every length before it is trusted.
+    """
+
+    def __init__(self, f, total_len: int | None = None):
+        if isinstance(f, (bytes, bytearray, memoryview)):
+            total_len = len(f)
+            f = io.BytesIO(f)
+        self.f = f
+        self.total_len = total_len
+        self.pos = 0
+
+    def _left(self) -> int | None:
+        return None if self.total_len is None else self.total_len - self.pos
+
+    def _read(self, n: int, what: str) -> bytes:
+        left = self._left()
+        if left is not None and n > left:
+            raise TruncatedError(what, n, left)
+        data = self.f.read(n)
+        if len(data) != n:
+            raise TruncatedError(what, n, len(data))
+        self.pos += n
+        return data
+
+    def read_header(self) -> dict:
+        head = self._read(_HEAD.size, "header")
+        magic, version, flags, body_len = _HEAD.unpack(head)
+        if magic != MAGIC:
+            raise FormatError("not an llmzip archive (bad magic bytes)")
+        if version != VERSION:
+            raise UnsupportedVersionError(version, VERSION)
+        if body_len > MAX_HEADER_BODY:
+            raise LimitError("header size", body_len, MAX_HEADER_BODY)
+        body = self._read(body_len, "header body")
+        (crc,) = struct.unpack("<I", self._read(4, "header CRC"))
+        actual = crc32(head[8:] + body)
+        if crc != actual:
+            raise ChecksumError("header", f"{crc:08x}", f"{actual:08x}")
+        if flags != 0:
+            raise FormatError(f"unknown header flags {flags:#x}")
+        try:
+            header = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise FormatError(f"header body is not valid JSON: {e}") from None
+        if not isinstance(header, dict):
+            raise FormatError("header body is not a JSON object")
+        return header
+
+    def next_chunk(self) -> ChunkInfo | None:
+        """The next chunk record (coded bytes not yet read), or None at the end marker."""
+        method = self._read(1, "chunk method")[0]
+        if method == METHOD_END:
+            return None
+        rest = self._read(_CHUNK.size - 1 + 4, "chunk record")
+        rec = bytes([method]) + rest[:-4]
+        (rec_crc,) = struct.unpack("<I", rest[-4:])
+        if crc32(rec) != rec_crc:
+            raise ChecksumError("chunk record", f"{rec_crc:08x}", f"{crc32(rec):08x}")
+        _, raw_len, coded_len, raw_crc, coded_crc = _CHUNK.unpack(rec)
+        if method not in METHOD_NAMES:
+            raise FormatError(f"unknown chunk method {method}")
+        if raw_len > MAX_CHUNK_RAW:
+            raise LimitError("chunk length", raw_len, MAX_CHUNK_RAW)
+        limit = max_coded_len(method, raw_len)
+        if coded_len > limit:
+            raise LimitError("coded chunk length", coded_len, limit)
+        if method == METHOD_STORED and coded_len != raw_len:
+            raise FormatError("stored chunk whose coded and raw lengths differ")
+        left = self._left()
+        if left is not None and coded_len > left:
+            raise TruncatedError("chunk data", coded_len, left)
+        return ChunkInfo(method, raw_len, coded_len, raw_crc, coded_crc, self.pos)
+
+    def read_coded(self, chunk: ChunkInfo) -> bytes:
+        coded = self._read(chunk.coded_len, "chunk data")
+        actual = crc32(coded)
+        if actual != chunk.coded_crc:
+            raise ChecksumError("chunk data", f"{chunk.coded_crc:08x}", f"{actual:08x}")
+        return coded
+
+    def skip_coded(self, chunk: ChunkInfo) -> None:
+        left = self._left()
+        if left is not None and chunk.coded_len > left:
+            raise TruncatedError("chunk data", chunk.coded_len, left)
+        if hasattr(self.f, "seek") and self.f.seekable():
+            self.f.seek(chunk.coded_len, io.SEEK_CUR)
+            self.pos += chunk.coded_len
+        else:
+            self.read_coded(chunk)
+
+    def read_footer(self) -> Footer:
+        body = self._read(_FOOT_BODY.size, "footer")
+        (crc,) = struct.unpack("<I", self._read(4, "footer CRC"))
+        if crc32(body) != crc:
+            raise ChecksumError("footer", f"{crc:08x}", f"{crc32(body):08x}")
+        end = self._read(4, "end magic")
+        if end != END_MAGIC:
+            raise FormatError("bad end magic")
+        n, length, sha = _FOOT_BODY.unpack(body)
+        if n > MAX_CHUNKS:
+            raise LimitError("chunk count", n, MAX_CHUNKS)
+        return Footer(n, length, sha)
+
+    def check_end(self) -> None:
+        """Trailing data policy: refuse anything after the footer."""
+        extra = self.f.read(1)
+        if extra:
+            raise FormatError("trailing data after the archive footer")
+
+
+def scan(data_or_file, total_len: int | None = None) -> ArchiveInfo:
+    """Read header, chunk table and footer without decoding any chunk."""
+    r = ArchiveReader(data_or_file, total_len)
+    info = ArchiveInfo(header=r.read_header())
+    while (c := r.next_chunk()) is not None:
+        if len(info.chunks) >= MAX_CHUNKS:
+            raise LimitError("chunk count", len(info.chunks) + 1, MAX_CHUNKS)
+        r.skip_coded(c)
+        info.chunks.append(c)
+    info.footer = r.read_footer()
+    check_footer_against_chunks(info.footer, info.chunks)
+    r.check_end()
+    info.archive_len = r.pos
+    return info
+
+
+def check_footer_against_chunks(footer: Footer, chunks: list) -> None:
+    if footer.n_chunks != len(chunks):
+        raise FormatError(f"footer says {footer.n_chunks} chunks, archive has {len(chunks)}")
+    total = sum(c.raw_len for c in chunks)
+    if footer.original_len != total:
+        raise FormatError(f"footer says {footer.original_len} bytes, chunks hold {total}")
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()

@@ -1,0 +1,150 @@
+"""Batched lockstep stepping with a KV cache: the one code path encoder and decoder share.
+
+B independent segments (each starts from BOS) advance one token per step together. At
+step t the model sees, for every segment, the token at position t (BOS at t = 0) and
+returns logits for position t + 1; ``probs.logits_to_freqs`` turns them into integer
+tables; the encoder codes the true tokens with them, the decoder decodes the tokens from
+them. Both run the same function with the same shapes, so the tables are bit-identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from .coder import RangeDecoder, RangeEncoder
+from .errors import FormatError, LimitError
+from .probs import PRECISION, bits_of, logits_to_freqs
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _cpu_flags() -> str:
+    """CPU features that can change which kernels torch picks (and so the last bits)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
+                    return ",".join(x for x in wanted if x in have)
+    except OSError:
+        pass
+    return platform.machine()
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    """Everything besides the model that the probabilities depend on."""
+    dtype: str = "float32"       # weights/activations dtype (attention always float32)
+    threads: int = 1             # torch intra-op threads while stepping
+    precision: int = PRECISION   # bits of the integer frequency tables
+    seg_len: int = 2048          # most tokens in one segment (BOS not counted)
+    batch: int = 64              # most segments stepped together
+    torch: str = torch.__version__
+    constriction: str = ""
+    cpu: str = ""
+
+    @classmethod
+    def make(cls, **kw) -> "EngineProfile":
+        from importlib.metadata import version
+        kw.setdefault("constriction", version("constriction"))
+        kw.setdefault("cpu", _cpu_flags())
+        return cls(**kw)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class Engine:
+    """Owns a model in one dtype and runs lockstep passes over batches of segments."""
+
+    def __init__(self, model, profile: EngineProfile, memory_limit: int = 8 << 30):
+        if profile.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}")
+        self.model = model                      # registry.LoadedModel
+        self.profile = profile
+        self.memory_limit = memory_limit
+
+    def kv_bytes(self, batch: int, length: int) -> int:
+        c = self.model.config
+        return 2 * c.n_layer * batch * c.n_kv_head * length * c.head_dim * 4
+
+    def check_shape(self, lengths: list[int]) -> None:
+        ctx = self.model.config.context_length
+        if any(n > ctx - 1 for n in lengths):
+            raise LimitError("segment length", max(lengths), ctx - 1,
+                             "the model's context window (BOS included) is the maximum")
+        need = self.kv_bytes(len(lengths), max(lengths, default=0))
+        if need > self.memory_limit:
+            raise LimitError("KV cache memory", need, self.memory_limit,
+                             f"raise it with --memory-limit {(need >> 20) + 1}M")
+
+    def _lockstep(self, lengths: list[int], step_fn, progress=None) -> None:
+        """Run len(lengths) segments in lockstep; step_fn(t, live_rows, freqs) -> tokens."""
+        self.check_shape(lengths)
+        B, T = len(lengths), max(lengths, default=0)
+        if T == 0:
+            return
+        gpt = self.model.gpt(DTYPES[self.profile.dtype])
+        from .models.gpt import KVCache
+        cache = KVCache(self.model.config, B, T)
+        lens = np.asarray(lengths)
+        inp = torch.full((B, 1), self.model.bos_id, dtype=torch.long)
+        with torch_threads(self.profile.threads), torch.inference_mode():
+            for t in range(T):
+                logits = gpt(inp, cache, t)[:, 0]             # (B, V) float32
+                freqs = logits_to_freqs(logits, self.profile.precision)
+                live = np.nonzero(lens > t)[0]
+                tokens = step_fn(t, live, freqs[live])        # (len(live),)
+                nxt = np.full(B, self.model.bos_id, dtype=np.int64)
+                nxt[live] = tokens
+                inp = torch.from_numpy(nxt)[:, None]
+                if progress is not None:
+                    progress(tokens)
+
+    def encode_segments(self, segments: list[np.ndarray], progress=None
+                        ) -> tuple[bytes, float]:
+        """Code segments of token ids; returns (range-coded words, ideal bits)."""
+        enc = RangeEncoder()
+        total_bits = [0.0]
+
+        def step(t, live, freqs):
+            symbols = np.array([segments[i][t] for i in live], dtype=np.int64)
+            enc.encode_symbols(symbols, freqs)
+            total_bits[0] += float(bits_of(freqs, symbols, self.profile.precision).sum())
+            return symbols
+
+        self._lockstep([len(s) for s in segments], step, progress)
+        return enc.finish(), total_bits[0]
+
+    def decode_segments(self, lengths: list[int], payload: bytes, progress=None
+                        ) -> list[np.ndarray]:
+        dec = RangeDecoder(payload)
+        out = [np.zeros(n, dtype=np.int64) for n in lengths]
+        V = self.model.config.vocab_size
+
+        def step(t, live, freqs):
+            symbols = dec.decode_symbols(freqs)
+            if symbols.size and (symbols.min() < 0 or symbols.max() >= V):
+                raise FormatError("decoded token id outside the vocabulary")
+            for i, s in zip(live, symbols):
+                out[i][t] = s
+            return symbols
+
+        self._lockstep(lengths, step, progress)
+        return out

@@ -1,0 +1,164 @@
+"""Exact bytes <-> token ids for byte-level BPE vocabularies (GPT-2 style, as in GGUF).
+
+Encoding uses the ``tokenizers`` library for valid UTF-8 text; bytes that are not valid
+UTF-8 become the vocabulary's single-byte tokens. Decoding never goes through UTF-8: every
+id maps to a fixed byte string, so ``decode(encode(x)) == x`` for every byte string.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import numpy as np
+
+from .errors import FormatError, UnsupportedModelError
+
+
+
+@lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from the 256 byte values to printable characters."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def _chars_using(byte_values) -> str:
+    """A regex character-class body matching every character whose UTF-8 form contains
+    one of `byte_values` (as a single byte or as the lead byte of a sequence)."""
+    parts = []
+    for b in sorted(byte_values):
+        if b < 0x80:
+            lo, hi = b, b
+        elif 0xC2 <= b <= 0xDF:
+            lo = (b & 0x1F) << 6
+            hi = lo + 0x3F
+        elif 0xE0 <= b <= 0xEF:
+            lo = (b & 0x0F) << 12
+            hi = lo + 0xFFF
+        elif 0xF0 <= b <= 0xF4:
+            lo = (b & 0x07) << 18
+            hi = min(lo + 0x3FFFF, 0x10FFFF)
+        elif b in (0xC0, 0xC1) or b >= 0xF5:
+            continue                     # never part of valid UTF-8
+        else:                            # a continuation byte: too many characters to list
+            raise UnsupportedModelError(
+                f"vocabulary has no token for UTF-8 continuation byte {b:#x}")
+        parts.append(re.escape(chr(lo)) + ("-" + re.escape(chr(hi)) if hi > lo else ""))
+    return "".join(parts)
+
+
+class ByteTokenizer:
+    """Byte-level BPE built from a vocabulary (id -> token string) and merge rules."""
+
+    def __init__(self, tokens: list[str], merges: list[str], pre: str = "gpt2",
+                 token_types: list[int] | None = None, special_ids: tuple = ()):
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+        self.tokens = tokens
+        self.pre = pre
+        vocab = {}
+        for i, t in enumerate(tokens):
+            vocab.setdefault(t, i)          # first id wins if a string repeats
+        b2u = bytes_to_unicode()
+        # Byte values that never occur in valid UTF-8 (C0, C1, F5..FF) often have no token.
+        # Such a byte b is written as two tokens: ESC, then the byte token of b ^ 0x40
+        # (C0/C1 -> 80/81, F5..FF -> B5..BF: continuation bytes; rare ASCII controls -> letters).
+        # ESC is a control token (type 3) that byte-level BPE never produces.
+        self.escaped = frozenset(b for b, ch in b2u.items() if ch not in vocab)
+        self.esc_id = -1
+        if self.escaped:
+            if any(b2u[b ^ 0x40] not in vocab for b in self.escaped):  # noqa: E501
+                raise UnsupportedModelError(
+                    f"vocabulary lacks single-byte tokens for {len(self.escaped)} byte values, "
+                    f"beyond those never seen in UTF-8; llmzip needs them to code any byte string")
+            controls = [i for i, ty in enumerate(token_types or []) if ty == 3
+                        and i not in special_ids]
+            if not controls:
+                raise UnsupportedModelError(
+                    "vocabulary lacks some single-byte tokens and has no control token to "
+                    "escape them with")
+            self.esc_id = controls[0]
+        # Runs routed around the BPE: bytes that are not valid UTF-8 (surrogate-escaped) and
+        # ASCII bytes the vocabulary has no token for.
+        self._raw_run = re.compile(f"[\udc80-\udcff{_chars_using(self.escaped)}]+")
+        self.byte_ids = np.array(
+            [vocab[b2u[b]] if b not in self.escaped else -1 for b in range(256)],
+            dtype=np.int64)
+        pairs = [tuple(m.split(" ", 1)) for m in merges]
+        bpe = models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False)
+        tok = Tokenizer(bpe)
+        byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        if pre == "smollm":     # llama.cpp's smollm: every digit alone, then the GPT-2 regex
+            tok.pre_tokenizer = pre_tokenizers.Sequence(
+                [pre_tokenizers.Digits(individual_digits=True), byte_level])
+        else:
+            tok.pre_tokenizer = byte_level
+        tok.decoder = decoders.ByteLevel()
+        self._tok = tok
+        u2b = {ch: b for b, ch in b2u.items()}
+        self._id_bytes = []
+        for t in tokens:
+            try:
+                self._id_bytes.append(bytes(u2b[c] for c in t))
+            except KeyError:        # control tokens with characters outside the byte map
+                self._id_bytes.append(t.encode("utf-8"))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, data: bytes) -> np.ndarray:
+        """Token ids (int64) for any byte string."""
+        text = data.decode("utf-8", errors="surrogateescape")
+        out: list[np.ndarray] = []
+        pos = 0
+        for m in self._raw_run.finditer(text):
+            if m.start() > pos:
+                out.append(self._encode_text(text[pos:m.start()]))
+            raw = m.group().encode("utf-8", errors="surrogateescape")
+            out.append(self._encode_raw_bytes(raw))
+            pos = m.end()
+        if pos < len(text):
+            out.append(self._encode_text(text[pos:]))
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+    def _encode_raw_bytes(self, raw: bytes) -> np.ndarray:
+        ids = []
+        for b in raw:
+            if b in self.escaped:
+                ids += [self.esc_id, int(self.byte_ids[b ^ 0x40])]
+            else:
+                ids.append(int(self.byte_ids[b]))
+        return np.asarray(ids, dtype=np.int64)
+
+    def _encode_text(self, text: str) -> np.ndarray:
+        return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+
+    def decode(self, ids) -> bytes:
+        """Bytes for a sequence of ids; raises FormatError on ids no encoding produces."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self._id_bytes)):
+            raise FormatError("token id outside the vocabulary")
+        table = self._id_bytes
+        if self.esc_id < 0 or not (ids == self.esc_id).any():
+            return b"".join([table[i] for i in ids.tolist()])
+        out, it = [], iter(ids.tolist())
+        for i in it:
+            if i != self.esc_id:
+                out.append(table[i])
+                continue
+            nxt = next(it, None)
+            piece = table[nxt] if nxt is not None else b""
+            if len(piece) != 1 or piece[0] ^ 0x40 not in self.escaped:
+                raise FormatError("escape token not followed by an escapable byte token")
+            out.append(bytes([piece[0] ^ 0x40]))
+        return b"".join(out)

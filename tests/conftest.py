@@ -1,0 +1,35 @@
+import os
+
+import pytest
+
+CORPUS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpus")
+
+
+def corpus_file(name: str) -> str:
+    path = os.path.abspath(os.path.join(CORPUS, name))
+    if not os.path.exists(path):
+        pytest.fail(f"test corpus file {path} is missing (expected ../shared/corpus/)")
+    return path
+
+
+def corpus_bytes(name: str, n: int | None = None) -> bytes:
+    with open(corpus_file(name), "rb") as f:
+        return f.read() if n is None else f.read(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory) -> str:
+    from llmzip.models.tiny import write_tiny_gguf
+    return write_tiny_gguf(str(tmp_path_factory.mktemp("models") / "tiny.gguf"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_gguf):
+    from llmzip.models.registry import load_model
+    return load_model(tiny_gguf)
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    from llmzip.models.registry import load_model
+    return load_model(None)

@@ -1,0 +1,113 @@
+"""Round trips through llmzip.compress/decompress with a tiny random model."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import llmzip
+from llmzip import container as ct
+from conftest import corpus_bytes
+
+CASES = {
+    "empty": b"",
+    "one_byte": b"x",
+    "all_256": bytes(range(256)),
+    "invalid_utf8": b"caf\xe9 \xc0\xff\xfe broken \xed\xa0\x80 bytes" * 20,
+    "chinese_emoji": ("压缩就是理解。😀 " * 40).encode(),
+    "random": os.urandom(5000),
+    "long_repeat": b"abcabcabd" * 3000,
+    "canterbury": corpus_bytes("alice29.txt", 12000),
+    "nul_text_mix": b"text " * 500 + bytes(3000) + b" more text" * 500,
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_compress_decompress_round_trip(tiny_model, name):
+    data = CASES[name]
+    blob = llmzip.compress(data, model=tiny_model, batch=4, seg_len=200)
+    assert blob[:8] == ct.MAGIC
+    assert llmzip.decompress(blob, model=tiny_model) == data
+    # the same through the model path only (no zstd fallback)
+    blob = llmzip.compress(data, model=tiny_model, batch=4, seg_len=200, fallback=False)
+    assert llmzip.decompress(blob, model=tiny_model) == data
+
+
+def test_model_chunks_used_and_segments(tiny_model):
+    data = corpus_bytes("alice29.txt", 3000)
+    c = llmzip.Compressor(tiny_model, batch=3, seg_len=100)
+    blob = c.compress(data)
+    # the random tiny model may lose to zstd; force-check the engine path directly
+    tok = tiny_model.tokenizer
+    ids = tok.encode(data)
+    segs = [ids[:100], ids[100:180], ids[180:181]]
+    words, bits = c.engine.encode_segments(segs)
+    out = c.engine.decode_segments([len(s) for s in segs], words)
+    assert all((a == b).all() for a, b in zip(out, segs))
+    assert bits > 0 and 8 * len(words) <= bits + 64
+    assert llmzip.decompress(blob, model=tiny_model) == data
+
+
+def test_compressor_reuse(tiny_model):
+    c = llmzip.Compressor(tiny_model, batch=2, seg_len=64)
+    d = llmzip.Decompressor(tiny_model)
+    for data in (b"first input", b"second, longer input " * 30, b""):
+        assert d.decompress(c.compress(data)) == data
+
+
+def test_binary_growth_is_small(tiny_model):
+    for data in (os.urandom(100_000), corpus_bytes("fireworks.jpeg")):
+        blob = llmzip.compress(data, model=tiny_model)
+        assert len(blob) - len(data) <= 200
+        assert llmzip.decompress(blob) == data          # no model needed: no model chunks
+
+
+def test_bfloat16_round_trip(tiny_model):
+    data = corpus_bytes("alice29.txt", 2000)
+    c = llmzip.Compressor(tiny_model, dtype="bfloat16", batch=3, seg_len=128, fallback=False)
+    blob = c.compress(data)
+    assert llmzip.decompress(blob, model=tiny_model) == data
+
+
+def test_threads_one_vs_two_decode(tiny_model):
+    data = corpus_bytes("asyoulik.txt", 4000)
+    blob = llmzip.compress(data, model=tiny_model, threads=1, batch=4, seg_len=128,
+                           fallback=False)
+    assert llmzip.decompress(blob, model=tiny_model, threads=2) == data
+
+
+def test_wrong_model_refused(tiny_model, tmp_path):
+    from llmzip.models.registry import load_model
+    from llmzip.models.tiny import write_tiny_gguf
+    other = load_model(write_tiny_gguf(str(tmp_path / "other.gguf"), seed=1))
+    data = b"some text to code with the model " * 50
+    blob = llmzip.compress(data, model=tiny_model, batch=2, seg_len=64, fallback=False)
+    with pytest.raises(llmzip.ModelMismatchError) as e:
+        llmzip.decompress(blob, model=other)
+    assert e.value.needed_fingerprint == tiny_model.fingerprint
+
+
+def test_engine_mismatch_refused_then_allowed(tiny_model):
+    data = b"engine profile check " * 80
+    blob = llmzip.compress(data, model=tiny_model, batch=2, seg_len=64, fallback=False)
+    info = ct.scan(blob)
+    # rewrite the header as if made with another torch build
+    header = dict(info.header)
+    header["engine"] = dict(header["engine"], torch="0.0.0-other")
+    first = info.chunks[0].offset - ct._CHUNK.size - 4
+    forged = ct.header_bytes(header) + blob[first:]
+    with pytest.raises(llmzip.EngineMismatchError):
+        llmzip.decompress(forged, model=tiny_model)
+    assert llmzip.decompress(forged, model=tiny_model, allow_engine_mismatch=True) == data
+
+
+def test_fresh_process_decodes_same(tiny_model, tiny_gguf, tmp_path):
+    data = corpus_bytes("alice29.txt", 5000)
+    blob = llmzip.compress(data, model=tiny_model, batch=4, seg_len=128, fallback=False)
+    arc = tmp_path / "a.llmz"
+    arc.write_bytes(blob)
+    code = ("import sys, llmzip; sys.stdout.buffer.write(llmzip.decompress("
+            f"open({str(arc)!r}, 'rb').read(), model={tiny_gguf!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
+    assert out == data

@@ -1,0 +1,108 @@
+"""Archive structure: corrupt, truncated and hostile archives are refused."""
+
+import struct
+
+import pytest
+
+import llmzip
+from llmzip import container as ct
+from llmzip.errors import (ArchiveError, ChecksumError, FormatError, LimitError,
+                           TruncatedError, UnsupportedVersionError)
+from conftest import corpus_bytes
+
+
+@pytest.fixture(scope="module")
+def small_archive(tiny_model):
+    data = corpus_bytes("alice29.txt", 2000) + "… ünïcode ✓".encode()
+    blob = llmzip.compress(data, model=tiny_model, batch=2, seg_len=128, fallback=False)
+    assert {c.method for c in ct.scan(blob).chunks} >= {ct.METHOD_MODEL}
+    return data, blob
+
+
+def test_magic_is_not_utf8():
+    with pytest.raises(UnicodeDecodeError):
+        ct.MAGIC.decode("utf-8")
+    assert ct.MAGIC[0] >= 0x80
+
+
+def test_scan_lists_chunks(small_archive):
+    data, blob = small_archive
+    info = ct.scan(blob)
+    assert info.footer.original_len == len(data)
+    assert info.archive_len == len(blob)
+    assert sum(c.raw_len for c in info.chunks) == len(data)
+
+
+def test_every_flipped_byte_refused(tiny_model, small_archive):
+    data, blob = small_archive
+    for i in range(len(blob)):
+        bad = bytearray(blob)
+        bad[i] ^= 0x41
+        try:
+            out = llmzip.decompress(bytes(bad), model=tiny_model)
+        except ArchiveError:
+            continue
+        assert out == data, f"flip at {i} gave wrong output"
+        pytest.fail(f"flip at offset {i} was not detected")
+
+
+def test_every_truncation_refused(tiny_model, small_archive):
+    _, blob = small_archive
+    for n in range(len(blob)):
+        with pytest.raises(ArchiveError):
+            llmzip.decompress(blob[:n], model=tiny_model)
+
+
+def test_trailing_data_refused(small_archive):
+    _, blob = small_archive
+    with pytest.raises(FormatError, match="trailing"):
+        llmzip.decompress(blob + b"\x00")
+
+
+def test_bad_magic():
+    with pytest.raises(FormatError, match="magic"):
+        llmzip.decompress(b"PK\x03\x04" + bytes(100))
+
+
+def test_unknown_version(small_archive):
+    _, blob = small_archive
+    bad = bytearray(blob)
+    bad[8:10] = struct.pack("<H", 99)
+    with pytest.raises(UnsupportedVersionError):
+        llmzip.decompress(bytes(bad))
+
+
+def test_header_crc(small_archive):
+    _, blob = small_archive
+    bad = bytearray(blob)
+    bad[20] ^= 1
+    with pytest.raises((ChecksumError, FormatError)):
+        llmzip.decompress(bytes(bad))
+
+
+def _with_record(method, raw_len, coded_len, payload=b""):
+    rec = ct._CHUNK.pack(method, raw_len, coded_len, 0, ct.crc32(payload))
+    return rec + struct.pack("<I", ct.crc32(rec)) + payload
+
+
+def test_huge_lengths_refused_before_allocation():
+    head = ct.header_bytes({"format": "llmzip", "mode": "prior"})
+    for raw_len, coded_len in [(2 ** 32 - 1, 10), (100, 2 ** 32 - 1), (2 ** 26 + 1, 5)]:
+        with pytest.raises((LimitError, TruncatedError)):
+            ct.scan(head + _with_record(ct.METHOD_ZSTD, raw_len, coded_len))
+
+
+def test_footer_sum_mismatch():
+    head = ct.header_bytes({"format": "llmzip", "mode": "prior"})
+    blob = head + ct.chunk_bytes(ct.METHOD_STORED, b"abc", b"abc") + \
+        ct.footer_bytes(1, 2 ** 40, ct.sha256(b"abc"))
+    with pytest.raises(FormatError):
+        ct.scan(blob)
+
+
+def test_whole_checksum_detects_swapped_chunks():
+    head = ct.header_bytes({"format": "llmzip", "mode": "prior"})
+    a, b = ct.chunk_bytes(0, b"first", b"first"), ct.chunk_bytes(0, b"second", b"second")
+    blob = head + b + a + ct.footer_bytes(2, 11, ct.sha256(b"firstsecond"))
+    with pytest.raises(ChecksumError):
+        llmzip.decompress(blob)
