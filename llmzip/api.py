@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,12 @@ _CHECKED_ENGINE_FIELDS = ("torch", "constriction", "cpu")
 
 
 def default_threads() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
+    """1, or $LLMZIP_THREADS. One thread is the robust default: on a shared machine two
+    torch threads competing with another busy process ran 10-20x slower than one."""
+    try:
+        return max(1, int(os.environ.get("LLMZIP_THREADS", "1")))
+    except ValueError:
+        raise UsageError("LLMZIP_THREADS must be a whole number") from None
 
 
 # ----------------------------------------------------------------------------- varints
@@ -167,10 +173,8 @@ class Compressor:
             for L in seg_lens:
                 segments.append(chunk_ids[p:p + L])
                 p += L
-            step_progress = None
-            if progress:
-                def step_progress(tokens, _tok=tok):
-                    progress(len(_tok.decode(tokens)))
+            step_progress = (lambda tokens: progress(len(tok.decode(tokens)))) if progress \
+                else None
             words, bits = self.engine.encode_segments(segments, step_progress)
             payload = bytearray()
             _put_varint(payload, len(seg_lens))
@@ -239,11 +243,53 @@ class Decompressor:
             raise FormatError(f"unsupported dtype/precision {profile.dtype}/{profile.precision}")
         return Engine(model, profile, self.memory_limit)
 
+    def _engine_lazy(self, header: dict, cache: dict) -> Engine:
+        if "engine" not in cache:
+            if not isinstance(header.get("model"), dict):
+                raise FormatError("archive has model-coded chunks but names no model")
+            cache["engine"] = self._engine_for(header, self._model_for(header))
+        return cache["engine"]
+
+    def stream(self, f, progress=None):
+        """Decode an archive from a file object chunk by chunk, yielding original bytes.
+
+        Each chunk is checked (CRCs) before it is yielded; the whole-content SHA-256 and
+        the footer are checked at the end, and a truncated or damaged stream raises there
+        instead of ending quietly.
+        """
+        r = ct.ArchiveReader(f)
+        header = r.read_header()
+        if header.get("mode") == "online":
+            raise FormatError("online archives decode one-shot only (llmzip.decompress)")
+        _check_mode(header)
+        cache: dict = {}
+        h = hashlib.sha256()
+        n_chunks = total = 0
+        while (c := r.next_chunk()) is not None:
+            n_chunks += 1
+            if n_chunks > ct.MAX_CHUNKS:
+                raise LimitError("chunk count", n_chunks, ct.MAX_CHUNKS)
+            coded = r.read_coded(c)
+            engine = self._engine_lazy(header, cache) if c.method == ct.METHOD_MODEL else None
+            raw = _checked(c, decode_chunk(c, coded, engine, progress))
+            h.update(raw)
+            total += len(raw)
+            yield raw
+        footer = r.read_footer()
+        if footer.n_chunks != n_chunks or footer.original_len != total:
+            raise FormatError("footer does not match the chunks read")
+        if h.digest() != footer.sha256:
+            raise ChecksumError("whole content (SHA-256)", footer.sha256.hex(), h.hexdigest())
+        r.check_end()
+
     def decompress(self, blob: bytes, progress=None) -> bytes:
         info = ct.scan(blob)                        # validates structure, no decoding yet
         header = info.header
-        if header.get("format") != FORMAT_NAME or header.get("mode") != "prior":
-            raise FormatError(f"unsupported archive mode {header.get('mode')!r}")
+        if header.get("mode") == "online" and header.get("format") == FORMAT_NAME:
+            from .online import decompress_online
+            return decompress_online(blob, threads=self.threads, progress=progress,
+                                     allow_engine_mismatch=self.allow_engine_mismatch)
+        _check_mode(header)
         coded_chunks = []
         for c in info.chunks:                       # every CRC before any slow decoding
             coded = bytes(blob[c.offset:c.offset + c.coded_len])
@@ -251,21 +297,13 @@ class Decompressor:
             if actual != c.coded_crc:
                 raise ChecksumError("chunk data", f"{c.coded_crc:08x}", f"{actual:08x}")
             coded_chunks.append(coded)
-        engine = None
+        cache: dict = {}
         if any(c.method == ct.METHOD_MODEL for c in info.chunks):
-            if not isinstance(header.get("model"), dict):
-                raise FormatError("archive has model-coded chunks but names no model")
-            model = self._model_for(header)
-            engine = self._engine_for(header, model)
+            self._engine_lazy(header, cache)       # model problems before any decoding
         out = []
         for c, coded in zip(info.chunks, coded_chunks):
-            raw = decode_chunk(c, coded, engine, progress)
-            actual = ct.crc32(raw)
-            if len(raw) != c.raw_len or actual != c.raw_crc:
-                raise ChecksumError("chunk content", f"{c.raw_crc:08x}", f"{actual:08x}")
-            out.append(raw)
-            if progress and c.method != ct.METHOD_MODEL:
-                progress(len(raw))
+            engine = cache.get("engine")
+            out.append(_checked(c, decode_chunk(c, coded, engine, progress)))
         data = b"".join(out)
         digest = ct.sha256(data)
         if digest != info.footer.sha256:
@@ -274,11 +312,26 @@ class Decompressor:
         return data
 
 
+def _check_mode(header: dict) -> None:
+    if header.get("format") != FORMAT_NAME or header.get("mode") != "prior":
+        raise FormatError(f"unsupported archive mode {header.get('mode')!r}")
+
+
+def _checked(c: ct.ChunkInfo, raw: bytes) -> bytes:
+    actual = ct.crc32(raw)
+    if len(raw) != c.raw_len or actual != c.raw_crc:
+        raise ChecksumError("chunk content", f"{c.raw_crc:08x}", f"{actual:08x}")
+    return raw
+
+
 def decode_chunk(c: ct.ChunkInfo, coded: bytes, engine: Engine | None, progress) -> bytes:
-    if c.method == ct.METHOD_STORED:
-        return coded
-    if c.method == ct.METHOD_ZSTD:
-        return _zstd_decompress(coded, c.raw_len)
+    if c.method in (ct.METHOD_STORED, ct.METHOD_ZSTD):
+        raw = coded if c.method == ct.METHOD_STORED else _zstd_decompress(coded, c.raw_len)
+        if progress:
+            progress(len(raw))
+        return raw
+    if engine is None:
+        raise FormatError(f"chunk method {c.method_name} cannot be decoded here")
     # model chunk: segment table, then range-coded words
     n_seg, pos = _get_varint(coded, 0)
     if not 1 <= n_seg <= MAX_SEGMENTS:

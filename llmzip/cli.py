@@ -31,7 +31,8 @@ def _size(text: str) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model name (default smollm2-135m) or GGUF file path")
-    p.add_argument("--threads", type=int, help="torch threads (default: 2, or the archive's)")
+    p.add_argument("--threads", type=int,
+                   help="torch threads (default 1 or $LLMZIP_THREADS; decoding: the archive's)")
     p.add_argument("--batch", type=int, default=64, help="most segments coded in lockstep")
     p.add_argument("--seg-len", type=int, help="most tokens per segment (default 2048, or "
                    "the model's context if shorter)")
@@ -41,6 +42,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="most bytes decoding may allocate for the KV cache (e.g. 16G)")
     p.add_argument("--ignore-engine-mismatch", action="store_true",
                    help="decode even if torch/CPU differ from the archive's (still verified)")
+    p.add_argument("--verify", action="store_true",
+                   help="after compressing, decode the archive and compare before writing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, no summary")
     p.add_argument("-v", "--verbose", action="store_true", help="more detail")
 
@@ -54,6 +57,15 @@ def _io(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm", action="store_true", help="remove the input after success")
 
 
+def _mode(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=["prior", "online"], default="prior",
+                   help="prior: a pretrained model (default); online: a GPT trained on the "
+                   "data while it is coded (no weights needed to decode)")
+    p.add_argument("--preset", default="s", help="online mode: model size preset")
+    p.add_argument("--config", help="online mode: JSON file with the model/optimizer config")
+    p.add_argument("--seed", type=int, default=0, help="online mode: initialisation seed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmzip", description="Lossless compression with a GPT.")
     sub = p.add_subparsers(dest="cmd")
@@ -61,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("input", help="file to compress ('-' for stdin)")
     _io(c)
     _common(c)
+    _mode(c)
     d = sub.add_parser("decompress", help="decompress an archive")
     d.add_argument("input", help="archive ('-' for stdin)")
     d.add_argument("-t", "--test", action="store_true", help="check only, write nothing")
@@ -73,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmark compress/decompress against xz")
     b.add_argument("input", nargs="+")
     b.add_argument("--json", help="also write result rows to this JSONL file")
+    b.add_argument("--out", help="result directory (default ./bench-results)")
+    b.add_argument("--codecs", help="comma-separated codec names (default: all classical + "
+                   "llmzip)")
+    b.add_argument("--no-resume", action="store_true", help="recompute finished cells")
     _common(b)
     return p
 
@@ -84,6 +101,7 @@ def build_short_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--test", action="store_true")
     _io(p)
     _common(p)
+    _mode(p)
     return p
 
 
@@ -138,20 +156,44 @@ def _say(args, msg: str) -> None:
         print(msg, file=sys.stderr)
 
 
+def _compress_online(args, data: bytes, bar):
+    from . import online
+    t0 = time.perf_counter()
+    blob = online.compress_online(data, preset=args.preset, config=args.config,
+                                  seed=args.seed, threads=args.threads, progress=bar)
+    acc = online.online_accounting(blob)
+    from .api import Stats
+    st = Stats(input_bytes=len(data), output_bytes=len(blob), model_bytes=acc["online_bytes"],
+               ideal_bits=acc["ideal_bits"], seconds=time.perf_counter() - t0)
+    return blob, st
+
+
 def do_compress(args, path: str, out: str | None) -> None:
     from .api import Compressor
     data = _read_input(path)
-    comp = Compressor(args.model, dtype=args.dtype, threads=args.threads,
-                      seg_len=args.seg_len, batch=args.batch, memory_limit=args.memory_limit)
     bar = Progress(len(data), os.path.basename(path), args.quiet)
+    comp = None
     try:
-        blob = comp.compress(data, progress=bar)
+        if getattr(args, "mode", "prior") == "online":
+            blob, st = _compress_online(args, data, bar)
+        else:
+            comp = Compressor(args.model, dtype=args.dtype, threads=args.threads,
+                              seg_len=args.seg_len, batch=args.batch,
+                              memory_limit=args.memory_limit)
+            blob = comp.compress(data, progress=bar)
+            st = comp.stats
     finally:
         bar.close()
+    if getattr(args, "verify", False):
+        from .api import Decompressor
+        from .errors import ChecksumError
+        back = Decompressor(comp.model if comp else None, threads=args.threads,
+                            memory_limit=args.memory_limit).decompress(blob)
+        if back != data:
+            raise ChecksumError("verification (decode after compress)", "input", "other bytes")
     if out is None:
         out = "-" if path == "-" or args.stdout else path + SUFFIX
     _write_output(out, blob, args, path, binary=True)
-    st = comp.stats
     rate = len(data) / st.seconds if st.seconds else 0.0
     ideal = st.ideal_bits / st.model_bytes if st.model_bytes else 0.0
     _say(args, f"{path}: {len(data)} -> {len(blob)} bytes, {st.bpb:.3f} bits/byte "
@@ -209,22 +251,35 @@ def do_info(args) -> None:
         "model": h.get("model"), "engine": h.get("engine"), "methods": by_method,
         "overhead_bytes": info.archive_len - sum(c.coded_len for c in info.chunks),
     }
+    if h.get("mode") == "online":
+        from .online import online_accounting
+        summary["online"] = online_accounting(blob)
     if args.json:
         if args.verbose:
             summary["chunks"] = [vars(c) for c in info.chunks]
         print(json.dumps(summary, indent=2))
         return
-    m, e = h.get("model", {}), h.get("engine", {})
+    m, e = h.get("model"), h.get("engine")
     bpb = summary["bits_per_byte"]
     print(f"archive       {args.input}: {info.archive_len} bytes, format v{ct.VERSION}, "
           f"mode {h.get('mode')}")
     print(f"original      {f.original_len} bytes, sha256 {f.sha256.hex()}")
     print(f"bits/byte     {bpb:.4f}" if bpb is not None else "bits/byte     -")
-    print(f"model         {m.get('name')} ({m.get('file')}, {m.get('params', 0):,} params, "
-          f"vocab {m.get('vocab')}) sha256 {str(m.get('fingerprint'))[:16]}…")
-    print(f"engine        dtype {e.get('dtype')}, threads {e.get('threads')}, segments of "
-          f"<= {e.get('seg_len')} tokens x {e.get('batch')}, {e.get('precision')}-bit tables, "
-          f"torch {e.get('torch')}, constriction {e.get('constriction')}")
+    if isinstance(m, dict):
+        print(f"model         {m.get('name')} ({m.get('file')}, {m.get('params', 0):,} "
+              f"params, vocab {m.get('vocab')}) sha256 {str(m.get('fingerprint'))[:16]}…")
+    if isinstance(e, dict):
+        print(f"engine        dtype {e.get('dtype')}, threads {e.get('threads')}, segments of "
+              f"<= {e.get('seg_len')} tokens x {e.get('batch')}, {e.get('precision')}-bit "
+              f"tables, torch {e.get('torch')}, constriction {e.get('constriction')}")
+    if "online" in summary:
+        a = summary["online"]
+        print(f"online model  preset {a['preset']}, {a['n_params']:,} params, trained while "
+              f"coding; nothing but this header describes it")
+        print(f"loss sum      {a['ideal_bits']:.0f} bits (sum of -log2 p over the coded "
+              f"bytes = area under the training-loss curve)")
+        print(f"payload       {a['payload_bits']} bits (coding overhead "
+              f"{100 * a['coding_overhead']:+.3f}%), header {a['header_bytes']} bytes")
     print(f"overhead      {summary['overhead_bytes']} bytes (header, chunk records, footer)")
     for name, v in by_method.items():
         r = 8 * v["coded"] / v["raw"] if v["raw"] else 0
@@ -271,8 +326,20 @@ def _run(argv: list[str]) -> int:
     return status
 
 
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so temporary files are cleaned up."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return _run(argv)
     except ArchiveError as e:
@@ -284,5 +351,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("llmzip: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("llmzip: terminated", file=sys.stderr)
+        return 143
+    except OSError as e:         # disk full, permissions, ...: the output was not committed
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"llmzip: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("llmzip: out of memory (try a smaller --batch)", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         return 1

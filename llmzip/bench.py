@@ -1,0 +1,581 @@
+"""Side-by-side benchmark: llmzip against the classical codecs, on the same files.
+
+``run_bench`` runs every codec on every file and verifies every round trip; each finished
+cell is appended to a JSONL file at once, so a long run that stops can be resumed (cells
+already there are skipped). It also writes CSV, a Markdown table and a PNG plot of bits
+per byte against compress speed with the Pareto front.
+
+The one-file measurement of the model itself (speed, load time, matmul peak share) is
+in corebench.py.
+
+``run_cli`` implements ``llmzip bench FILES|DIRS``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+
+from .baselines import Codec, LlmzipCodec, classical_codecs, get_codec
+
+DEFAULT_OUT_DIR = "bench-results"
+JSONL_NAME = "results.jsonl"
+CSV_NAME = "results.csv"
+MD_NAME = "results.md"
+PNG_NAME = "results.png"
+
+CSV_FIELDS = ["codec", "label", "file", "path", "original_bytes", "compressed_bytes",
+              "bits_per_byte", "compress_seconds", "decompress_seconds",
+              "compress_bytes_per_s", "decompress_bytes_per_s", "round_trip", "error",
+              "ideal_bits_per_byte", "model_load_seconds", "model_tokens", "dtype",
+              "threads", "batch", "seg_len", "codec_version", "key", "finished"]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def expand_paths(paths) -> list[str]:
+    """Files named, and the files under directories named (sorted, hidden ones skipped)."""
+    out: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            for root, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                out.extend(os.path.join(root, f) for f in sorted(files)
+                           if not f.startswith("."))
+        elif os.path.isfile(p):
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"no such file or directory: {p}")
+    seen, uniq = set(), []
+    for p in out:
+        a = os.path.abspath(p)
+        if a not in seen:
+            seen.add(a)
+            uniq.append(p)
+    return uniq
+
+
+def _codec_obj(c) -> Codec:
+    return get_codec(c) if isinstance(c, str) else c
+
+
+def cell_key(codec: Codec, path: str, data_sha: str) -> str:
+    """Identity of a benchmark cell: codec configuration + file path + file content."""
+    params = json.dumps(codec.params(), sort_keys=True, default=str)
+    return f"{codec.name}|{params}|{os.path.abspath(path)}|{data_sha[:16]}"
+
+
+def _timed(fn, arg, min_seconds: float, max_repeat: int):
+    """(result, best seconds per call): repeats short calls so small files time fairly."""
+    t0 = time.perf_counter()
+    out = fn(arg)
+    best = time.perf_counter() - t0
+    total, n = best, 1
+    while total < min_seconds and n < max_repeat:
+        t0 = time.perf_counter()
+        fn(arg)
+        dt = time.perf_counter() - t0
+        best = min(best, dt)
+        total += dt
+        n += 1
+    return out, best
+
+
+def _rate(nbytes: int, seconds: float | None):
+    return nbytes / seconds if seconds else None
+
+
+def run_cell(codec: Codec, path: str, data: bytes, min_seconds: float = 0.1,
+             max_repeat: int = 20) -> dict:
+    """Compress, decompress and verify one file with one codec; never raises for a
+    codec failure (it is recorded in the row)."""
+    row = {"codec": codec.name, "label": codec.label or codec.name, "kind": codec.kind,
+           "file": os.path.basename(path), "path": os.path.abspath(path),
+           "original_bytes": len(data), "compressed_bytes": None, "bits_per_byte": None,
+           "compress_seconds": None, "decompress_seconds": None,
+           "compress_bytes_per_s": None, "decompress_bytes_per_s": None,
+           "round_trip": False, "error": None, "params": codec.params(),
+           "codec_version": codec.version()}
+    if not codec.available():
+        row["error"] = f"unavailable: {codec.unavailable_reason()}"
+        row["available"] = False
+        return row
+    # classical codecs are repeated on small inputs (best time of several calls);
+    # a model codec runs once, its load done beforehand and reported separately
+    reps = 1 if codec.kind == "llm" else max_repeat
+    try:
+        load = codec.prepare()
+        if codec.kind == "llm":
+            row["model_load_seconds"] = load
+    except Exception as e:
+        row["error"] = f"prepare: {type(e).__name__}: {e}"
+        return row
+    try:
+        blob, ct = _timed(codec.compress, data, min_seconds, reps)
+    except Exception as e:
+        row["error"] = f"compress: {type(e).__name__}: {e}"
+        return row
+    row.update(compressed_bytes=len(blob), compress_seconds=ct,
+               bits_per_byte=8 * len(blob) / len(data) if data else None,
+               compress_bytes_per_s=_rate(len(data), ct))
+    if isinstance(codec, LlmzipCodec) and codec.last_stats is not None:
+        st = codec.last_stats
+        row.update(ideal_bits_per_byte=st.ideal_bits / st.model_bytes if st.model_bytes
+                   else None, model_bytes=st.model_bytes, model_tokens=st.model_tokens,
+                   chunks=dict(st.chunks))
+        row["model_load_seconds"] = (row.get("model_load_seconds") or 0.0) \
+            + st.model_load_seconds
+        row.update({k: row["params"].get(k) for k in ("dtype", "threads", "batch",
+                                                      "seg_len")})
+    try:
+        out, dt = _timed(codec.decompress, blob, min_seconds, reps)
+    except Exception as e:
+        row["error"] = f"decompress: {type(e).__name__}: {e}"
+        return row
+    row.update(decompress_seconds=dt, decompress_bytes_per_s=_rate(len(data), dt))
+    row["round_trip"] = out == data
+    if not row["round_trip"]:
+        row["error"] = (f"round trip mismatch: decoded {len(out)} bytes, "
+                        f"expected {len(data)}")
+    return row
+
+
+def load_jsonl(path: str) -> list[dict]:
+    """Rows of a JSONL file; a torn last line (an interrupted write) is ignored."""
+    rows = []
+    if not os.path.exists(path):
+        return rows
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def _append_jsonl(path: str, row: dict) -> None:
+    d = os.path.dirname(path)
+    if d:
+        os.makedirs(d, exist_ok=True)
+    # a torn last line from an interrupted run must not glue onto this row
+    needs_nl = False
+    if os.path.exists(path) and os.path.getsize(path):
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            needs_nl = f.read(1) != b"\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(("\n" if needs_nl else "") + json.dumps(row, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class _Bar:
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit="cell", file=sys.stderr, leave=False)
+
+    def set(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=True)
+
+    def update(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ----------------------------------------------------------------------------- run_bench
+
+def run_bench(paths, codecs, out_dir: str | None = None, resume: bool = True,
+              progress: bool = True, *, jsonl: str | None = None, quiet: bool = False,
+              min_seconds: float = 0.1, plot: bool = True) -> list[dict]:
+    """Every codec on every file; returns one row per (codec, file) cell.
+
+    paths: files and directories (expanded to the files under them).
+    codecs: Codec objects or registry names.
+    out_dir: where results.jsonl/.csv/.md/.png go (None: no files, unless jsonl).
+    jsonl: another JSONL file to append rows to (and resume from).
+    resume: skip cells already recorded in the JSONL file(s), reusing their rows.
+    progress: a tqdm bar on stderr when it is a terminal (never when quiet).
+    min_seconds: classical codecs repeat each call until this much time has passed (at
+        most 20 times) and report the best time; the llmzip codec runs once.
+    """
+    files = expand_paths(paths)
+    codecs = [_codec_obj(c) for c in codecs]
+    sinks = []
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+        sinks.append(os.path.join(out_dir, JSONL_NAME))
+    if jsonl:
+        sinks.append(jsonl)
+    done: dict[str, dict] = {}
+    if resume:
+        for s in sinks:
+            for r in load_jsonl(s):
+                if "key" in r:
+                    done[r["key"]] = r
+    rows: list[dict] = []
+    todo = []
+    for path in files:
+        with open(path, "rb") as f:
+            data = f.read()
+        sha = hashlib.sha256(data).hexdigest()
+        for c in codecs:
+            if not c.available():     # reported, never recorded, so a later run retries
+                row = run_cell(c, path, data)
+                row["key"] = None
+                rows.append(row)
+                continue
+            key = cell_key(c, path, sha)
+            if key in done:
+                r = dict(done[key])
+                r["resumed"] = True
+                rows.append(r)
+            else:
+                rows.append(None)
+                todo.append((len(rows) - 1, c, path, key))
+    bar = _Bar(len(todo), progress and not quiet)
+    try:
+        cache: dict[str, bytes] = {}
+        for idx, c, path, key in todo:
+            if path not in cache:
+                cache.clear()
+                with open(path, "rb") as f:
+                    cache[path] = f.read()
+            bar.set(f"{c.name} {os.path.basename(path)}")
+            row = run_cell(c, path, cache[path], min_seconds=min_seconds)
+            row["key"] = key
+            row["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            row["host"] = platform.node()
+            for s in sinks:
+                _append_jsonl(s, row)
+            rows[idx] = row
+            bar.update()
+    finally:
+        bar.close()
+    if out_dir is not None:
+        write_outputs(rows, out_dir, plot=plot)
+    return rows
+
+
+def write_outputs(rows: list[dict], out_dir: str, plot: bool = True) -> dict:
+    """CSV, Markdown and (plot=True) PNG for rows; returns {kind: path}."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"csv": os.path.join(out_dir, CSV_NAME), "md": os.path.join(out_dir, MD_NAME)}
+    write_csv(rows, paths["csv"])
+    with open(paths["md"], "w", encoding="utf-8") as f:
+        f.write(markdown_report(rows))
+    if plot:
+        paths["png"] = os.path.join(out_dir, PNG_NAME)
+        plot_pareto(rows, paths["png"])
+    return paths
+
+
+# ----------------------------------------------------------------------------- reports
+
+def write_csv(rows: list[dict], path: str) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k) for k in CSV_FIELDS})
+
+
+def _fmt_rate(bps) -> str:
+    if bps is None:
+        return "-"
+    for unit, scale in (("GB/s", 1e9), ("MB/s", 1e6), ("kB/s", 1e3)):
+        if bps >= scale:
+            return f"{bps / scale:.3g} {unit}"
+    return f"{bps:.3g} B/s"
+
+
+def _fmt_bpb(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _ok(r) -> str:
+    if r.get("error", "") and str(r.get("error")).startswith("unavailable"):
+        return "n/a"
+    return "yes" if r.get("round_trip") else "FAIL"
+
+
+def codec_totals(rows: list[dict]) -> list[dict]:
+    """Per codec over all its finished cells: total bytes, bpb, speeds, failures."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        t = out.setdefault(r["codec"], {"codec": r["codec"], "label": r.get("label"),
+                                        "files": 0, "original_bytes": 0,
+                                        "compressed_bytes": 0, "compress_seconds": 0.0,
+                                        "decompress_seconds": 0.0, "failures": 0,
+                                        "complete": True})
+        t["files"] += 1
+        if r.get("compressed_bytes") is None or r.get("decompress_seconds") is None \
+                or not r.get("round_trip"):
+            t["failures"] += 1
+            t["complete"] = False
+            continue
+        t["original_bytes"] += r["original_bytes"]
+        t["compressed_bytes"] += r["compressed_bytes"]
+        t["compress_seconds"] += r["compress_seconds"] or 0.0
+        t["decompress_seconds"] += r["decompress_seconds"] or 0.0
+    for t in out.values():
+        n = t["original_bytes"]
+        t["bits_per_byte"] = 8 * t["compressed_bytes"] / n if n else None
+        t["compress_bytes_per_s"] = _rate(n, t["compress_seconds"])
+        t["decompress_bytes_per_s"] = _rate(n, t["decompress_seconds"])
+    return list(out.values())
+
+
+def _table(header: list[str], body: list[list[str]], markdown: bool, left: int = 1) -> str:
+    """A plain or Markdown table; the first `left` columns are left-aligned."""
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |",
+                 "|" + "|".join("---" if i < left else "---:"
+                                for i in range(len(header))) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(x) for x in col) for col in zip(header, *body)]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i < left else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths])]
+                     + [line(r) for r in body]) + "\n"
+
+
+def cells_table(rows: list[dict], markdown: bool = False) -> str:
+    header = ["file", "codec", "original", "compressed", "bits/byte", "compress",
+              "decompress", "ok", "ideal bpb", "load s"]
+    body = []
+    for r in rows:
+        body.append([r["file"], r.get("label") or r["codec"], str(r["original_bytes"]),
+                     "-" if r.get("compressed_bytes") is None else str(r["compressed_bytes"]),
+                     _fmt_bpb(r.get("bits_per_byte")), _fmt_rate(r.get("compress_bytes_per_s")),
+                     _fmt_rate(r.get("decompress_bytes_per_s")), _ok(r),
+                     _fmt_bpb(r.get("ideal_bits_per_byte")),
+                     "-" if r.get("model_load_seconds") is None
+                     else f"{r['model_load_seconds']:.2f}"])
+    return _table(header, body, markdown, left=2)
+
+
+def pivot_table(rows: list[dict], markdown: bool = False) -> str:
+    """Bits per byte: one row per file, one column per codec, and a total row."""
+    codecs = list(dict.fromkeys(r["codec"] for r in rows))
+    labels = {r["codec"]: r.get("label") or r["codec"] for r in rows}
+    files = list(dict.fromkeys(r["path"] for r in rows))
+    by = {(r["path"], r["codec"]): r for r in rows}
+    body = []
+    for p in files:
+        cells = [os.path.basename(p), str(next(r["original_bytes"] for r in rows
+                                                if r["path"] == p))]
+        for c in codecs:
+            r = by.get((p, c))
+            if r is None or r.get("bits_per_byte") is None:
+                cells.append("-" if r is None or not r.get("error") else "err")
+            else:
+                cells.append(_fmt_bpb(r["bits_per_byte"]) + ("" if r.get("round_trip")
+                                                            else " FAIL"))
+        body.append(cells)
+    tot = {t["codec"]: t for t in codec_totals(rows)}
+    total_bytes = sum(next(r["original_bytes"] for r in rows if r["path"] == p)
+                      for p in files)
+    body.append(["TOTAL", str(total_bytes)]
+                + [_fmt_bpb(tot[c]["bits_per_byte"]) + ("" if tot[c]["complete"] else "*")
+                   for c in codecs])
+    return _table(["file", "bytes"] + [labels[c] for c in codecs], body, markdown)
+
+
+def totals_table(rows: list[dict], markdown: bool = False) -> str:
+    header = ["codec", "files", "bits/byte", "compress", "decompress", "failures"]
+    body = [[t["label"] or t["codec"], str(t["files"]), _fmt_bpb(t["bits_per_byte"]),
+             _fmt_rate(t["compress_bytes_per_s"]), _fmt_rate(t["decompress_bytes_per_s"]),
+             str(t["failures"])] for t in codec_totals(rows)]
+    return _table(header, body, markdown)
+
+
+def format_table(rows: list[dict]) -> str:
+    """What the terminal shows: every cell for one file, else a bits/byte pivot plus
+    per-codec totals (totals count only cells whose round trip succeeded; * marks a
+    codec with failures)."""
+    files = {r["path"] for r in rows}
+    if len(files) <= 1:
+        return cells_table(rows)
+    return ("bits per byte\n" + pivot_table(rows) + "\nper codec (all files)\n"
+            + totals_table(rows))
+
+
+def markdown_report(rows: list[dict]) -> str:
+    out = io.StringIO()
+    out.write("# llmzip benchmark\n\n")
+    out.write(f"{len({r['path'] for r in rows})} files, {len({r['codec'] for r in rows})} "
+              f"codecs; host {platform.node()}, {platform.machine()}, python "
+              f"{platform.python_version()}.\n\n")
+    out.write("## Bits per byte\n\n" + pivot_table(rows, markdown=True))
+    out.write("\n## Per codec, all files\n\n" + totals_table(rows, markdown=True))
+    out.write("\n## Every cell\n\n" + cells_table(rows, markdown=True))
+    fails = [r for r in rows if not r.get("round_trip")]
+    if fails:
+        out.write("\n## Failures\n\n")
+        for r in fails:
+            out.write(f"- {r['codec']} on {r['file']}: {r.get('error')}\n")
+    return out.getvalue()
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points (speed, bpb) not dominated by another (faster or equal AND no
+    more bits, one strictly), sorted by speed."""
+    idx = []
+    for i, (s, b) in enumerate(points):
+        dominated = any((s2 >= s and b2 <= b) and (s2 > s or b2 < b)
+                        for j, (s2, b2) in enumerate(points) if j != i)
+        if not dominated:
+            idx.append(i)
+    return sorted(idx, key=lambda i: points[i][0])
+
+
+def plot_pareto(rows: list[dict], path: str) -> None:
+    """PNG: bits per byte against compress speed (log x); small dots per codec and file,
+    large per-codec totals, and the Pareto front of the totals."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r.get("round_trip") and r.get("compress_bytes_per_s")
+          and r.get("bits_per_byte") is not None]
+    codecs = list(dict.fromkeys(r["codec"] for r in rows))
+    cmap = plt.get_cmap("tab10")
+    color = {c: cmap(i % 10) for i, c in enumerate(codecs)}
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
+    for c in codecs:
+        pts = [r for r in ok if r["codec"] == c]
+        if pts:
+            ax.scatter([r["compress_bytes_per_s"] for r in pts],
+                       [r["bits_per_byte"] for r in pts], s=18, alpha=0.55,
+                       color=color[c])
+    totals = [t for t in codec_totals(ok) if t["compress_bytes_per_s"]]
+    for t in totals:
+        ax.scatter([t["compress_bytes_per_s"]], [t["bits_per_byte"]], s=110,
+                   color=color[t["codec"]], edgecolors="black", linewidths=0.8, zorder=3,
+                   label=f"{t['label'] or t['codec']} ({t['bits_per_byte']:.3f})")
+    if totals:
+        pts = [(t["compress_bytes_per_s"], t["bits_per_byte"]) for t in totals]
+        front = pareto_front(pts)
+        ax.step([pts[i][0] for i in front], [pts[i][1] for i in front], where="pre",
+                color="black", linestyle="--", linewidth=1, zorder=2,
+                label="Pareto front (totals)")
+    ax.set_xscale("log")
+    ax.set_xlabel("compress speed (bytes/s, log scale)")
+    ax.set_ylabel("bits per byte (lower is better)")
+    nfiles = len({r["path"] for r in rows})
+    ax.set_title(f"llmzip bench: {nfiles} file{'s' * (nfiles != 1)}; dots = one file, "
+                 "circles = all files")
+    ax.grid(True, which="both", alpha=0.3)
+    if totals:
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def summary_lines(rows: list[dict], reference: str = "xz-9e") -> list[str]:
+    """Per file: the llmzip codec(s) against the reference codec."""
+    out = []
+    by = {(r["path"], r["codec"]): r for r in rows}
+    for p in dict.fromkeys(r["path"] for r in rows):
+        ref = by.get((p, reference))
+        for r in rows:
+            if r["path"] != p or r.get("kind") != "llm":
+                continue
+            name = os.path.basename(p)
+            if not r.get("round_trip"):
+                out.append(f"{name}: {r['codec']} FAILED ({r.get('error')})")
+                continue
+            line = (f"{name}: {r['codec']} {r['bits_per_byte']:.3f} bits/byte "
+                    f"({r['compressed_bytes']} bytes, compress "
+                    f"{_fmt_rate(r['compress_bytes_per_s'])}, decompress "
+                    f"{_fmt_rate(r['decompress_bytes_per_s'])})")
+            if ref and ref.get("round_trip") and ref.get("compressed_bytes"):
+                gain = 1 - r["compressed_bytes"] / ref["compressed_bytes"]
+                line += (f" vs {ref.get('label') or reference} {ref['bits_per_byte']:.3f}"
+                         f" ({ref['compressed_bytes']} bytes, "
+                         f"{_fmt_rate(ref['compress_bytes_per_s'])}): "
+                         f"{abs(gain) * 100:.1f}% {'smaller' if gain >= 0 else 'LARGER'}")
+            out.append(line)
+    return out
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def run_cli(args) -> int:
+    """``llmzip bench FILES|DIRS``: classical codecs + llmzip (default model or --model).
+
+    Uses args.input, .model, .threads, .batch, .seg_len, .dtype, .memory_limit, .json,
+    .quiet; optional (if the parser has them) .out (output directory, default
+    ./bench-results), .codecs (comma-separated names), .no_resume.
+    """
+    from .errors import LlmzipError, UsageError
+    out_dir = getattr(args, "out", None) or DEFAULT_OUT_DIR
+    quiet = getattr(args, "quiet", False)
+    kw = {"dtype": getattr(args, "dtype", "float32") or "float32",
+          "threads": getattr(args, "threads", None),
+          "batch": getattr(args, "batch", 64) or 64,
+          "seg_len": getattr(args, "seg_len", None)}
+    if getattr(args, "memory_limit", None):
+        kw["memory_limit"] = args.memory_limit
+    names = getattr(args, "codecs", None)
+    try:
+        if names:
+            codecs = []
+            for n in str(names).split(","):
+                n = n.strip()
+                codecs.append(LlmzipCodec(args.model, **kw) if n == "llmzip"
+                              else get_codec(n))
+        else:
+            codecs = classical_codecs(include_unavailable=True)
+            codecs.append(LlmzipCodec(getattr(args, "model", None), **kw))
+    except KeyError as e:
+        raise UsageError(str(e.args[0])) from None
+    missing = [c for c in codecs if not c.available()]
+    for c in missing:
+        if not quiet:
+            print(f"llmzip bench: skipping {c.name}: {c.unavailable_reason()}",
+                  file=sys.stderr)
+    codecs = [c for c in codecs if c.available()]
+    try:
+        files = expand_paths(args.input)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    rows = run_bench(files, codecs, out_dir=out_dir,
+                     resume=not getattr(args, "no_resume", False),
+                     progress=not quiet, jsonl=getattr(args, "json", None), quiet=quiet)
+    print(format_table(rows), end="")
+    lines = summary_lines(rows)
+    if lines:
+        print()
+        print("\n".join(lines))
+    if not quiet:
+        print(f"llmzip bench: results in {out_dir}/ ({JSONL_NAME}, {CSV_NAME}, {MD_NAME}, "
+              f"{PNG_NAME})" + (f" and {args.json}" if getattr(args, "json", None) else ""),
+              file=sys.stderr)
+    bad = [r for r in rows if r.get("kind") == "llm" and not r.get("round_trip")]
+    if bad:
+        raise LlmzipError(f"llmzip round trip failed on {len(bad)} file(s): "
+                          + "; ".join(f"{r['file']}: {r.get('error')}" for r in bad))
+    return 0

@@ -1,0 +1,96 @@
+#!/usr/bin/env python
+"""Write the golden archives in tests/golden/ (run from the repository root).
+
+Good archives must keep decoding to their originals in every later version; bad ones
+must each fail for their own named reason. tests/test_golden.py checks both. Re-run only
+when the format version changes (and bump container.VERSION then).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import llmzip  # noqa: E402
+from llmzip import container as ct  # noqa: E402
+from llmzip.models.registry import load_model  # noqa: E402
+from llmzip.models.tiny import write_tiny_gguf  # noqa: E402
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "golden")
+
+TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, "
+        "it was the age of foolishness. 压缩即理解。 Ünïcödé ✓ \r\n").encode() * 12
+BINARY = bytes((i * 7919 + (i >> 3) * 31) & 0xFF for i in range(6000))
+MIXED = TEXT * 6 + bytes(range(256)) * 40 + b"\x00" * 500 + TEXT * 6
+
+
+def main() -> None:
+    os.makedirs(OUT, exist_ok=True)
+    model_path = os.path.join(OUT, "tiny.gguf")
+    write_tiny_gguf(model_path, seed=0)
+    model = load_model(model_path)
+    wrong_model = load_model(write_tiny_gguf(os.path.join(OUT, "tiny-other.gguf"), seed=1))
+    good = {
+        "text": (TEXT, dict(fallback=False)),
+        "mixed": (MIXED, dict(fallback=False)),
+        "binary": (BINARY, {}),
+        "empty": (b"", {}),
+    }
+    manifest = {"good": {}, "bad": {}}
+    for name, (data, kw) in good.items():
+        blob = llmzip.compress(data, model=model, batch=3, seg_len=96, threads=1, **kw)
+        assert llmzip.decompress(blob, model=model) == data
+        open(os.path.join(OUT, f"{name}.orig"), "wb").write(data)
+        open(os.path.join(OUT, f"{name}.llmz"), "wb").write(blob)
+        manifest["good"][name] = {"methods": sorted({c.method_name for c in
+                                                     ct.scan(blob).chunks})}
+
+    blob = open(os.path.join(OUT, "text.llmz"), "rb").read()
+    info = ct.scan(blob)
+    first = info.chunks[0]
+    rec_start = first.offset - ct._CHUNK.size - 4
+    foot_start = info.archive_len - (1 + 44 + 4 + 4)
+
+    def flip(b, i):
+        b = bytearray(b)
+        b[i] ^= 0x01
+        return bytes(b)
+
+    bad = {
+        "bad_magic": (b"\x89LLMX" + blob[5:], "FormatError"),
+        "unknown_version": (blob[:8] + struct.pack("<H", 2) + blob[10:], "UnsupportedVersionError"),
+        "header_crc": (flip(blob, 20), "ChecksumError"),
+        "chunk_record_crc": (flip(blob, rec_start + 2), "ChecksumError"),
+        "chunk_data_crc": (flip(blob, first.offset + 5), "ChecksumError"),
+        "truncated_footer": (blob[:-3], "TruncatedError"),
+        "truncated_chunk": (blob[:first.offset + 3], "TruncatedError"),
+        "trailing_data": (blob + b"\x00", "FormatError"),
+        "footer_crc": (flip(blob, foot_start + 5), "ChecksumError"),
+    }
+    # content checksum: a well-formed archive whose SHA-256 does not match its content
+    body = ct.header_bytes(info.header) + blob[rec_start:foot_start]
+    bad["content_sha256"] = (body + ct.footer_bytes(len(info.chunks), info.footer.original_len,
+                                                    bytes(32)), "ChecksumError")
+    # model mismatch: a real archive made with another model than tiny.gguf
+    other = llmzip.compress(TEXT, model=wrong_model, batch=3, seg_len=96, threads=1,
+                            fallback=False)
+    bad["model_mismatch"] = (other, "ModelMismatchError")
+    # a chunk claiming 4 GiB of output: refused before allocation
+    huge = ct._CHUNK.pack(ct.METHOD_ZSTD, 0xFFFFFFFF, 10, 0, 0)
+    bad["huge_length"] = (ct.header_bytes({"format": "llmzip", "mode": "prior"}) + huge +
+                          struct.pack("<I", ct.crc32(huge)) + bytes(10), "LimitError")
+    for name, (data, error) in bad.items():
+        open(os.path.join(OUT, f"bad_{name}.llmz"), "wb").write(data)
+        manifest["bad"][name] = error
+    os.remove(os.path.join(OUT, "tiny-other.gguf"))
+    with open(os.path.join(OUT, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+    print(f"wrote {len(good)} good and {len(bad)} bad archives to {os.path.abspath(OUT)}")
+
+
+if __name__ == "__main__":
+    main()

