@@ -1,15 +1,29 @@
-"""llmzip: lossless compression with a GPT's next-token probabilities and a range coder."""
+"""llmzip: lossless compression with a GPT's next-token probabilities and a range coder.
+
+The heavy parts (torch, the model code) load on first use, so `llmzip --help` and
+`python -m llmzip` start fast and a Ctrl-C during start-up is handled cleanly.
+"""
 
 __version__ = "0.1.0"
 
-from .api import Compressor, Decompressor, compress, decompress  # noqa: E402
-from .stream import open  # noqa: E402,A001
 from .errors import (ArchiveError, ChecksumError, EngineMismatchError,  # noqa: E402
                      FormatError, LimitError, LlmzipError, ModelError, ModelMismatchError,
                      TruncatedError, UnsupportedModelError, UnsupportedVersionError,
                      UsageError)
 
+_LAZY = {"compress": "api", "decompress": "api", "Compressor": "api",
+         "Decompressor": "api", "open": "stream"}
+
 __all__ = ["compress", "decompress", "open", "Compressor", "Decompressor", "__version__",
            "LlmzipError", "ArchiveError", "FormatError", "TruncatedError", "ChecksumError",
            "LimitError", "ModelError", "ModelMismatchError", "EngineMismatchError",
            "UnsupportedModelError", "UnsupportedVersionError", "UsageError"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'llmzip' has no attribute {name!r}")

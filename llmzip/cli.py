@@ -42,6 +42,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="most bytes decoding may allocate for the KV cache (e.g. 16G)")
     p.add_argument("--ignore-engine-mismatch", action="store_true",
                    help="decode even if torch/CPU differ from the archive's (still verified)")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="keep model-coded chunks even where zstd would be smaller "
+                   "(for measurements)")
     p.add_argument("--verify", action="store_true",
                    help="after compressing, decode the archive and compare before writing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, no summary")
@@ -179,7 +182,8 @@ def do_compress(args, path: str, out: str | None) -> None:
         else:
             comp = Compressor(args.model, dtype=args.dtype, threads=args.threads,
                               seg_len=args.seg_len, batch=args.batch,
-                              memory_limit=args.memory_limit)
+                              memory_limit=args.memory_limit,
+                              fallback=not args.no_fallback)
             blob = comp.compress(data, progress=bar)
             st = comp.stats
     finally:

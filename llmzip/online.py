@@ -46,12 +46,13 @@ import torch.nn.functional as F
 from . import container as ct
 from .coder import RangeDecoder, RangeEncoder
 from .engine import EngineProfile, torch_threads
-from .errors import (ChecksumError, EngineMismatchError, FormatError, LimitError,
+from .errors import (ChecksumError, EngineMismatchError, FormatError,
                      UsageError)
 from .models.gpt import GPT, GPTConfig, KVCache
 from .probs import PRECISION, bits_of, logits_to_freqs
 
-METHOD_ONLINE = ct.METHOD_ONLINE
+METHOD_ONLINE = getattr(ct, "METHOD_ONLINE", 3)     # chunk method: range-coded online piece
+ct.METHOD_NAMES.setdefault(METHOD_ONLINE, "online")
 
 MODE = "online"
 ZSTD_LEVEL = 19
@@ -218,7 +219,7 @@ class OnlineCoder:
         S, new, ctx = cfg.streams, cfg.new, cfg.ctx
         self.L = -(-n // S)                                   # bytes per stream (last shorter)
         self.steps = -(-self.L // new)
-        self.buf = np.zeros((S, ctx + self.steps * new), dtype=np.int64)
+        self.buf = np.zeros((S, ctx + self.steps * new), dtype=np.uint8)
         pos = np.arange(self.steps * new)                     # position inside a stream
         starts = np.arange(S)[:, None] * self.L
         self.file_pos = starts + pos[None, :]                 # (S, steps*new) file offsets
@@ -226,7 +227,6 @@ class OnlineCoder:
         self.bits = np.zeros(self.live.shape, dtype=np.float32)     # ideal bits per byte
         self.loss_bits = 0.0                                  # float model's -log2 p, summed
         self.gcfg = cfg.gpt_config()
-        torch.manual_seed(seed)
         self.model = GPT(self.gcfg).init_random(seed, cfg.init_std)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr,
                                     betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=False)
@@ -235,7 +235,7 @@ class OnlineCoder:
 
     def load(self, data: bytes) -> None:
         """Encoder: place the known bytes into the buffer."""
-        flat = np.frombuffer(data, dtype=np.uint8).astype(np.int64)
+        flat = np.frombuffer(data, dtype=np.uint8)
         cols = self.cfg.ctx + np.nonzero(self.live)[1]
         rows = np.nonzero(self.live)[0]
         self.buf[rows, cols] = flat[self.file_pos[self.live]]
@@ -251,21 +251,22 @@ class OnlineCoder:
         """Coding pass of step k: prefill ctx bytes, then `new` one-byte KV steps."""
         cfg, model = self.cfg, self.model
         p = k * cfg.new                                       # first block byte, stream coords
-        x = torch.from_numpy(self.buf[:, p:p + cfg.ctx])      # (S, ctx) history (or padding)
+        x = torch.from_numpy(self.buf[:, p:p + cfg.ctx]).long()  # (S, ctx) history/padding
         logits = model(x, self.cache, 0)[:, -1]               # (S, 256) for block byte 0
         for j in range(cfg.new):
             col = p + j
             live = np.nonzero(self.live[:, col])[0]
             if live.size:
                 freqs = logits_to_freqs(logits)               # (S, 256) int64, rows sum 2**24
-                sym = step_fn(live, freqs[live], self.buf[live, cfg.ctx + col])
+                known = self.buf[live, cfg.ctx + col].astype(np.int64)   # encoder only
+                sym = step_fn(live, freqs[live], known)
                 self.buf[live, cfg.ctx + col] = sym
                 self.bits[live, col] = bits_of(freqs[live], sym)
                 logp = torch.log_softmax(logits[live].double(), dim=-1)
                 self.loss_bits -= float(logp[torch.arange(live.size), torch.from_numpy(sym)]
                                         .sum()) / math.log(2)
             if j + 1 < cfg.new:
-                x = torch.from_numpy(self.buf[:, cfg.ctx + col:cfg.ctx + col + 1])  # (S, 1)
+                x = torch.from_numpy(self.buf[:, cfg.ctx + col:cfg.ctx + col + 1]).long()
                 logits = model(x, self.cache, cfg.ctx + j)[:, 0]
 
     def _train(self, k: int) -> None:
@@ -286,7 +287,7 @@ class OnlineCoder:
         cfg, S, W = self.cfg, self.cfg.streams, self.cfg.ctx + self.cfg.new
         rows = np.arange(len(st)) % S                         # (B,) stream of each window
         cols = st[:, None] + np.arange(W)[None, :]            # (B, W)
-        win = torch.from_numpy(self.buf[rows[:, None], cols])  # (B, W) bytes
+        win = torch.from_numpy(self.buf[rows[:, None], cols]).long()  # (B, W) bytes
         ok = np.zeros((len(rows), W), dtype=bool)             # target is a real, coded byte
         real = cols - cfg.ctx
         inside = real >= 0

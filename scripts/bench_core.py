@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     p.add_argument("file")
     p.add_argument("--model", help="model name (default smollm2-135m) or GGUF path")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--threads", type=int, help="torch threads (default: 2 or the CPU count)")
+    p.add_argument("--threads", type=int, help="torch threads (default 1 or $LLMZIP_THREADS)")
     p.add_argument("--batch", type=int, default=64, help="most segments coded in lockstep")
     p.add_argument("--seg-len", type=int, help="most tokens per segment")
     p.add_argument("--no-fallback", action="store_true",

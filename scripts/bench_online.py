@@ -1,7 +1,8 @@
 """Online mode next to classical compressors, in one run, on the same files.
 
     python scripts/bench_online.py [--files tinyshakespeare.txt,alice29.txt]
-        [--presets m] [--limit BYTES] [--threads 1] [--out bench_online.jsonl]
+        [--presets s] [--limit BYTES] [--threads 1] [--out bench_online.jsonl]
+        [--plots docs/img]
 
 Prints one table (bits per byte = 8 x archive bytes / original bytes, headers included;
 compress and decompress speed in bytes/s) and appends one JSON row per (file, codec) to
@@ -61,12 +62,14 @@ def measure(name: str, comp, decomp, data: bytes) -> tuple[dict, bytes]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", default="tinyshakespeare.txt,alice29.txt")
-    ap.add_argument("--presets", default="m")
+    ap.add_argument("--presets", default="s")
     ap.add_argument("--limit", type=int, default=None, help="first BYTES of each file")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="bench_online.jsonl")
+    ap.add_argument("--plots", default=None, help="folder for each online run's loss curve PNG")
     a = ap.parse_args(argv)
-    from llmzip.online import PRESETS, compress_online, decompress_online, online_accounting
+    from llmzip.online import (PRESETS, compress_online, decompress_online, online_accounting,
+                               plot_loss_curve)
     rows = []
     for fname in a.files.split(","):
         path = fname if os.path.exists(fname) else os.path.join(CORPUS, fname)
@@ -85,6 +88,12 @@ def main(argv=None) -> int:
                 row.update(ideal_bpb=round(acc["ideal_bpb"], 4), chunks=acc["chunks"],
                            header_bytes=acc["header_bytes"],
                            coding_overhead=acc["coding_overhead"])
+                if a.plots and "online" in acc["chunks"]:
+                    os.makedirs(a.plots, exist_ok=True)
+                    stem = os.path.splitext(os.path.basename(path))[0]
+                    preset = name.split()[1]
+                    row["plot"] = plot_loss_curve(
+                        blob, os.path.join(a.plots, f"online_{preset}_{stem}.png"))
             rows.append(row)
             print(f"{row['file']:<22}{name:<22}{row['bpb']:>7.3f} bpb "
                   f"{row['compress_Bps']:>14,.0f} B/s c {row['decompress_Bps']:>14,.0f} B/s d"

@@ -1,6 +1,11 @@
 import os
+import tempfile
 
 import pytest
+
+# hermetic: weight caches go to a fresh folder, torch runs on one thread unless a test says
+os.environ["LLMZIP_CACHE"] = tempfile.mkdtemp(prefix="llmzip-test-cache-")
+os.environ.setdefault("LLMZIP_THREADS", "1")
 
 CORPUS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpus")
 

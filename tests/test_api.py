@@ -111,3 +111,21 @@ def test_fresh_process_decodes_same(tiny_model, tiny_gguf, tmp_path):
             f"open({str(arc)!r}, 'rb').read(), model={tiny_gguf!r}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
     assert out == data
+
+
+def test_weight_cache_gives_identical_model(tiny_gguf, tmp_path, monkeypatch):
+    import torch
+
+    from llmzip.models import registry
+    monkeypatch.setenv("LLMZIP_CACHE", str(tmp_path / "cache"))
+    fresh = registry.LoadedModel(**{**registry.load_model(tiny_gguf).__dict__, "_gpt": {}})
+    built = fresh.gpt(torch.float32)                       # dequantise + write cache
+    assert os.listdir(tmp_path / "cache")
+    again = registry.LoadedModel(**{**fresh.__dict__, "_gpt": {}})
+    cached = again.gpt(torch.float32)                      # memory-mapped from the cache
+    for (n1, a), (n2, b) in zip(built.state_dict().items(), cached.state_dict().items()):
+        assert n1 == n2 and torch.equal(a, b)
+    data = corpus_bytes("alice29.txt", 1500)
+    b1 = llmzip.compress(data, model=fresh, batch=2, seg_len=64, fallback=False)
+    b2 = llmzip.compress(data, model=again, batch=2, seg_len=64, fallback=False)
+    assert b1 == b2

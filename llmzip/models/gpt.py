@@ -101,6 +101,11 @@ class Attention(nn.Module):
             cache.v[layer][:, :, pos:pos + T] = v
             k = cache.k[layer][:, :, :pos + T]               # (B, K, S, D), S = pos + T
             v = cache.v[layer][:, :, :pos + T]
+        if cache is None and T > 1 and torch.is_inference_mode_enabled():
+            # scoring a whole sequence (evaluate.py): the fused causal kernel skips the
+            # masked half and never materialises (T, T) scores
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=K < H)
+            return self.wo(y.transpose(1, 2).reshape(B, T, H * D))
         S, G = k.shape[2], H // K
         # attention in the cache's dtype (float32): group the G query heads of each kv head
         q = q.reshape(B, K, G * T, D).to(k.dtype)            # (B, K, G*T, D)

@@ -67,16 +67,23 @@ class LoadedModel:
         return self.contents.config
 
     def gpt(self, dtype):
-        """The GPT in `dtype` (torch.float32 or torch.bfloat16), built on first use."""
+        """The GPT in `dtype` (torch.float32 or torch.bfloat16), built on first use.
+
+        Dequantising a GGUF takes seconds; the result is cached (keyed by the file's
+        SHA-256, the loader version and the dtype) under $LLMZIP_CACHE or
+        ~/.cache/llmzip and memory-mapped on later loads.
+        """
         import torch
         key = str(dtype)
         with self._lock:
             if key not in self._gpt:
                 t0 = time.perf_counter()
-                full = read_gguf(self.path, weights=True)
-                model = build_gpt(full)
-                if dtype != torch.float32:
-                    model = model.to(dtype)
+                model = _load_cached(self, dtype)
+                if model is None:
+                    model = build_gpt(read_gguf(self.path, weights=True))
+                    if dtype != torch.float32:
+                        model = model.to(dtype)
+                    _save_cached(self, dtype, model)
                 model.requires_grad_(False)
                 self._gpt[key] = model
                 self.load_seconds += time.perf_counter() - t0
@@ -87,6 +94,57 @@ class LoadedModel:
         return {"name": self.name, "fingerprint": self.fingerprint,
                 "file": os.path.basename(self.path), "arch": c.arch,
                 "vocab": c.config.vocab_size, "params": c.config.n_params()}
+
+
+LOADER_VERSION = 1          # bump when build_gpt's output changes (fused weights, ...)
+
+
+def _cache_path(model: "LoadedModel", dtype) -> str | None:
+    root = os.environ.get("LLMZIP_CACHE", os.path.join(os.path.expanduser("~"), ".cache",
+                                                       "llmzip"))
+    if root in ("", "0", "off"):
+        return None
+    name = f"{model.fingerprint[:32]}-v{LOADER_VERSION}-{str(dtype).split('.')[-1]}.pt"
+    return os.path.join(root, name)
+
+
+def _load_cached(model: "LoadedModel", dtype):
+    import torch
+
+    from .gpt import GPT, rope_tables
+    path = _cache_path(model, dtype)
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        state = torch.load(path, mmap=True, weights_only=True)
+        with torch.device("meta"):
+            gpt = GPT(model.config)
+        gpt.load_state_dict(state, strict=True, assign=True)
+    except Exception:               # a damaged or foreign cache file: rebuild it
+        return None
+    cfg = model.config
+    gpt.rope_cos, gpt.rope_sin = rope_tables(cfg.head_dim, cfg.rope_base, cfg.context_length)
+    return gpt.eval()
+
+
+def _save_cached(model: "LoadedModel", dtype, gpt) -> None:
+    import tempfile
+
+    import torch
+    path = _cache_path(model, dtype)
+    if not path:
+        return
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        os.close(fd)
+        torch.save(gpt.state_dict(), tmp)
+        os.replace(tmp, path)
+    except OSError:                 # a read-only home is fine: no cache then
+        try:
+            os.unlink(tmp)
+        except (OSError, UnboundLocalError):
+            pass
 
 
 _CACHE: dict = {}
