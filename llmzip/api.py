@@ -165,8 +165,17 @@ class Compressor:
             yield from self._binary_chunks(span, progress)
             return
         pos = 0
-        for seg_lens in plan_segments(len(ids), self.profile.seg_len, self.profile.batch):
+        while pos < len(ids):
+            seg_lens = plan_segments(len(ids) - pos, self.profile.seg_len,
+                                     self.profile.batch)[0]
             n = sum(seg_lens)
+            if pos + n < len(ids) and ids[pos + n - 1] == getattr(tok, "esc_id", -1):
+                # an escape token and the byte token after it stay in one chunk
+                if seg_lens[-1] > 1:
+                    seg_lens[-1] -= 1
+                else:
+                    seg_lens[-1] += 1
+                n = sum(seg_lens)
             chunk_ids = ids[pos:pos + n]
             raw = tok.decode(chunk_ids)
             segments, p = [], 0

@@ -17,7 +17,7 @@ import time
 from .errors import ArchiveError, LlmzipError, UsageError
 
 SUFFIX = ".llmz"
-SUBCOMMANDS = ("compress", "decompress", "info", "bench")
+SUBCOMMANDS = ("compress", "decompress", "info", "bench", "eval")
 
 
 def _size(text: str) -> int:
@@ -94,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "llmzip)")
     b.add_argument("--no-resume", action="store_true", help="recompute finished cells")
     _common(b)
+    e = sub.add_parser("eval", help="ideal bits per byte of models on files (no coding)")
+    e.add_argument("input", nargs="+", help="files or folders")
+    e.add_argument("--model", action="append", help="model name or GGUF path (repeatable)")
+    e.add_argument("--context", type=int, default=2048, help="tokens per window, BOS included")
+    e.add_argument("--stride", type=int, help="sliding-window stride (default: independent "
+                   "chunks, as compress segments)")
+    e.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    e.add_argument("--threads", type=int)
+    e.add_argument("--json", help="append one JSON row per (model, file) to this file")
     return p
 
 
@@ -309,6 +318,9 @@ def _run(argv: list[str]) -> int:
         elif args.cmd == "bench":
             from .bench import run_cli
             run_cli(args)
+        elif args.cmd == "eval":
+            from .evaluate import run_cli as run_eval
+            run_eval(args)
         return 0
     args = build_short_parser().parse_args(argv)
     if args.output and len(args.files) > 1:

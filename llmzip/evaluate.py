@@ -1,13 +1,19 @@
-"""Ideal bits per byte of a model on a text: the fast measurement path (no coding).
+"""Ideal bits per byte of a model on texts: the fast measurement path (no coding).
 
-The text is tokenized exactly as compress does, cut into chunks of ``context - 1``
-tokens, each scored after a BOS with one full-sequence forward. The result is
-sum(-log2 p(token)) / bytes: what an ideal coder would spend with these probabilities.
+A text is tokenized exactly as compress does. With ``stride=None`` it is cut into
+independent chunks of ``context - 1`` tokens, each scored after a BOS with one
+full-sequence forward: the same context every token gets from `llmzip compress` with
+segments of that length. With a ``stride`` < context - 1, windows of ``context - 1``
+tokens (after a BOS) move by ``stride`` tokens and each window scores only the tokens no
+earlier window scored, so every token but the first window's sees at least
+``context - 1 - stride`` tokens of context. The result is sum(-log2 p(token)) / bytes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -17,10 +23,14 @@ from .engine import DTYPES, torch_threads
 
 @dataclass
 class EvalResult:
+    model: str
+    file: str
     bytes: int
     tokens: int
     bits: float
     seconds: float
+    context: int
+    stride: int | None
 
     @property
     def bits_per_byte(self) -> float:
@@ -30,36 +40,105 @@ class EvalResult:
     def bits_per_token(self) -> float:
         return self.bits / self.tokens if self.tokens else 0.0
 
+    def to_dict(self) -> dict:
+        return {**asdict(self), "bits_per_byte": self.bits_per_byte,
+                "bits_per_token": self.bits_per_token}
+
+
+def _windows(n: int, width: int, stride: int | None):
+    """(start, end, first_scored) windows over n tokens."""
+    if stride is None or stride >= width:
+        return [(i, min(i + width, n), i) for i in range(0, n, width)]
+    out, start = [], 0
+    while True:
+        end = min(start + width, n)
+        out.append((start, end, out[-1][1] if out else 0))
+        if end >= n:
+            return out
+        start += stride
+
 
 def token_bits(model, ids: np.ndarray, context: int = 2048, dtype: str = "float32",
-               threads: int = 1, batch: int = 1) -> np.ndarray:
-    """-log2 p of every token, chunks of context-1 tokens each scored after a BOS."""
+               threads: int = 1, stride: int | None = None) -> np.ndarray:
+    """-log2 p of every token (see the module docstring for chunks and windows)."""
     gpt = model.gpt(DTYPES[dtype])
-    n = context - 1
-    chunks = [ids[i:i + n] for i in range(0, len(ids), n)]
     out = np.zeros(len(ids), dtype=np.float64)
-    pos = 0
     with torch_threads(threads), torch.inference_mode():
-        for i in range(0, len(chunks), batch):
-            group = chunks[i:i + batch]
-            L = max(len(c) for c in group)
-            x = torch.full((len(group), L + 1), model.bos_id, dtype=torch.long)
-            for r, c in enumerate(group):
-                x[r, 1:len(c) + 1] = torch.from_numpy(c)
-            logits = gpt(x[:, :-1])                                   # (b, L, V) float32
+        for start, end, first in _windows(len(ids), context - 1, stride):
+            x = torch.empty((1, end - start + 1), dtype=torch.long)
+            x[0, 0] = model.bos_id
+            x[0, 1:] = torch.from_numpy(np.asarray(ids[start:end]))
+            logits = gpt(x[:, :-1])[0]                               # (L, V) float32
             # log p(target) = logit(target) - logsumexp(logits), in float64 per position
-            lse = torch.logsumexp(logits, dim=-1).double()            # (b, L)
-            tgt = logits.gather(-1, x[:, 1:, None])[..., 0].double() - lse
-            for r, c in enumerate(group):
-                out[pos:pos + len(c)] = -tgt[r, :len(c)].numpy() / np.log(2)
-                pos += len(c)
+            lse = torch.logsumexp(logits, dim=-1).double()            # (L,)
+            lp = logits.gather(-1, x[0, 1:, None])[:, 0].double() - lse
+            out[first:end] = -lp[first - start:].numpy() / math.log(2)
     return out
 
 
 def evaluate(model, data: bytes, context: int = 2048, dtype: str = "float32",
-             threads: int = 1) -> EvalResult:
-    import time
+             threads: int = 1, stride: int | None = None, name: str = "") -> EvalResult:
     t0 = time.perf_counter()
+    context = min(context, model.config.context_length)
     ids = model.tokenizer.encode(data)
-    bits = token_bits(model, ids, context, dtype, threads)
-    return EvalResult(len(data), len(ids), float(bits.sum()), time.perf_counter() - t0)
+    bits = token_bits(model, ids, context, dtype, threads, stride)
+    return EvalResult(model.name, name, len(data), len(ids), float(bits.sum()),
+                      time.perf_counter() - t0, context, stride)
+
+
+def summarize(results: list[EvalResult]) -> dict:
+    """Per model: overall bits per byte (total bits / total bytes), and the mean of the
+    per-file values with a 95% confidence interval across files (Student t)."""
+    by_model: dict[str, list[EvalResult]] = {}
+    for r in results:
+        by_model.setdefault(r.model, []).append(r)
+    out = {}
+    for m, rs in by_model.items():
+        v = np.array([r.bits_per_byte for r in rs])
+        half = 0.0
+        if len(v) > 1:
+            from scipy import stats
+            half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+        out[m] = {"files": len(rs), "bytes": sum(r.bytes for r in rs),
+                  "tokens": sum(r.tokens for r in rs),
+                  "bits_per_byte": sum(r.bits for r in rs) / max(1, sum(r.bytes for r in rs)),
+                  "mean_file_bpb": float(v.mean()), "ci95": half}
+    return out
+
+
+def run_cli(args) -> int:
+    """`llmzip eval --model M [--model M2 ...] FILES`: a table, a summary, JSONL rows."""
+    import json
+    import os
+    import sys
+
+    from .models.registry import load_model
+    files = []
+    for p in args.input:
+        if os.path.isdir(p):
+            files += sorted(os.path.join(p, f) for f in os.listdir(p)
+                            if os.path.isfile(os.path.join(p, f)))
+        else:
+            files.append(p)
+    results = []
+    for spec in args.model or [None]:
+        model = load_model(spec)
+        for path in files:
+            with open(path, "rb") as f:
+                data = f.read()
+            r = evaluate(model, data, args.context, args.dtype, args.threads or 1,
+                         args.stride, os.path.basename(path))
+            results.append(r)
+            print(f"{r.model:16s} {r.file:24s} {r.bytes:9d} B {r.tokens:8d} tok "
+                  f"{r.bits_per_token:7.3f} bits/tok {r.bits_per_byte:7.4f} bits/byte "
+                  f"({r.seconds:.0f} s)", flush=True)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(r.to_dict()) + "\n")
+    print(f"\ncontext {args.context} tokens after a BOS, "
+          + (f"sliding windows with stride {args.stride}" if args.stride
+             else "independent chunks (as compress segments them)"), file=sys.stdout)
+    for m, s in summarize(results).items():
+        print(f"{m:16s} overall {s['bits_per_byte']:.4f} bits/byte over {s['files']} files; "
+              f"mean of files {s['mean_file_bpb']:.4f} ± {s['ci95']:.4f} (95% CI)")
+    return 0

@@ -129,3 +129,14 @@ def test_weight_cache_gives_identical_model(tiny_gguf, tmp_path, monkeypatch):
     b1 = llmzip.compress(data, model=fresh, batch=2, seg_len=64, fallback=False)
     b2 = llmzip.compress(data, model=again, batch=2, seg_len=64, fallback=False)
     assert b1 == b2
+
+
+@pytest.mark.parametrize("seg_len,batch", [(1, 1), (2, 1), (3, 2), (7, 3)])
+def test_escape_pairs_never_split_across_chunks(tiny_model, seg_len, batch):
+    # \xff and \xc0 have no token in the tiny vocabulary: each is an escape pair
+    data = b"ab\xffc\xc0" * 20 + b"tail"
+    ids = tiny_model.tokenizer.encode(data)
+    assert (ids == tiny_model.tokenizer.esc_id).sum() == 40
+    blob = llmzip.compress(data, model=tiny_model, seg_len=seg_len, batch=batch,
+                           fallback=False)
+    assert llmzip.decompress(blob, model=tiny_model) == data
