@@ -212,8 +212,8 @@ def surprise(model, data: bytes, context: int = DEFAULT_CONTEXT, top_k: int = TO
 
 # ---------------------------------------------------------------------------- rendering
 
-TEXT, HEX, NEWLINE = 0, 1, 2
-_CONTROL_NAMES = {"\r": "\\r", "\t": None, "\x0b": "\\v", "\x0c": "\\f"}
+TEXT, HEX, NEWLINE, CR = 0, 1, 2, 3
+_CONTROL_NAMES = {"\x0b": "\\v", "\x0c": "\\f"}
 
 
 def _text_segments(s: str) -> list[tuple[int, str]]:
@@ -224,6 +224,8 @@ def _text_segments(s: str) -> list[tuple[int, str]]:
     for ch in s:
         if ch == "\n":
             kind, t = NEWLINE, "\n"
+        elif ch == "\r":
+            kind, t = CR, "\r"
         elif ch == "\t" or ch == " ":
             kind, t = TEXT, ch
         elif ch in _CONTROL_NAMES:
@@ -297,6 +299,8 @@ def _span_inner(segs) -> str:
             parts.append(html.escape(t, quote=False))
         elif kind == HEX:
             parts.append(f'<span class="hx">{html.escape(t, quote=False)}</span>')
+        elif kind == CR:
+            parts.append('<span class="nl">\\r</span>')
         else:
             parts.append('<span class="nl">\u21b5</span>\n')
     return "".join(parts)
@@ -331,7 +335,7 @@ def histogram_svg(bits, width: int = 680, height: int = 240) -> str:
     ymax = step * math.ceil(cmax / step)
     bw = pw / nbins
     total = max(1, int(bits.size))
-    o = [f'<svg id="hist" class="hist" xmlns="http://www.w3.org/2000/svg" '
+    o = [f'<svg id="hist" class="hist" '         # inline SVG: no xmlns needed in HTML
          f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
          f'aria-labelledby="hist-title hist-desc">',
          '<title id="hist-title">Histogram of bits per token</title>',
@@ -435,7 +439,7 @@ margin:10px 0}
 table.totals{border-collapse:collapse;font-variant-numeric:tabular-nums}
 table.totals th,table.totals td{padding:3px 14px 3px 0;text-align:left;font-weight:normal}
 table.totals th{color:var(--muted)}table.totals td{font-weight:600}
-.cmp{min-width:340px}.cmp .row{display:grid;grid-template-columns:150px 1fr 56px;
+.cmp{flex:1 1 420px;max-width:600px}.cmp .row{display:grid;grid-template-columns:200px 1fr 56px;
 gap:8px;align-items:center;margin:3px 0;font-variant-numeric:tabular-nums}
 .cmp .bar{height:14px;border-radius:3px;background:#8c2981}.cmp .bar.base{background:#9a9aa6}
 .cmp .v{text-align:right;font-weight:600}.cmp .cap{color:var(--muted);font-size:13px}
@@ -501,7 +505,8 @@ JS = r"""
     for (var j = 0; j < v.length; j++) {
       var k = v[j][0], t = v[j][1];
       if (k === 0) into.appendChild(document.createTextNode(vis(t)));
-      else into.appendChild(el("span", k === 1 ? "hx" : "nl", k === 1 ? t : "\u21b5"));
+      else into.appendChild(el("span", k === 1 ? "hx" : "nl",
+                               k === 1 ? t : k === 3 ? "\\r" : "\u21b5"));
     }
   }
   function tokText(into, tokEl) {    // the token as shown in the text, spaces made visible
@@ -528,9 +533,12 @@ JS = r"""
     head.appendChild(tt);
     tip.appendChild(head);
     var meta = el("div", "meta");
-    meta.appendChild(document.createTextNode("token " + (i + 1) + " of " + n + " \u00b7 id " + id + " \u00b7 "));
+    var dot = " \u00b7 ";
+    meta.appendChild(document.createTextNode("token " + (i + 1) + " of " + n + dot +
+                                             "id " + id + dot));
     meta.appendChild(el("b", null, b.toFixed(2) + " bits"));
-    meta.appendChild(document.createTextNode(" \u00b7 p = " + fmtP(p) + " \u00b7 rank " + D.rank[i]));
+    meta.appendChild(document.createTextNode(dot + "p = " + fmtP(p) + dot + "rank " +
+                                             D.rank[i]));
     if (id === D.esc) meta.appendChild(el("div", null,
       "escape token: the next byte token stands for its byte XOR 0x40"));
     tip.appendChild(meta);
@@ -637,13 +645,13 @@ def render_html(result: dict) -> str:
     spans = []
     for i, (tid, h, b) in enumerate(zip(ids, result["pieces_hex"], bits)):
         if tid == escape_id:
-            inner = '<span class="hx">\u238b</span>'
+            inner = '<span class="hx">ESC</span>'
         else:
             inner = _span_inner(byte_segments(bytes.fromhex(h)))
         spans.append(f'<span class="tok c{level(b)}">{inner}</span>')
     bpb, bpt = result.get("bits_per_byte"), result.get("bits_per_token")
     base = result.get("baselines", {})
-    rows = [("llmzip ideal (" + mname + ")", bpb, False)]
+    rows = [(mname + ", ideal", bpb, False)]
     for key in ("xz-9e", "zstd-19"):
         if key in base:
             rows.append((base[key]["label"], base[key].get("bits_per_byte"), True))
@@ -695,8 +703,9 @@ def render_html(result: dict) -> str:
         'keys (Home/End, PageUp/PageDown), to see its bits and the model\'s top '
         f'{result.get("top_k", TOP_K)} alternatives. <span class="hx">\\xNN</span> marks '
         'bytes that are not valid UTF-8 on their own (part of a character split between '
-        'tokens) or invisible characters; <span class="nl">\u21b5</span> a newline; '
-        '<span class="hx">\u238b</span> the escape token.</p>'
+        'tokens) or invisible characters; <span class="nl">\u21b5</span> a newline, '
+        '<span class="nl">\\r</span> a carriage return; '
+        '<span class="hx">ESC</span> the escape token.</p>'
         f'<div class="text" id="text" role="group" aria-label="tokens of {esc(name)} '
         f'coloured by bits">' + "".join(spans) + '</div>'
         '<div class="tip" id="tip" role="tooltip" hidden></div>'

@@ -162,3 +162,105 @@ class ByteTokenizer:
                 raise FormatError("escape token not followed by an escapable byte token")
             out.append(bytes([piece[0] ^ 0x40]))
         return b"".join(out)
+
+
+class SpmTokenizer:
+    """SentencePiece-style BPE with byte fallback, as GGUF files with tokenizer.ggml.model
+    "llama" describe it (Gemma): exact bytes <-> ids for any byte string.
+
+    Encoding, as SentencePiece and llama.cpp do it:
+    1. user-defined tokens (type 4: newline and tab runs, space runs, a few HTML tags) are
+       cut out of the text first, longest match first, and become their own ids;
+    2. the rest has its spaces replaced by "▁" (no dummy prefix is ever added) and is
+       merged BPE-style, starting from characters, always merging the adjacent pair whose
+       merged piece has the best score (merges are derived from the vocabulary: every split
+       of a normal token into two normal tokens, ranked by the merged token's score);
+    3. characters with no token become their UTF-8 bytes' byte-fallback tokens <0xXX>.
+    Bytes that are not valid UTF-8, and the character "▁" itself (which step 2 would turn
+    back into a space), go to byte-fallback tokens directly. Control and unused tokens
+    (<bos>, <unusedN>, ...) are never produced. Decoding maps every id to fixed bytes
+    ("▁" -> space; <0xXX> -> that byte), so ``decode(encode(x)) == x`` for every x.
+    """
+
+    NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+
+    def __init__(self, tokens: list[str], scores: list[float], token_types: list[int]):
+        from tokenizers import AddedToken, Tokenizer, models, normalizers
+
+        if len(scores) != len(tokens) or len(token_types) != len(tokens):
+            raise UnsupportedModelError("SentencePiece vocabulary without scores or types")
+        self.tokens = tokens
+        types = np.asarray(token_types, dtype=np.int64)
+        self.byte_ids = np.full(256, -1, dtype=np.int64)
+        for i in np.nonzero(types == self.BYTE)[0].tolist():
+            m = re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", tokens[i])
+            if m:
+                self.byte_ids[int(m.group(1), 16)] = i
+        if (self.byte_ids < 0).any():
+            raise UnsupportedModelError(
+                f"vocabulary lacks byte-fallback tokens for {int((self.byte_ids < 0).sum())} "
+                f"byte values; llmzip needs all 256 to code any byte string")
+        # the BPE vocabulary: normal, user-defined and byte tokens (first id wins)
+        vocab: dict[str, int] = {}
+        for i in np.nonzero(np.isin(types, (self.NORMAL, self.USER_DEFINED, self.BYTE)))[0]:
+            vocab.setdefault(tokens[i], int(i))
+        normal = [i for i in np.nonzero(types == self.NORMAL)[0].tolist()
+                  if vocab[tokens[i]] == i]
+        # merges: (left, right) for every way to cut a normal token into two normal tokens,
+        # best merged-token score first (ties: lower id first)
+        pieces = {tokens[i] for i in normal}
+        order = sorted(normal, key=lambda i: (-scores[i], i))
+        merges = []
+        for i in order:
+            t = tokens[i]
+            for k in range(1, len(t)):
+                if t[:k] in pieces and t[k:] in pieces:
+                    merges.append((t[:k], t[k:]))
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False,
+                                   byte_fallback=True))
+        tok.normalizer = normalizers.Replace(" ", "\u2581")
+        user = [tokens[i] for i in np.nonzero(types == self.USER_DEFINED)[0].tolist()
+                if vocab.get(tokens[i]) == i]
+        tok.add_tokens([AddedToken(t, normalized=False, special=False, single_word=False,
+                                   lstrip=False, rstrip=False) for t in user])
+        self._tok = tok
+        # runs routed around the BPE: bytes that are not valid UTF-8, and "▁"
+        self._raw_run = re.compile("[\udc80-\udcff\u2581]+")
+        self._id_bytes = []
+        for i, t in enumerate(tokens):
+            if types[i] == self.BYTE and self.byte_ids[int(t[3:5], 16)] == i:
+                self._id_bytes.append(bytes([int(t[3:5], 16)]))
+            elif types[i] == self.NORMAL:
+                self._id_bytes.append(t.replace("\u2581", " ").encode("utf-8"))
+            else:                # user-defined as written; control/unused never produced
+                self._id_bytes.append(t.encode("utf-8"))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, data: bytes) -> np.ndarray:
+        """Token ids (int64) for any byte string."""
+        text = data.decode("utf-8", errors="surrogateescape")
+        out: list[np.ndarray] = []
+        pos = 0
+        for m in self._raw_run.finditer(text):
+            if m.start() > pos:
+                out.append(self._encode_text(text[pos:m.start()]))
+            raw = m.group().encode("utf-8", errors="surrogateescape")
+            out.append(self.byte_ids[np.frombuffer(raw, dtype=np.uint8)])
+            pos = m.end()
+        if pos < len(text):
+            out.append(self._encode_text(text[pos:]))
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+    def _encode_text(self, text: str) -> np.ndarray:
+        return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+
+    def decode(self, ids) -> bytes:
+        """Bytes for a sequence of ids; raises FormatError on ids outside the vocabulary."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self._id_bytes)):
+            raise FormatError("token id outside the vocabulary")
+        table = self._id_bytes
+        return b"".join([table[i] for i in ids.tolist()])

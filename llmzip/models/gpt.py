@@ -59,10 +59,11 @@ def rope_tables(head_dim: int, base: float, length: int) -> tuple[torch.Tensor, 
 
 
 def apply_rope(x, cos, sin):
-    """Rotate adjacent pairs (x[2i], x[2i+1]). x: (B, T, h, D); cos/sin: (T, D/2)."""
-    x2 = x.unflatten(-1, (-1, 2))                    # (B, T, h, D/2, 2)
+    """Rotate adjacent pairs (x[2i], x[2i+1]) in float32, whatever x's dtype.
+    x: (B, T, h, D); cos/sin: (T, D/2) float32. Returns float32."""
+    x2 = x.float().unflatten(-1, (-1, 2))            # (B, T, h, D/2, 2)
     a, b = x2[..., 0], x2[..., 1]
-    cos, sin = cos[:, None, :].to(x.dtype), sin[:, None, :].to(x.dtype)   # (T, 1, D/2)
+    cos, sin = cos[:, None, :].float(), sin[:, None, :].float()   # (T, 1, D/2)
     return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
 
 
@@ -95,7 +96,7 @@ class Attention(nn.Module):
         qk = apply_rope(qkv[:, :, :H + K], cos, sin)         # (B, T, H+K, D)
         q = qk[:, :, :H].transpose(1, 2)                     # (B, H, T, D)
         k = qk[:, :, H:].transpose(1, 2)                     # (B, K, T, D)
-        v = qkv[:, :, H + K:].transpose(1, 2)                # (B, K, T, D)
+        v = qkv[:, :, H + K:].transpose(1, 2).float()        # (B, K, T, D) float32
         if cache is not None:
             cache.k[layer][:, :, pos:pos + T] = k
             cache.v[layer][:, :, pos:pos + T] = v
@@ -105,7 +106,7 @@ class Attention(nn.Module):
             # scoring a whole sequence (evaluate.py): the fused causal kernel skips the
             # masked half and never materialises (T, T) scores
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=K < H)
-            return self.wo(y.transpose(1, 2).reshape(B, T, H * D))
+            return self.wo(y.transpose(1, 2).reshape(B, T, H * D).to(x.dtype))
         S, G = k.shape[2], H // K
         # attention in the cache's dtype (float32): group the G query heads of each kv head
         q = q.reshape(B, K, G * T, D).to(k.dtype)            # (B, K, G*T, D)
@@ -166,6 +167,14 @@ class GPT(nn.Module):
                     p.fill_(1.0)
                 else:
                     p.copy_(torch.randn(p.shape, generator=g) * std)
+        return self
+
+    def _apply(self, fn, recurse=True):
+        """Casting the model (e.g. .to(torch.bfloat16)) leaves the RoPE tables float32."""
+        cos, sin = self.rope_cos, self.rope_sin
+        super()._apply(fn, recurse)
+        if self.rope_cos.dtype != torch.float32 and not self.rope_cos.is_meta:
+            self.rope_cos, self.rope_sin = cos, sin
         return self
 
     def output_weight(self) -> torch.Tensor:

