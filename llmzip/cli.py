@@ -17,7 +17,7 @@ import time
 from .errors import ArchiveError, LlmzipError, UsageError
 
 SUFFIX = ".llmz"
-SUBCOMMANDS = ("compress", "decompress", "info", "bench", "eval")
+SUBCOMMANDS = ("compress", "decompress", "info", "bench", "eval", "show")
 
 
 def _size(text: str) -> int:
@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     e.add_argument("--threads", type=int)
     e.add_argument("--json", help="append one JSON row per (model, file) to this file")
+    from .show import add_arguments as add_show_arguments
+    add_show_arguments(sub.add_parser(
+        "show", help="HTML page of the bits each token costs (+ JSON)"))
     return p
 
 
@@ -318,6 +321,9 @@ def _run(argv: list[str]) -> int:
         elif args.cmd == "bench":
             from .bench import run_cli
             run_cli(args)
+        elif args.cmd == "show":
+            from .show import run_cli as run_show
+            run_show(args)
         elif args.cmd == "eval":
             from .evaluate import run_cli as run_eval
             run_eval(args)
