@@ -14,7 +14,7 @@ from .engine import Engine, EngineProfile
 from .errors import (ChecksumError, EngineMismatchError, FormatError, LimitError,
                      ModelError, ModelMismatchError, UsageError)
 from .models.registry import PACKAGED, LoadedModel, load_model
-from .segment import plan_segments, split_text_binary
+from .segment import balanced, plan_segments, split_text_binary
 
 FORMAT_NAME = "llmzip"
 ZSTD_LEVEL = 19
@@ -168,14 +168,15 @@ class Compressor:
         while pos < len(ids):
             seg_lens = plan_segments(len(ids) - pos, self.profile.seg_len,
                                      self.profile.batch)[0]
-            n = sum(seg_lens)
+            n, adjust = sum(seg_lens), 0
             if pos + n < len(ids) and ids[pos + n - 1] == getattr(tok, "esc_id", -1):
                 # an escape token and the byte token after it stay in one chunk
-                if seg_lens[-1] > 1:
-                    seg_lens[-1] -= 1
-                else:
-                    seg_lens[-1] += 1
-                n = sum(seg_lens)
+                adjust = -1 if seg_lens[-1] > 1 else 1
+            table = bytearray()               # segment table: n_seg, total, adjust
+            for v in (len(seg_lens), n, adjust + 1):
+                _put_varint(table, v)
+            seg_lens[-1] += adjust
+            n += adjust
             chunk_ids = ids[pos:pos + n]
             raw = tok.decode(chunk_ids)
             segments, p = [], 0
@@ -185,11 +186,7 @@ class Compressor:
             step_progress = (lambda tokens: progress(len(tok.decode(tokens)))) if progress \
                 else None
             words, bits = self.engine.encode_segments(segments, step_progress)
-            payload = bytearray()
-            _put_varint(payload, len(seg_lens))
-            for L in seg_lens:
-                _put_varint(payload, L)
-            coded = bytes(payload) + words
+            coded = bytes(table) + words
             best = self._best_classical(raw) if self.fallback else None
             if best is None or len(coded) < len(best[2]):
                 self.stats.model_bytes += len(raw)
@@ -343,14 +340,18 @@ def decode_chunk(c: ct.ChunkInfo, coded: bytes, engine: Engine | None, progress)
         raise FormatError(f"chunk method {c.method_name} cannot be decoded here")
     # model chunk: segment table, then range-coded words
     n_seg, pos = _get_varint(coded, 0)
+    total, pos = _get_varint(coded, pos)
+    adjust, pos = _get_varint(coded, pos)
     if not 1 <= n_seg <= MAX_SEGMENTS:
         raise LimitError("segments in a chunk", n_seg, MAX_SEGMENTS)
-    lengths = []
-    for _ in range(n_seg):
-        L, pos = _get_varint(coded, pos)
-        lengths.append(L)
-    if sum(lengths) > 2 * c.raw_len:       # a token is >= 1 byte (an escape pair is 2 for 1)
-        raise LimitError("tokens in a chunk", sum(lengths), 2 * c.raw_len)
+    if total > 2 * c.raw_len:              # a token is >= 1 byte (an escape pair is 2 for 1)
+        raise LimitError("tokens in a chunk", total, 2 * c.raw_len)
+    if adjust > 2 or total < n_seg:
+        raise FormatError("bad segment table in model chunk")
+    lengths = balanced(total, n_seg)
+    lengths[-1] += adjust - 1
+    if lengths[-1] < 1:
+        raise FormatError("bad segment table in model chunk")
     tok = engine.model.tokenizer
     step_progress = (lambda tokens: progress(len(tok.decode(tokens)))) if progress else None
     segments = engine.decode_segments(lengths, coded[pos:], step_progress)

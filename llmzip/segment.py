@@ -52,6 +52,12 @@ def split_text_binary(data: bytes) -> list[tuple[int, int, bool]]:
     return [tuple(r) for r in runs]
 
 
+def balanced(total: int, n_seg: int) -> list[int]:
+    """`total` tokens in `n_seg` segments of equal length (+-1), longer ones first."""
+    q, r = divmod(total, n_seg)
+    return [q + 1] * r + [q] * (n_seg - r)
+
+
 def plan_segments(n_tokens: int, seg_len: int, batch: int) -> list[list[int]]:
     """Cut n_tokens into chunks of at most `batch` segments of at most `seg_len` tokens.
 
@@ -62,7 +68,6 @@ def plan_segments(n_tokens: int, seg_len: int, batch: int) -> list[list[int]]:
     while left > 0:
         n_seg = min(batch, -(-left // seg_len))
         take = min(left, n_seg * seg_len)
-        q, r = divmod(take, n_seg)
-        chunks.append([q + 1] * r + [q] * (n_seg - r))
+        chunks.append(balanced(take, n_seg))
         left -= take
     return chunks
