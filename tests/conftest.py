@@ -4,7 +4,13 @@ import tempfile
 import pytest
 
 # hermetic: weight caches go to a fresh folder, torch runs on one thread unless a test says
-os.environ["LLMZIP_CACHE"] = tempfile.mkdtemp(prefix="llmzip-test-cache-")
+_CACHE_DIR = tempfile.mkdtemp(prefix="llmzip-test-cache-")
+os.environ["LLMZIP_CACHE"] = _CACHE_DIR
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import shutil
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)       # assembled GGUFs, weight caches
 os.environ.setdefault("LLMZIP_THREADS", "1")
 
 CORPUS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpus")

@@ -136,7 +136,7 @@ class Attention(nn.Module):
         att = (q @ k.transpose(-2, -1)) * scale                  # (B, K, G*T, S)
         q_pos = torch.arange(pos, pos + T)
         k_pos = torch.arange(lo, lo + S)
-        if T > 1 or (self.window and pos - lo + 1 > self.window):
+        if T > 1:        # one query (T == 1) already sees exactly keys lo..pos: no mask
             ok = attention_mask(q_pos, k_pos, self.window).repeat(G, 1)   # (G*T, S)
             att = att.masked_fill(~ok, float("-inf"))
         y = torch.softmax(att, dim=-1) @ v                       # (B, K, G*T, D)
