@@ -99,6 +99,12 @@ class Compressor:
         """fallback=False keeps model-coded chunks even where zstd or storing would be
         smaller (for tests and measurements; archives stay valid either way)."""
         self.fallback = fallback
+        self.auto = model == "auto"         # chosen per input, see compress()
+        self.auto_scores: dict = {}
+        self._settings = dict(dtype=dtype, threads=threads, seg_len=seg_len, batch=batch,
+                              memory_limit=memory_limit)
+        if self.auto:
+            model = None                    # placeholder until an input is seen
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
         ctx = self.model.config.context_length
         seg_len = seg_len or min(DEFAULT_SEG_LEN, ctx - 1)
@@ -123,11 +129,20 @@ class Compressor:
         h = {"format": FORMAT_NAME, "llmzip": __version__, "mode": "prior"}
         if uses_model:
             h.update(model=self.model.describe(), engine=self.profile.to_dict())
+            if self.auto:
+                h["model"]["chosen_by"] = {"auto": {k: round(v, 4) for k, v in
+                                                    self.auto_scores.items()}}
         return h
 
     def compress(self, data: bytes, progress=None) -> bytes:
         """Whole archive for `data`. progress(n_bytes) is called as input is consumed."""
         t0 = time.perf_counter()
+        if self.auto:                       # --model auto: the best model on a sample
+            from .models.catalog import choose_auto
+            name, scores = choose_auto(data)
+            if name != self.model.name:
+                self.__init__(name, fallback=self.fallback, **self._settings)
+            self.auto, self.auto_scores = True, scores
         load0 = self.model.load_seconds
         self.stats = st = Stats(input_bytes=len(data))
         out = []
@@ -212,7 +227,8 @@ class Decompressor:
         need = header.get("model") or {}
         spec = self._model_spec
         if spec is None:
-            if need.get("name") in PACKAGED:
+            from .models.catalog import user_models
+            if need.get("name") in PACKAGED or need.get("name") in user_models():
                 spec = need["name"]
             else:
                 raise ModelError(

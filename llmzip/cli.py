@@ -17,7 +17,7 @@ import time
 from .errors import ArchiveError, LlmzipError, UsageError
 
 SUFFIX = ".llmz"
-SUBCOMMANDS = ("compress", "decompress", "info", "bench", "eval", "show")
+SUBCOMMANDS = ("compress", "decompress", "info", "bench", "eval", "show", "models")
 
 
 def _size(text: str) -> int:
@@ -30,7 +30,8 @@ def _size(text: str) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="model name (default smollm2-135m) or GGUF file path")
+    p.add_argument("--model", help="model name (default smollm2-135m; `llmzip models` lists "
+                   "them), a GGUF file path, or 'auto' (the best on a sample of the input)")
     p.add_argument("--threads", type=int,
                    help="torch threads (default 1 or $LLMZIP_THREADS; decoding: the archive's)")
     p.add_argument("--batch", type=int, default=64, help="most segments coded in lockstep")
@@ -103,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     e.add_argument("--threads", type=int)
     e.add_argument("--json", help="append one JSON row per (model, file) to this file")
+    mo = sub.add_parser("models", help="list the models llmzip can find; register a GGUF")
+    mo.add_argument("action", nargs="?", choices=["list", "add", "remove"], default="list")
+    mo.add_argument("name", nargs="?", help="add/remove: the model's name")
+    mo.add_argument("path", nargs="?", help="add: the GGUF file")
+    mo.add_argument("--json", action="store_true")
     from .show import add_arguments as add_show_arguments
     add_show_arguments(sub.add_parser(
         "show", help="HTML page of the bits each token costs (+ JSON)"))
@@ -307,6 +313,32 @@ def do_info(args) -> None:
                   f"crc {c.raw_crc:08x}")
 
 
+def do_models(args) -> None:
+    from .models import catalog
+    if args.action == "add":
+        if not (args.name and args.path):
+            raise UsageError("usage: llmzip models add NAME PATH.gguf")
+        row = catalog.register(args.name, args.path)
+        print(f"registered {row['name']}: {row['arch']}, {row['params']:,} params, {row['path']}")
+        return
+    if args.action == "remove":
+        if not args.name:
+            raise UsageError("usage: llmzip models remove NAME")
+        catalog.unregister(args.name)
+        return
+    rows = catalog.list_models()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    for r in rows:
+        if r.get("status") != "ok":
+            print(f"{r['name']:16s} {r['status']}")
+            continue
+        print(f"{r['name']:16s} {r['arch']:7s} {r['params'] / 1e6:7.1f}M params, vocab "
+              f"{r['vocab']:,}, context {r['context']:,}, {r['file_bytes'] / 2**20:.0f} MiB "
+              f"({r['quantisation']}), license {r['license']}, {r['where']}: {r['path']}")
+
+
 def _run(argv: list[str]) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         args = build_parser().parse_args(argv)
@@ -321,6 +353,8 @@ def _run(argv: list[str]) -> int:
         elif args.cmd == "bench":
             from .bench import run_cli
             run_cli(args)
+        elif args.cmd == "models":
+            do_models(args)
         elif args.cmd == "show":
             from .show import run_cli as run_show
             run_show(args)

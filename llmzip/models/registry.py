@@ -119,9 +119,16 @@ def resolve(spec: str | None) -> tuple[str, str]:
     spec = spec or DEFAULT_MODEL
     if spec in PACKAGED:
         return spec, packaged_path(spec)
+    from .catalog import user_models
+    registered = user_models()
+    if spec in registered:
+        if not os.path.isfile(registered[spec]):
+            raise ModelError(f"model {spec!r} is registered as {registered[spec]}, which is "
+                             f"missing; `llmzip models remove {spec}` or restore the file")
+        return spec, registered[spec]
     if os.path.isfile(spec):
         return os.path.splitext(os.path.basename(spec))[0], os.path.abspath(spec)
-    known = ", ".join(sorted(PACKAGED))
+    known = ", ".join(sorted(PACKAGED) + sorted(registered))
     raise ModelError(f"unknown model {spec!r}: give a GGUF file path or one of: {known}")
 
 

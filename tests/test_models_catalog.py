@@ -1,0 +1,57 @@
+"""`llmzip models` (list, add, remove) and `--model auto`."""
+
+import json
+
+import pytest
+
+import llmzip
+from llmzip import container as ct
+from llmzip.cli import main
+from llmzip.models import catalog
+from llmzip.models.tiny import write_tiny_gguf
+from conftest import corpus_bytes
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMZIP_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+def test_models_add_list_remove(home, tiny_gguf, capsys):
+    assert main(["models", "add", "mytiny", tiny_gguf]) == 0
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    mine = [r for r in rows if r["name"] == "mytiny"][0]
+    assert mine["status"] == "ok" and mine["arch"] == "llama" and mine["vocab"] > 256
+    assert any(r["name"] == "smollm2-135m" for r in rows)
+    # the name now works wherever a model is asked for
+    blob = llmzip.compress(b"registered model " * 50, model="mytiny", fallback=False)
+    assert llmzip.decompress(blob) == b"registered model " * 50
+    assert main(["models", "remove", "mytiny"]) == 0
+    assert "mytiny" not in catalog.user_models()
+
+
+def test_models_add_refuses_bad_file(home, tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf")
+    assert main(["models", "add", "bad", str(bad)]) == 1
+    assert main(["models", "add", "smollm2-135m", str(bad)]) == 1
+
+
+def test_model_auto_picks_best_and_records_it(home, tmp_path, monkeypatch):
+    a = write_tiny_gguf(str(tmp_path / "a.gguf"), seed=3)
+    b = write_tiny_gguf(str(tmp_path / "b.gguf"), seed=4)
+    catalog.register("tiny-a", a)
+    catalog.register("tiny-b", b)
+    monkeypatch.setattr(catalog, "list_models", lambda: [
+        {"name": "tiny-a", "status": "ok"}, {"name": "tiny-b", "status": "ok"}])
+    data = corpus_bytes("alice29.txt", 3000)
+    name, scores = catalog.choose_auto(data)
+    assert set(scores) == {"tiny-a", "tiny-b"} and name == min(scores, key=scores.get)
+    c = llmzip.Compressor("auto", batch=4, seg_len=128, fallback=False)
+    blob = c.compress(data)
+    header = ct.scan(blob).header
+    assert header["model"]["name"] == name
+    assert set(header["model"]["chosen_by"]["auto"]) == {"tiny-a", "tiny-b"}
+    assert llmzip.decompress(blob) == data
