@@ -63,7 +63,7 @@ REFERENCE_BPB = {"alice29.txt": 1.128, "lcet10.txt": 1.031, "asyoulik.txt": 1.47
 @pytest.mark.parametrize("name", sorted(REFERENCE_BPB))
 def test_ideal_bpb_matches_reference(default_model, name):
     from llmzip.evaluate import evaluate
-    r = evaluate(default_model, corpus_bytes(name), context=2048)
+    r = evaluate(default_model, corpus_bytes(name), context=2048, threads=2)
     assert abs(r.bits_per_byte - REFERENCE_BPB[name]) / REFERENCE_BPB[name] < 0.015, \
         r.bits_per_byte
 
