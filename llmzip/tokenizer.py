@@ -56,7 +56,41 @@ def _chars_using(byte_values) -> str:
     return "".join(parts)
 
 
-class ByteTokenizer:
+class _ExactTokenizer:
+    """What both tokenizers share: text runs go through the `tokenizers` model, runs the
+    vocabulary cannot take (`self._raw_run`) go through `_encode_raw_bytes`."""
+
+    tokens: list
+    _tok: object
+    _raw_run: re.Pattern
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, data: bytes) -> np.ndarray:
+        """Token ids (int64) for any byte string."""
+        text = data.decode("utf-8", errors="surrogateescape")
+        out: list[np.ndarray] = []
+        pos = 0
+        for m in self._raw_run.finditer(text):
+            if m.start() > pos:
+                out.append(self._encode_text(text[pos:m.start()]))
+            raw = m.group().encode("utf-8", errors="surrogateescape")
+            out.append(self._encode_raw_bytes(raw))
+            pos = m.end()
+        if pos < len(text):
+            out.append(self._encode_text(text[pos:]))
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+    def _encode_text(self, text: str) -> np.ndarray:
+        return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+
+    def _encode_raw_bytes(self, raw: bytes) -> np.ndarray:
+        raise NotImplementedError
+
+
+class ByteTokenizer(_ExactTokenizer):
     """Byte-level BPE built from a vocabulary (id -> token string) and merge rules."""
 
     def __init__(self, tokens: list[str], merges: list[str], pre: str = "gpt2",
@@ -112,25 +146,6 @@ class ByteTokenizer:
             except KeyError:        # control tokens with characters outside the byte map
                 self._id_bytes.append(t.encode("utf-8"))
 
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tokens)
-
-    def encode(self, data: bytes) -> np.ndarray:
-        """Token ids (int64) for any byte string."""
-        text = data.decode("utf-8", errors="surrogateescape")
-        out: list[np.ndarray] = []
-        pos = 0
-        for m in self._raw_run.finditer(text):
-            if m.start() > pos:
-                out.append(self._encode_text(text[pos:m.start()]))
-            raw = m.group().encode("utf-8", errors="surrogateescape")
-            out.append(self._encode_raw_bytes(raw))
-            pos = m.end()
-        if pos < len(text):
-            out.append(self._encode_text(text[pos:]))
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-
     def _encode_raw_bytes(self, raw: bytes) -> np.ndarray:
         ids = []
         for b in raw:
@@ -139,9 +154,6 @@ class ByteTokenizer:
             else:
                 ids.append(int(self.byte_ids[b]))
         return np.asarray(ids, dtype=np.int64)
-
-    def _encode_text(self, text: str) -> np.ndarray:
-        return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
 
     def decode(self, ids) -> bytes:
         """Bytes for a sequence of ids; raises FormatError on ids no encoding produces."""
@@ -164,7 +176,7 @@ class ByteTokenizer:
         return b"".join(out)
 
 
-class SpmTokenizer:
+class SpmTokenizer(_ExactTokenizer):
     """SentencePiece-style BPE with byte fallback, as GGUF files with tokenizer.ggml.model
     "llama" describe it (Gemma): exact bytes <-> ids for any byte string.
 
@@ -235,27 +247,8 @@ class SpmTokenizer:
             else:                # user-defined as written; control/unused never produced
                 self._id_bytes.append(t.encode("utf-8"))
 
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tokens)
-
-    def encode(self, data: bytes) -> np.ndarray:
-        """Token ids (int64) for any byte string."""
-        text = data.decode("utf-8", errors="surrogateescape")
-        out: list[np.ndarray] = []
-        pos = 0
-        for m in self._raw_run.finditer(text):
-            if m.start() > pos:
-                out.append(self._encode_text(text[pos:m.start()]))
-            raw = m.group().encode("utf-8", errors="surrogateescape")
-            out.append(self.byte_ids[np.frombuffer(raw, dtype=np.uint8)])
-            pos = m.end()
-        if pos < len(text):
-            out.append(self._encode_text(text[pos:]))
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-
-    def _encode_text(self, text: str) -> np.ndarray:
-        return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+    def _encode_raw_bytes(self, raw: bytes) -> np.ndarray:
+        return self.byte_ids[np.frombuffer(raw, dtype=np.uint8)]    # byte-fallback tokens
 
     def decode(self, ids) -> bytes:
         """Bytes for a sequence of ids; raises FormatError on ids outside the vocabulary."""

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .gpt import KVCache, RMSNorm
+from .gpt import KVCache, RMSNorm, RopeModel
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ class Block(nn.Module):
         return x + self.post_ffn_norm(self.mlp(self.ffn_norm(x)))
 
 
-class Gemma(nn.Module):
+class Gemma(RopeModel):
     def __init__(self, cfg: GemmaConfig):
         super().__init__()
         if cfg.sliding_layers and len(cfg.sliding_layers) != cfg.n_layer:
@@ -193,30 +193,6 @@ class Gemma(nn.Module):
         cos, sin = rope_tables(cfg.head_dim, cfg.rope_base_local, cfg.context_length)
         self.register_buffer("rope_cos_local", cos, persistent=False)
         self.register_buffer("rope_sin_local", sin, persistent=False)
-
-    def init_random(self, seed: int, std: float = 0.02) -> "Gemma":
-        """Deterministic random initialisation (for tests)."""
-        g = torch.Generator().manual_seed(seed)
-        for name, p in self.named_parameters():
-            with torch.no_grad():
-                if name.endswith("norm.weight"):
-                    p.fill_(1.0)
-                else:
-                    p.copy_(torch.randn(p.shape, generator=g) * std)
-        return self
-
-    def _apply(self, fn, recurse=True):
-        """Casting the model (e.g. .to(torch.bfloat16)) leaves the RoPE tables float32."""
-        names = ("rope_cos", "rope_sin", "rope_cos_local", "rope_sin_local")
-        keep = [getattr(self, n) for n in names]
-        super()._apply(fn, recurse)
-        if self.rope_cos.dtype != torch.float32 and not self.rope_cos.is_meta:
-            for n, t in zip(names, keep):
-                setattr(self, n, t)
-        return self
-
-    def output_weight(self) -> torch.Tensor:
-        return self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
 
     def forward(self, idx, cache: KVCache | None = None, pos: int = 0):
         """idx: (B, T) token ids starting at position `pos` -> logits (B, T, V) in float32."""

@@ -145,20 +145,14 @@ class Block(nn.Module):
         return x + self.mlp(self.ffn_norm(x))
 
 
-class GPT(nn.Module):
-    def __init__(self, cfg: GPTConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
-        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.n_embd, cfg.vocab_size,
-                                                                 bias=False)
-        cos, sin = rope_tables(cfg.head_dim, cfg.rope_base, cfg.context_length)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+class RopeModel(nn.Module):
+    """What GPT and Gemma share: seeded initialisation and float32 RoPE tables."""
 
-    def init_random(self, seed: int, std: float = 0.02) -> "GPT":
+    def output_weight(self) -> torch.Tensor:
+        """The output layer: the token embedding when tied."""
+        return self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+
+    def init_random(self, seed: int, std: float = 0.02):
         """Deterministic random initialisation (for tests and online training)."""
         g = torch.Generator().manual_seed(seed)
         for name, p in self.named_parameters():
@@ -171,14 +165,26 @@ class GPT(nn.Module):
 
     def _apply(self, fn, recurse=True):
         """Casting the model (e.g. .to(torch.bfloat16)) leaves the RoPE tables float32."""
-        cos, sin = self.rope_cos, self.rope_sin
+        keep = {n: b for n, b in self.named_buffers(recurse=False) if n.startswith("rope_")}
         super()._apply(fn, recurse)
-        if self.rope_cos.dtype != torch.float32 and not self.rope_cos.is_meta:
-            self.rope_cos, self.rope_sin = cos, sin
+        for n, b in keep.items():
+            if getattr(self, n).dtype != b.dtype and not b.is_meta:
+                setattr(self, n, b)
         return self
 
-    def output_weight(self) -> torch.Tensor:
-        return self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+
+class GPT(RopeModel):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.n_embd, cfg.vocab_size,
+                                                                 bias=False)
+        cos, sin = rope_tables(cfg.head_dim, cfg.rope_base, cfg.context_length)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
 
     def forward(self, idx, cache: KVCache | None = None, pos: int = 0):
         """idx: (B, T) token ids starting at position `pos` -> logits (B, T, V) in float32."""
