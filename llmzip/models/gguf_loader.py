@@ -304,22 +304,15 @@ def new_model(cfg):
 
 def make_buffers(model) -> None:
     """Real (non-meta) RoPE tables for a model built by new_model and given weights."""
-    cfg = model.cfg
-    if hasattr(model, "make_buffers"):
-        model.make_buffers()
-    else:
-        from .gpt import rope_tables
-        model.rope_cos, model.rope_sin = rope_tables(cfg.head_dim, cfg.rope_base,
-                                                     cfg.context_length)
+    model.make_buffers()
 
 
 def build_gpt(contents: GGUFContents):
     """Our transformer (GPT, or Gemma for arch "gemma3") with the GGUF's weights (float32)."""
     if contents.arch == "gemma3":
         return _build_gemma(contents)
-    cfg, t = contents.config, contents.tensors
-    with torch.device("meta"):
-        model = GPT(cfg)
+    cfg = contents.config
+    model = new_model(cfg)
     names = {"tok_emb.weight": ["token_embd.weight"], "norm.weight": ["output_norm.weight"]}
     if not cfg.tie_embeddings:
         names["lm_head.weight"] = ["output.weight"]
@@ -331,21 +324,7 @@ def build_gpt(contents: GGUFContents):
     for i in range(cfg.n_layer):
         for ours, theirs in per_block.items():
             names[f"blocks.{i}.{ours}"] = [f"blk.{i}.{x}" for x in theirs]
-    state = {}
-    for ours, theirs in names.items():
-        for name in theirs:
-            if name not in t:
-                raise UnsupportedModelError(f"missing tensor {name}", contents.path)
-        state[ours] = torch.from_numpy(np.concatenate([t[name] for name in theirs]))
-    model.load_state_dict(state, strict=False, assign=True)
-    # buffers were created on the meta device: make real ones
-    from .gpt import rope_tables
-    cos, sin = rope_tables(cfg.head_dim, cfg.rope_base, cfg.context_length)
-    model.rope_cos, model.rope_sin = cos, sin
-    for name, p in model.named_parameters():
-        if p.is_meta:
-            raise UnsupportedModelError(f"parameter {name} not filled from GGUF", contents.path)
-    return model.eval()
+    return _load_state(model, names, contents)
 
 
 def _load_state(model, names: dict, contents: GGUFContents):

@@ -182,6 +182,11 @@ class GPT(RopeModel):
         self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.n_embd, cfg.vocab_size,
                                                                  bias=False)
+        self.make_buffers()
+
+    def make_buffers(self) -> None:
+        """RoPE tables (not saved with the weights; rebuilt after loading on meta)."""
+        cfg = self.cfg
         cos, sin = rope_tables(cfg.head_dim, cfg.rope_base, cfg.context_length)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
