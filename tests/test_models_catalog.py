@@ -18,7 +18,10 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_models_add_list_remove(home, tiny_gguf, capsys):
+def test_models_add_list_remove(home, tiny_gguf, tiny_model, capsys):
+    # tiny_model: the same file already loaded under its file name; "mytiny" must still
+    # be the name written into archives
+    assert tiny_model.name == "tiny"
     assert main(["models", "add", "mytiny", tiny_gguf]) == 0
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out.split("\n", 1)[1])
@@ -27,6 +30,7 @@ def test_models_add_list_remove(home, tiny_gguf, capsys):
     assert any(r["name"] == "smollm2-135m" for r in rows)
     # the name now works wherever a model is asked for
     blob = llmzip.compress(b"registered model " * 50, model="mytiny", fallback=False)
+    assert ct.scan(blob).header["model"]["name"] == "mytiny"
     assert llmzip.decompress(blob) == b"registered model " * 50
     assert main(["models", "remove", "mytiny"]) == 0
     assert "mytiny" not in catalog.user_models()

@@ -9,6 +9,7 @@ into the cache folder ($LLMZIP_CACHE or ~/.cache/llmzip) and checked (size and S
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -234,9 +235,15 @@ def load_model(spec: str | None = None) -> LoadedModel:
     from ..tokenizer import ByteTokenizer, SpmTokenizer
     name, path = resolve(spec)
     st = os.stat(path)
-    key = (path, st.st_size, st.st_mtime_ns)
+    key = (name, path, st.st_size, st.st_mtime_ns)     # the name too: it goes in headers
     if key in _CACHE:
         return _CACHE[key]
+    for (n, *rest), m in list(_CACHE.items()):
+        if tuple(rest) == key[1:]:          # same file under another name: share its parts
+            model = dataclasses.replace(m, name=name)
+            model._gpt = m._gpt             # share the loaded weights too
+            _CACHE[key] = model
+            return model
     contents = read_gguf(path, weights=False)
     if contents.tok_model == "llama":       # SentencePiece-style vocabulary (Gemma)
         tok = SpmTokenizer(contents.tokens, contents.scores, contents.token_types)
