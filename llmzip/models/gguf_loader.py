@@ -311,26 +311,25 @@ def build_gpt(contents: GGUFContents):
     """Our transformer (GPT, or Gemma for arch "gemma3") with the GGUF's weights (float32)."""
     if contents.arch == "gemma3":
         return _build_gemma(contents)
-    cfg = contents.config
-    model = new_model(cfg)
-    names = {"tok_emb.weight": ["token_embd.weight"], "norm.weight": ["output_norm.weight"]}
-    if not cfg.tie_embeddings:
-        names["lm_head.weight"] = ["output.weight"]
     per_block = {"attn_norm.weight": ["attn_norm.weight"],
                  "attn.wqkv.weight": ["attn_q.weight", "attn_k.weight", "attn_v.weight"],
                  "attn.wo.weight": ["attn_output.weight"], "ffn_norm.weight": ["ffn_norm.weight"],
                  "mlp.w_gate_up.weight": ["ffn_gate.weight", "ffn_up.weight"],
                  "mlp.w_down.weight": ["ffn_down.weight"]}
+    return _load_state(new_model(contents.config), per_block, contents)
+
+
+def _load_state(model, per_block: dict, contents: GGUFContents):
+    """Fill `model` (built on the meta device) from GGUF tensors. `per_block` maps each
+    block parameter of ours to its GGUF tensors ([theirs, ...], concatenated along rows);
+    embedding, final norm and untied output layer are the same for every architecture."""
+    cfg, t = contents.config, contents.tensors
+    names = {"tok_emb.weight": ["token_embd.weight"], "norm.weight": ["output_norm.weight"]}
+    if not cfg.tie_embeddings:
+        names["lm_head.weight"] = ["output.weight"]
     for i in range(cfg.n_layer):
         for ours, theirs in per_block.items():
             names[f"blocks.{i}.{ours}"] = [f"blk.{i}.{x}" for x in theirs]
-    return _load_state(model, names, contents)
-
-
-def _load_state(model, names: dict, contents: GGUFContents):
-    """Fill `model` (built on the meta device) from GGUF tensors: ours -> [theirs, ...]
-    (several GGUF tensors are concatenated along rows into one of ours)."""
-    t = contents.tensors
     state = {}
     for ours, theirs in names.items():
         for name in theirs:
@@ -349,11 +348,6 @@ def _build_gemma(contents: GGUFContents):
     """Gemma 3. llama.cpp's converter stores Gemma's norm weights with the +1 of Gemma's
     RMSNorm (x * (1 + w)) already added, so they are used as they are (verified against
     transformers, which subtracts 1 when loading a GGUF and adds it back in its RMSNorm)."""
-    cfg = contents.config
-    model = new_model(cfg)
-    names = {"tok_emb.weight": ["token_embd.weight"], "norm.weight": ["output_norm.weight"]}
-    if not cfg.tie_embeddings:
-        names["lm_head.weight"] = ["output.weight"]
     per_block = {"attn_norm.weight": ["attn_norm.weight"],
                  "attn.wqkv.weight": ["attn_q.weight", "attn_k.weight", "attn_v.weight"],
                  "attn.q_norm.weight": ["attn_q_norm.weight"],
@@ -364,7 +358,4 @@ def _build_gemma(contents: GGUFContents):
                  "mlp.w_gate_up.weight": ["ffn_gate.weight", "ffn_up.weight"],
                  "mlp.w_down.weight": ["ffn_down.weight"],
                  "post_ffn_norm.weight": ["post_ffw_norm.weight"]}
-    for i in range(cfg.n_layer):
-        for ours, theirs in per_block.items():
-            names[f"blocks.{i}.{ours}"] = [f"blk.{i}.{x}" for x in theirs]
-    return _load_state(model, names, contents)
+    return _load_state(new_model(contents.config), per_block, contents)
