@@ -256,7 +256,7 @@ class LlmzipCodec(Codec):
         from .models.registry import DEFAULT_MODEL, LoadedModel
         self.model_spec = model_spec if model_spec is not None else DEFAULT_MODEL
         self.kwargs = dict(compressor_kwargs)
-        self.kwargs.setdefault("dtype", "float32")
+        self.kwargs.setdefault("dtype", "auto")
         self._model = model_spec if isinstance(model_spec, LoadedModel) else None
         self._comp = None
         self._decomp = None
@@ -316,13 +316,13 @@ class LlmzipCodec(Codec):
         compress calls exclude them; returns what loading cost this codec (the same on
         every call; about 0 where the model was already loaded in this process)."""
         import time
-        from .engine import DTYPES
+        from .engine import DTYPES, resolve_dtype
         self._require()
         m = self.model
         self.compressor
         if not self._weights_loaded:
             t0 = time.perf_counter()
-            m.gpt(DTYPES[self.kwargs["dtype"]])
+            m.gpt(DTYPES[resolve_dtype(self.kwargs["dtype"])])
             self.weights_seconds = time.perf_counter() - t0
             self._weights_loaded = True
         return self.metadata_seconds + self.weights_seconds

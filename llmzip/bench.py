@@ -23,7 +23,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from .baselines import Codec, LlmzipCodec, classical_codecs, get_codec
+from .baselines import CLASSICAL, Codec, LlmzipCodec, classical_codecs, get_codec
 
 DEFAULT_OUT_DIR = "bench-results"
 JSONL_NAME = "results.jsonl"
@@ -272,6 +272,21 @@ def run_bench(paths, codecs, out_dir: str | None = None, resume: bool = True,
     if out_dir is not None:
         write_outputs(rows, out_dir, plot=plot)
     return rows
+
+
+def recorded_rows(paths, out_dir: str) -> list[dict]:
+    """Every cell recorded in out_dir's JSONL for these files (any codec, any run; the
+    latest row of each cell), in file then codec-registry order. For reports on cells
+    that separate runs measured (say, a slow model on some files only)."""
+    files = [os.path.abspath(p) for p in expand_paths(paths)]
+    latest: dict = {}
+    for r in load_jsonl(os.path.join(out_dir, JSONL_NAME)):
+        if r.get("key") and r.get("path") in files:
+            latest[r["key"]] = r
+    order = {n: i for i, n in enumerate(CLASSICAL)}
+    return sorted(latest.values(), key=lambda r: (files.index(r["path"]),
+                                                  order.get(r["codec"], len(order)),
+                                                  r["codec"]))
 
 
 def write_outputs(rows: list[dict], out_dir: str, plot: bool = True) -> dict:
@@ -533,7 +548,18 @@ def run_cli(args) -> int:
     from .errors import LlmzipError, UsageError
     out_dir = getattr(args, "out", None) or DEFAULT_OUT_DIR
     quiet = getattr(args, "quiet", False)
-    kw = {"dtype": getattr(args, "dtype", "float32") or "float32",
+    if getattr(args, "report", False):
+        try:
+            rows = recorded_rows(args.input, out_dir)
+        except FileNotFoundError as e:
+            raise UsageError(str(e)) from None
+        if not rows:
+            raise UsageError(f"no recorded cells for these files in {out_dir}/{JSONL_NAME}; "
+                             "run `llmzip bench` on them first")
+        write_outputs(rows, out_dir)
+        print(format_table(rows), end="")
+        return 0
+    kw = {"dtype": getattr(args, "dtype", "auto") or "auto",
           "threads": getattr(args, "threads", None),
           "batch": getattr(args, "batch", 64) or 64,
           "seg_len": getattr(args, "seg_len", None)}

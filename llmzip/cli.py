@@ -33,12 +33,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model name (default smollm2-135m; `llmzip models` lists "
                    "them), a GGUF file path, or 'auto' (the best on a sample of the input)")
     p.add_argument("--threads", type=int,
-                   help="torch threads (default 1 or $LLMZIP_THREADS; decoding: the archive's)")
+                   help="torch threads (default $LLMZIP_THREADS, else up to 2; decoding: "
+                   "the archive's)")
     p.add_argument("--batch", type=int, default=64, help="most segments coded in lockstep")
     p.add_argument("--seg-len", type=int, help="most tokens per segment (default 2048, or "
                    "the model's context if shorter)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                   help="model arithmetic (recorded in the archive)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="model arithmetic, recorded in the archive (auto: bfloat16 where "
+                   "the CPU has native bf16, else float32)")
     p.add_argument("--memory-limit", type=_size, default=8 << 30,
                    help="most bytes decoding may allocate for the KV cache (e.g. 16G)")
     p.add_argument("--ignore-engine-mismatch", action="store_true",
@@ -94,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--codecs", help="comma-separated codec names (default: all classical + "
                    "llmzip)")
     b.add_argument("--no-resume", action="store_true", help="recompute finished cells")
+    b.add_argument("--report", action="store_true", help="run nothing: table, CSV, Markdown "
+                   "and plot from every cell already recorded for these files in --out")
     _common(b)
     e = sub.add_parser("eval", help="ideal bits per byte of models on files (no coding)")
     e.add_argument("input", nargs="+", help="files or folders")
@@ -101,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--context", type=int, default=2048, help="tokens per window, BOS included")
     e.add_argument("--stride", type=int, help="sliding-window stride (default: independent "
                    "chunks, as compress segments)")
-    e.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    e.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     e.add_argument("--threads", type=int)
     e.add_argument("--json", help="append one JSON row per (model, file) to this file")
     mo = sub.add_parser("models", help="list the models llmzip can find; register a GGUF")
@@ -269,7 +273,7 @@ def do_info(args) -> None:
     summary = {
         "archive_bytes": info.archive_len, "original_bytes": f.original_len,
         "bits_per_byte": 8 * info.archive_len / f.original_len if f.original_len else None,
-        "sha256": f.sha256.hex(), "format_version": ct.VERSION, "mode": h.get("mode"),
+        "sha256": f.sha256.hex(), "format_version": info.version, "mode": h.get("mode"),
         "model": h.get("model"), "engine": h.get("engine"), "methods": by_method,
         "overhead_bytes": info.archive_len - sum(c.coded_len for c in info.chunks),
     }
@@ -283,7 +287,7 @@ def do_info(args) -> None:
         return
     m, e = h.get("model"), h.get("engine")
     bpb = summary["bits_per_byte"]
-    print(f"archive       {args.input}: {info.archive_len} bytes, format v{ct.VERSION}, "
+    print(f"archive       {args.input}: {info.archive_len} bytes, format v{info.version}, "
           f"mode {h.get('mode')}")
     print(f"original      {f.original_len} bytes, sha256 {f.sha256.hex()}")
     print(f"bits/byte     {bpb:.4f}" if bpb is not None else "bits/byte     -")

@@ -1,6 +1,7 @@
 """The .llmz archive format: write, read, validate. Byte layout: docs/format.md.
 
     header   magic(8) version(u16) flags(u16) body_len(u32) body(DEFLATE JSON) crc32(u32)
+             (version 2: the DEFLATE stream uses HEADER_DICT as its preset dictionary)
     chunk*   method(u8) raw_len(u32) coded_len(u32) raw_crc(u32) coded_crc(u32) rec_crc(u32)
              coded bytes
     end      method 0xFF
@@ -24,7 +25,8 @@ from .errors import (ChecksumError, FormatError, LimitError, TruncatedError,
 
 MAGIC = b"\x89LLMZ\r\n\x1a"          # 0x89 first: not ASCII, not valid UTF-8 (like PNG)
 END_MAGIC = b"LMZ\x00"
-VERSION = 1
+VERSION = 2                           # what this llmzip writes
+READ_VERSIONS = (1, 2)                # what it reads: 1 differs only in the header body
 
 METHOD_STORED, METHOD_ZSTD, METHOD_MODEL, METHOD_ONLINE, METHOD_END = 0, 1, 2, 3, 0xFF
 METHOD_NAMES = {METHOD_STORED: "stored", METHOD_ZSTD: "zstd", METHOD_MODEL: "model",
@@ -42,6 +44,38 @@ def max_coded_len(method: int, raw_len: int) -> int:
     if method == METHOD_MODEL:
         return 8 * raw_len + CODED_SLACK
     return raw_len + CODED_SLACK
+
+# Version 2 headers are raw DEFLATE with this preset dictionary (RFC 1951 back-references
+# into text "before" the stream): typical prior and online headers, so a header costs
+# about its varying values (fingerprint, lengths) rather than its key names, 283 -> 64
+# bytes for a SmolLM2 archive. Frozen with format version 2: its SHA-256 is in
+# docs/format.md and checked by tests/test_container.py.
+HEADER_DICT = (
+    b'{"engine":{"batch":4,"constriction":"0.5.0","cpu":"avx2,avx512f,avx512_bf16,amx_bf16'
+    b',amx_tile","deterministic":true,"dtype":"float32","precision":24,"seg_len":96,"threa'
+    b'ds":1,"torch":"2.13.0+cpu"},"format":"llmzip","llmzip":"0.1.0","mode":"online","onli'
+    b'ne":{"config":{"beta1":0.9,"beta2":0.98,"ctx":64,"eps":1e-08,"ffn_hidden":256,"grad_'
+    b'clip":1.0,"init_std":0.02,"lr":0.006,"lr_min":0.1,"n_embd":96,"n_head":4,"n_layer":2'
+    b',"new":32,"replay":0,"replay_steps":false,"streams":4,"train_on":"all","warmup":20},'
+    b'"n_params":246240,"piece":67108864,"pieces":[{"bytes":1115394,"complete":true,"curve'
+    b'":{"bins":256,"file":"","scale":30,"seen":""},"ideal_bits":0.0,"loss_bits":0.0,"meth'
+    b'od":"online"}],"precision":24,"preset":"s","seconds":0.0,"seed":0}}{"engine":{"batch'
+    b'":64,"constriction":"0.5.0","cpu":"avx2,avx512f,avx512_bf16,amx_bf16,amx_tile","dtyp'
+    b'e":"bfloat16","precision":24,"seg_len":2048,"threads":2,"torch":"2.13.0+cpu"},"forma'
+    b't":"llmzip","llmzip":"0.1.0","mode":"prior","model":{"arch":"gemma3","file":"gemma-3'
+    b'-270m-q4_k_m.gguf","fingerprint":"","name":"gemma3-270m","params":268098176,"vocab":'
+    b'262144}}{"engine":{"batch":64,"constriction":"0.5.0","cpu":"avx2,avx512f,avx512_bf16'
+    b',amx_bf16,amx_tile","dtype":"float32","precision":24,"seg_len":2048,"threads":1,"tor'
+    b'ch":"2.13.0+cpu"},"format":"llmzip","llmzip":"0.1.0","mode":"prior","model":{"arch":'
+    b'"llama","file":"SmolLM2-135M-Instruct.Q4_1.gguf","fingerprint":"","name":"smollm2-13'
+    b'5m","params":134515008,"vocab":49152}}'
+)
+HEADER_DICT_SHA256 = "3c34fd0fd76b3600161ecfbf096c9289bd0e9927419c2e0dd661096256bfd079"
+
+
+def _header_dict(version: int) -> bytes:
+    return HEADER_DICT if version >= 2 else b""
+
 
 _HEAD = struct.Struct("<8sHHI")
 _CHUNK = struct.Struct("<BIIII")      # method raw_len coded_len raw_crc coded_crc
@@ -76,6 +110,8 @@ class Footer:
 @dataclass
 class ArchiveInfo:
     header: dict
+    version: int = VERSION
+    header_len: int = 0      # bytes of the header as stored (magic to header CRC)
     chunks: list = field(default_factory=list)
     footer: Footer | None = None
     archive_len: int = 0
@@ -87,7 +123,8 @@ def header_bytes(header: dict) -> bytes:
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     if len(text) > MAX_HEADER_BODY:
         raise LimitError("header size", len(text), MAX_HEADER_BODY)
-    z = zlib.compressobj(9, zlib.DEFLATED, -15)        # raw DEFLATE: ~30% smaller headers
+    z = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY,
+                         _header_dict(VERSION))
     body = z.compress(text) + z.flush()
     head = _HEAD.pack(MAGIC, VERSION, 0, len(body)) + body
     return head + struct.pack("<I", crc32(head[8:]))
@@ -118,6 +155,7 @@ class ArchiveReader:
         self.f = f
         self.total_len = total_len
         self.pos = 0
+        self.version = 0          # the archive's format version, once the header is read
 
     def _left(self) -> int | None:
         return None if self.total_len is None else self.total_len - self.pos
@@ -137,10 +175,11 @@ class ArchiveReader:
         magic, version, flags, body_len = _HEAD.unpack(head)
         if magic != MAGIC:
             raise FormatError("not an llmzip archive (bad magic bytes)")
-        if version != VERSION:
-            raise UnsupportedVersionError(version, VERSION)
+        if version not in READ_VERSIONS:
+            raise UnsupportedVersionError(version, READ_VERSIONS)
         if body_len > MAX_HEADER_BODY:
             raise LimitError("header size", body_len, MAX_HEADER_BODY)
+        self.version = version
         body = self._read(body_len, "header body")
         (crc,) = struct.unpack("<I", self._read(4, "header CRC"))
         actual = crc32(head[8:] + body)
@@ -148,7 +187,8 @@ class ArchiveReader:
             raise ChecksumError("header", f"{crc:08x}", f"{actual:08x}")
         if flags != 0:
             raise FormatError(f"unknown header flags {flags:#x}")
-        z = zlib.decompressobj(-15)
+        zdict = _header_dict(version)
+        z = zlib.decompressobj(-15, zdict) if zdict else zlib.decompressobj(-15)
         try:
             text = z.decompress(body, MAX_HEADER_BODY)
         except zlib.error as e:
@@ -228,7 +268,8 @@ class ArchiveReader:
 def scan(data_or_file, total_len: int | None = None) -> ArchiveInfo:
     """Read header, chunk table and footer without decoding any chunk."""
     r = ArchiveReader(data_or_file, total_len)
-    info = ArchiveInfo(header=r.read_header())
+    info = ArchiveInfo(header=r.read_header(), version=r.version)
+    info.header_len = r.pos
     while (c := r.next_chunk()) is not None:
         if len(info.chunks) >= MAX_CHUNKS:
             raise LimitError("chunk count", len(info.chunks) + 1, MAX_CHUNKS)

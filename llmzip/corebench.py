@@ -21,8 +21,8 @@ def matmul_peak(shapes: dict, dtype: str = "float32", threads: int = 1,
                 min_seconds: float = 0.3) -> dict:
     """GFLOP/s of torch matmuls {label: (M, K, N)} in dtype on `threads` threads."""
     import torch
-    from .engine import DTYPES, torch_threads
-    dt = DTYPES[dtype]
+    from .engine import DTYPES, resolve_dtype, torch_threads
+    dt = DTYPES[resolve_dtype(dtype)]
     out = {}
     g = torch.Generator().manual_seed(0)
     with torch_threads(threads), torch.inference_mode():
@@ -41,7 +41,7 @@ def matmul_peak(shapes: dict, dtype: str = "float32", threads: int = 1,
     return out
 
 
-def core_benchmark(path: str, model=None, dtype: str = "float32", threads: int | None = None,
+def core_benchmark(path: str, model=None, dtype: str = "auto", threads: int | None = None,
                    batch: int = 64, seg_len: int | None = None, *, fallback: bool = True,
                    peak_seconds: float = 0.3, square: int = 2048,
                    verbose: bool = False) -> dict:

@@ -37,6 +37,18 @@ def _cpu_flags() -> str:
     return platform.machine()
 
 
+def resolve_dtype(dtype: str) -> str:
+    """"auto" -> "bfloat16" where the CPU has native bf16 dot products (AVX512-BF16 or
+    AMX), else "float32"; any other name is returned as it is (checked by the caller).
+
+    On this project's AVX512-BF16 machine bf16 runs the model's matmuls about 2x faster
+    than float32 and costs 0.0002 bits/byte on alice29.txt (README, "Measured")."""
+    if dtype != "auto":
+        return dtype
+    flags = _cpu_flags().split(",")
+    return "bfloat16" if "avx512_bf16" in flags or "amx_bf16" in flags else "float32"
+
+
 @dataclass(frozen=True)
 class EngineProfile:
     """Everything besides the model that the probabilities depend on."""

@@ -43,11 +43,13 @@ class TruncatedError(FormatError):
 
 
 class UnsupportedVersionError(ArchiveError):
-    def __init__(self, version: int, supported: int):
+    def __init__(self, version: int, supported):
         self.version, self.supported = version, supported
+        reads = (", ".join(map(str, supported)) if isinstance(supported, (tuple, list))
+                 else str(supported))
         super().__init__(
             f"archive format version {version} is not supported (this llmzip reads "
-            f"version {supported}); upgrade llmzip")
+            f"version {reads}); upgrade llmzip")
 
 
 class ChecksumError(ArchiveError):

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .engine import DTYPES, torch_threads
+from .engine import DTYPES, resolve_dtype, torch_threads
 
 
 @dataclass
@@ -58,10 +58,10 @@ def _windows(n: int, width: int, stride: int | None):
         start += stride
 
 
-def token_bits(model, ids: np.ndarray, context: int = 2048, dtype: str = "float32",
+def token_bits(model, ids: np.ndarray, context: int = 2048, dtype: str = "auto",
                threads: int = 1, stride: int | None = None) -> np.ndarray:
     """-log2 p of every token (see the module docstring for chunks and windows)."""
-    gpt = model.gpt(DTYPES[dtype])
+    gpt = model.gpt(DTYPES[resolve_dtype(dtype)])
     out = np.zeros(len(ids), dtype=np.float64)
     with torch_threads(threads), torch.inference_mode():
         for start, end, first in _windows(len(ids), context - 1, stride):
@@ -76,7 +76,7 @@ def token_bits(model, ids: np.ndarray, context: int = 2048, dtype: str = "float3
     return out
 
 
-def evaluate(model, data: bytes, context: int = 2048, dtype: str = "float32",
+def evaluate(model, data: bytes, context: int = 2048, dtype: str = "auto",
              threads: int = 1, stride: int | None = None, name: str = "") -> EvalResult:
     t0 = time.perf_counter()
     context = min(context, model.config.context_length)
@@ -112,6 +112,7 @@ def run_cli(args) -> int:
     import os
     import sys
 
+    from .api import default_threads
     from .models.registry import load_model
     files = []
     for p in args.input:
@@ -126,8 +127,9 @@ def run_cli(args) -> int:
         for path in files:
             with open(path, "rb") as f:
                 data = f.read()
-            r = evaluate(model, data, args.context, args.dtype, args.threads or 1,
-                         args.stride, os.path.basename(path))
+            r = evaluate(model, data, args.context, args.dtype,
+                         args.threads or default_threads(), args.stride,
+                         os.path.basename(path))
             results.append(r)
             print(f"{r.model:16s} {r.file:24s} {r.bytes:9d} B {r.tokens:8d} tok "
                   f"{r.bits_per_token:7.3f} bits/tok {r.bits_per_byte:7.4f} bits/byte "

@@ -61,13 +61,16 @@ def balanced(total: int, n_seg: int) -> list[int]:
 def plan_segments(n_tokens: int, seg_len: int, batch: int) -> list[list[int]]:
     """Cut n_tokens into chunks of at most `batch` segments of at most `seg_len` tokens.
 
-    Within a chunk the segments have equal length (+-1), so lockstep wastes no steps.
+    As few segments as seg_len allows, all of equal length (+-1), spread evenly over as
+    few chunks as batch allows: lockstep wastes no steps, and no chunk is left with a
+    handful of segments that would step as slowly as a full one.
     """
-    chunks = []
-    left = n_tokens
-    while left > 0:
-        n_seg = min(batch, -(-left // seg_len))
-        take = min(left, n_seg * seg_len)
-        chunks.append(balanced(take, n_seg))
-        left -= take
+    if n_tokens <= 0:
+        return []
+    n_seg = -(-n_tokens // seg_len)
+    lengths = balanced(n_tokens, n_seg)
+    chunks, i = [], 0
+    for k in balanced(n_seg, -(-n_seg // batch)):
+        chunks.append(lengths[i:i + k])
+        i += k
     return chunks

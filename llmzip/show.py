@@ -131,12 +131,12 @@ def _encode_capped(tok, data: bytes, max_tokens: int | None):
 
 def surprise(model, data: bytes, context: int = DEFAULT_CONTEXT, top_k: int = TOP_K,
              max_tokens: int | None = DEFAULT_MAX_TOKENS, threads: int | None = None,
-             dtype: str = "float32", name: str = "", progress=None) -> dict:
+             dtype: str = "auto", name: str = "", progress=None) -> dict:
     """Per-token bits and the model's top_k alternatives for `data` (see the module doc
     for the result). `progress(n)` is called with the number of tokens scored so far."""
     import torch
 
-    from .engine import DTYPES, torch_threads
+    from .engine import DTYPES, resolve_dtype, torch_threads
     if threads is None:
         from .api import default_threads
         threads = default_threads()
@@ -158,7 +158,7 @@ def surprise(model, data: bytes, context: int = DEFAULT_CONTEXT, top_k: int = TO
     top_p = np.zeros((n_tok, k), dtype=np.float64)
     width = context - 1
     if n_tok:
-        gpt = model.gpt(DTYPES[dtype])
+        gpt = model.gpt(DTYPES[resolve_dtype(dtype)])
         with torch_threads(threads), torch.inference_mode():
             for start in range(0, n_tok, width):
                 end = min(start + width, n_tok)
@@ -185,7 +185,7 @@ def surprise(model, data: bytes, context: int = DEFAULT_CONTEXT, top_k: int = TO
         "format": FORMAT,
         "name": name,
         "model": model.describe() if hasattr(model, "describe") else {"name": model.name},
-        "context": context, "dtype": dtype, "top_k": k, "max_tokens": max_tokens,
+        "context": context, "dtype": resolve_dtype(dtype), "top_k": k, "max_tokens": max_tokens,
         "bytes": nb, "input_bytes": len(data), "tokens": n_tok, "truncated": bool(truncated),
         "bits_total": total,
         "bits_per_byte": total / nb if nb else None,
@@ -253,7 +253,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tokens per scored chunk incl. BOS (default 2048, or the model's "
                    "context if shorter)")
     p.add_argument("--threads", type=int,
-                   help="torch threads (default 1 or $LLMZIP_THREADS)")
+                   help="torch threads (default $LLMZIP_THREADS, else up to 2)")
 
 
 def run_cli(args) -> int:

@@ -3,7 +3,7 @@
 compress/decompress speed, model load time, xz -9e on the same file, and the share of this
 machine's matmul peak (measured in the same run) that the model reaches.
 
-    python scripts/bench_core.py FILE [--model M] [--dtype float32|bfloat16] [--threads N]
+    python scripts/bench_core.py FILE [--model M] [--dtype auto|float32|bfloat16] [--threads N]
                                       [--batch B] [--seg-len L] [--json OUT]
 
 Prints a readable block, then one JSON line (also appended to OUT with --json).
@@ -24,8 +24,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("file")
     p.add_argument("--model", help="model name (default smollm2-135m) or GGUF path")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--threads", type=int, help="torch threads (default 1 or $LLMZIP_THREADS)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
+    p.add_argument("--threads", type=int,
+                   help="torch threads (default $LLMZIP_THREADS, else up to 2)")
     p.add_argument("--batch", type=int, default=64, help="most segments coded in lockstep")
     p.add_argument("--seg-len", type=int, help="most tokens per segment")
     p.add_argument("--no-fallback", action="store_true",

@@ -1,22 +1,20 @@
 """Online mode next to classical compressors, in one run, on the same files.
 
     python scripts/bench_online.py [--files tinyshakespeare.txt,alice29.txt]
-        [--presets s] [--limit BYTES] [--threads 1] [--out bench_online.jsonl]
+        [--presets s] [--limit BYTES] [--threads N] [--out bench_online.jsonl]
         [--plots docs/img]
 
 Prints one table (bits per byte = 8 x archive bytes / original bytes, headers included;
 compress and decompress speed in bytes/s) and appends one JSON row per (file, codec) to
 --out. Every codec's round trip is verified; a failed round trip is reported, not hidden.
-Baselines: xz -9e (lzma preset 9 | PRESET_EXTREME), bzip2 -9, PPMd order 6 (pyppmd,
-variant H, 16 MiB: the settings the project's notes found reliable).
+Baselines come from llmzip's codec registry (llmzip/baselines.py): xz -9e, bzip2 -9,
+PPMd order 6 and zpaq method 5.
 """
 
 from __future__ import annotations
 
 import argparse
-import bz2
 import json
-import lzma
 import os
 import sys
 import time
@@ -27,24 +25,16 @@ CORPUS = os.path.join(HERE, "..", "..", "shared", "corpus")
 
 
 def baselines() -> dict:
-    codecs = {
-        "xz -9e": (lambda d: lzma.compress(d, preset=9 | lzma.PRESET_EXTREME),
-                   lzma.decompress),
-        "bzip2 -9": (lambda d: bz2.compress(d, 9), bz2.decompress),
-    }
-    try:
-        import pyppmd
-
-        def ppmd_c(d: bytes) -> bytes:
-            enc = pyppmd.Ppmd7Encoder(6, 16 << 20)
-            return len(d).to_bytes(8, "little") + enc.encode(d) + enc.flush()
-
-        def ppmd_d(c: bytes) -> bytes:     # variant H has no end mark: length travels first
-            return pyppmd.Ppmd7Decoder(6, 16 << 20).decode(c[8:], int.from_bytes(c[:8], "little"))
-        codecs["ppmd o6"] = (ppmd_c, ppmd_d)
-    except ImportError:
-        print("pyppmd not installed: PPMd skipped (pip install pyppmd)", file=sys.stderr)
-    return codecs
+    """The classical codecs from llmzip's registry (round trips are verified by measure)."""
+    from llmzip.baselines import get_codec
+    out = {}
+    for name in ("xz-9e", "bzip2-9", "ppmd-6", "zpaq-5"):
+        c = get_codec(name)
+        if c.available():
+            out[c.label or name] = (c.compress, c.decompress)
+        else:
+            print(f"{name} skipped: {c.unavailable_reason()}", file=sys.stderr)
+    return out
 
 
 def measure(name: str, comp, decomp, data: bytes) -> tuple[dict, bytes]:
@@ -64,7 +54,8 @@ def main(argv=None) -> int:
     ap.add_argument("--files", default="tinyshakespeare.txt,alice29.txt")
     ap.add_argument("--presets", default="s")
     ap.add_argument("--limit", type=int, default=None, help="first BYTES of each file")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: llmzip's, $LLMZIP_THREADS else up to 2)")
     ap.add_argument("--out", default="bench_online.jsonl")
     ap.add_argument("--plots", default=None, help="folder for each online run's loss curve PNG")
     a = ap.parse_args(argv)

@@ -4,6 +4,10 @@
 Good archives must keep decoding to their originals in every later version; bad ones
 must each fail for their own named reason. tests/test_golden.py checks both. Re-run only
 when the format version changes (and bump container.VERSION then).
+
+Archives of earlier format versions live in tests/golden/v<N>/ (made by this script as it
+was at that version; see git history). They are never rewritten: the script lists them
+in the manifest under "legacy", and the tests decode them with today's code.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ def main() -> None:
     }
     manifest = {"good": {}, "bad": {}}
     for name, (data, kw) in good.items():
-        blob = llmzip.compress(data, model=model, batch=3, seg_len=96, threads=1, **kw)
+        blob = llmzip.compress(data, model=model, batch=3, seg_len=96, threads=1,
+                               dtype="float32", **kw)    # float32: exact on more CPUs
         assert llmzip.decompress(blob, model=model) == data
         open(os.path.join(OUT, f"{name}.orig"), "wb").write(data)
         open(os.path.join(OUT, f"{name}.llmz"), "wb").write(blob)
@@ -62,7 +67,8 @@ def main() -> None:
 
     bad = {
         "bad_magic": (b"\x89LLMX" + blob[5:], "FormatError"),
-        "unknown_version": (blob[:8] + struct.pack("<H", 2) + blob[10:], "UnsupportedVersionError"),
+        "unknown_version": (blob[:8] + struct.pack("<H", ct.VERSION + 1) + blob[10:],
+                            "UnsupportedVersionError"),
         "header_crc": (flip(blob, 20), "ChecksumError"),
         "chunk_record_crc": (flip(blob, rec_start + 2), "ChecksumError"),
         "chunk_data_crc": (flip(blob, first.offset + 5), "ChecksumError"),
@@ -77,7 +83,7 @@ def main() -> None:
                                                     bytes(32)), "ChecksumError")
     # model mismatch: a real archive made with another model than tiny.gguf
     other = llmzip.compress(TEXT, model=wrong_model, batch=3, seg_len=96, threads=1,
-                            fallback=False)
+                            dtype="float32", fallback=False)
     bad["model_mismatch"] = (other, "ModelMismatchError")
     # a chunk claiming 4 GiB of output: refused before allocation
     huge = ct._CHUNK.pack(ct.METHOD_ZSTD, 0xFFFFFFFF, 10, 0, 0)
@@ -87,9 +93,17 @@ def main() -> None:
         open(os.path.join(OUT, f"bad_{name}.llmz"), "wb").write(data)
         manifest["bad"][name] = error
     os.remove(os.path.join(OUT, "tiny-other.gguf"))
+    manifest["legacy"] = {}
+    for sub in sorted(d for d in os.listdir(OUT) if d.startswith("v") and d[1:].isdigit()):
+        for f in sorted(os.listdir(os.path.join(OUT, sub))):
+            name = f[:-len(".llmz")]
+            if f.endswith(".llmz") and name in good:
+                manifest["legacy"][f"{sub}/{name}"] = {"original": f"{name}.orig",
+                                                      "version": int(sub[1:])}
     with open(os.path.join(OUT, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
-    print(f"wrote {len(good)} good and {len(bad)} bad archives to {os.path.abspath(OUT)}")
+    print(f"wrote {len(good)} good and {len(bad)} bad archives to {os.path.abspath(OUT)}; "
+          f"kept {len(manifest['legacy'])} of earlier versions")
 
 
 if __name__ == "__main__":

@@ -140,3 +140,27 @@ def test_escape_pairs_never_split_across_chunks(tiny_model, seg_len, batch):
     blob = llmzip.compress(data, model=tiny_model, seg_len=seg_len, batch=batch,
                            fallback=False)
     assert llmzip.decompress(blob, model=tiny_model) == data
+
+
+def test_default_threads_env_then_cpus_at_most_two(monkeypatch):
+    from llmzip.api import MAX_DEFAULT_THREADS, default_threads
+    from llmzip.errors import UsageError
+    monkeypatch.setenv("LLMZIP_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.setenv("LLMZIP_THREADS", "many")
+    with pytest.raises(UsageError):
+        default_threads()
+    monkeypatch.delenv("LLMZIP_THREADS")
+    assert 1 <= default_threads() <= min(MAX_DEFAULT_THREADS, os.cpu_count() or 1)
+
+
+def test_dtype_auto_resolves_and_is_recorded(tiny_model):
+    from llmzip.engine import _cpu_flags, resolve_dtype
+    flags = _cpu_flags().split(",")
+    expect = "bfloat16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "float32"
+    assert resolve_dtype("auto") == expect and resolve_dtype("float32") == "float32"
+    data = b"dtype auto is recorded as what it resolved to. " * 4
+    c = llmzip.Compressor(tiny_model, batch=2, seg_len=64, threads=1, fallback=False)
+    blob = c.compress(data)
+    assert ct.scan(blob).header["engine"]["dtype"] == expect
+    assert llmzip.decompress(blob, model=tiny_model) == data

@@ -9,6 +9,7 @@ import pytest
 
 from llmzip import baselines as bl
 from llmzip import bench, corebench
+from llmzip.errors import UsageError
 from conftest import corpus_bytes
 
 
@@ -154,7 +155,9 @@ def test_run_bench_llmzip_codec_records_model_fields(two_files, tiny_gguf, tmp_p
     assert r["round_trip"] is True and r["kind"] == "llm"
     assert r["ideal_bits_per_byte"] > 0 and r["model_tokens"] > 0
     assert r["model_load_seconds"] >= 0
-    assert (r["dtype"], r["threads"], r["batch"], r["seg_len"]) == ("float32", 1, 2, 64)
+    from llmzip.engine import resolve_dtype
+    assert (r["dtype"], r["threads"], r["batch"], r["seg_len"]) == (resolve_dtype("auto"), 1,
+                                                                   2, 64)
     lines = bench.summary_lines(rows)
     assert len(lines) == 1 and "a.txt: llmzip-tiny" in lines[0] and "xz -9e" in lines[0]
 
@@ -172,6 +175,29 @@ def test_run_cli(two_files, tiny_gguf, tmp_path, capsys, monkeypatch):
     rows = bench.load_jsonl(str(tmp_path / "r.jsonl"))
     assert {r["codec"] for r in rows} >= {"xz-9e", "gzip-9", "llmzip-tiny"}
     assert (tmp_path / bench.DEFAULT_OUT_DIR / "results.png").exists()
+
+
+def test_run_cli_report_joins_separate_runs(two_files, tmp_path, capsys):
+    out = str(tmp_path / "o")
+
+    def args(files, **kw):
+        base = dict(input=files, json=None, out=out, model=None, threads=1, batch=2,
+                    seg_len=None, dtype="float32", memory_limit=None, quiet=True,
+                    verbose=False, codecs=None, report=False)
+        return argparse.Namespace(**{**base, **kw})
+    a, b = str(two_files / "a.txt"), str(two_files / "b.bin")
+    assert bench.run_cli(args([a, b], codecs="gzip-9")) == 0      # one codec, both files
+    assert bench.run_cli(args([a], codecs="xz-9e")) == 0          # another, one file
+    capsys.readouterr()
+    assert bench.run_cli(args([a, b], report=True)) == 0
+    table = capsys.readouterr().out
+    assert "gzip -9" in table and "xz -9e" in table
+    rows = bench.recorded_rows([a, b], out)
+    assert [(r["file"], r["codec"]) for r in rows] == [
+        ("a.txt", "gzip-9"), ("a.txt", "xz-9e"), ("b.bin", "gzip-9")]
+    assert (tmp_path / "o" / "results.md").read_text().count("xz -9e") >= 1
+    with pytest.raises(UsageError):
+        bench.run_cli(args([str(two_files / "c.txt")], report=True))
 
 
 def test_core_benchmark(tiny_model, tmp_path):
@@ -192,7 +218,9 @@ def test_core_benchmark(tiny_model, tmp_path):
     assert r["model_gflops_compress"] == pytest.approx(
         2 * r["n_params"] * r["tokens"] / r["compress_seconds"] / 1e9)
     assert 0 < r["share_of_peak_compress"] < 1
-    assert (r["dtype"], r["threads"], r["batch"], r["seg_len"]) == ("float32", 1, 2, 64)
+    from llmzip.engine import resolve_dtype
+    assert (r["dtype"], r["threads"], r["batch"], r["seg_len"]) == (resolve_dtype("auto"), 1,
+                                                                   2, 64)
     json.dumps(r)                                     # JSON-serialisable as is
     block = corebench.format_core(r)
     assert "bits/byte" in block and "xz -9e" in block and "GFLOP/s" in block

@@ -106,3 +106,38 @@ def test_whole_checksum_detects_swapped_chunks():
     blob = head + b + a + ct.footer_bytes(2, 11, ct.sha256(b"firstsecond"))
     with pytest.raises(ChecksumError):
         llmzip.decompress(blob)
+
+
+def test_header_dict_is_frozen():
+    """Version 2 archives depend on these exact bytes (docs/format.md gives the hash)."""
+    import hashlib
+    assert hashlib.sha256(ct.HEADER_DICT).hexdigest() == ct.HEADER_DICT_SHA256
+
+
+def _v1_header(header: dict) -> bytes:
+    import json
+    import zlib
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = z.compress(text) + z.flush()
+    head = ct._HEAD.pack(ct.MAGIC, 1, 0, len(body)) + body
+    return head + struct.pack("<I", ct.crc32(head[8:]))
+
+
+def test_header_bytes_reads_back_and_version_1_still_reads():
+    h = {"format": "llmzip", "mode": "prior", "model": {"name": "smollm2-135m",
+         "fingerprint": "ab" * 32, "vocab": 49152}, "engine": {"dtype": "bfloat16"}}
+    v2, v1 = ct.header_bytes(h), _v1_header(h)
+    for blob, version in ((v2, ct.VERSION), (v1, 1)):
+        r = ct.ArchiveReader(blob)
+        assert r.read_header() == h and r.version == version
+    assert len(v2) < len(v1) - 40          # the preset dictionary pays for the key names
+
+
+def test_unknown_version_message_names_what_is_read(small_archive):
+    _, blob = small_archive
+    bad = bytearray(blob)
+    bad[8:10] = struct.pack("<H", ct.VERSION + 1)
+    with pytest.raises(UnsupportedVersionError) as e:
+        llmzip.decompress(bytes(bad))
+    assert "reads version 1, 2" in str(e.value) and "upgrade" in str(e.value)

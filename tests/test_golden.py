@@ -7,6 +7,7 @@ import os
 import pytest
 
 import llmzip
+import llmzip.container as ct
 import llmzip.errors as errors
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
@@ -26,6 +27,19 @@ def test_golden_archive_decodes(golden_model, name):
     # made on another machine maybe: the engine check is what the format promises to
     # relax; the whole-content SHA-256 still guards the output
     assert llmzip.decompress(blob, model=golden_model, allow_engine_mismatch=True) == orig
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST["legacy"]))
+def test_golden_archive_of_earlier_version_decodes(golden_model, name):
+    entry = MANIFEST["legacy"][name]
+    blob = open(os.path.join(GOLDEN, f"{name}.llmz"), "rb").read()
+    orig = open(os.path.join(GOLDEN, entry["original"]), "rb").read()
+    assert ct.scan(blob).version == entry["version"] < ct.VERSION
+    assert llmzip.decompress(blob, model=golden_model, allow_engine_mismatch=True) == orig
+
+
+def test_legacy_archives_cover_version_1():
+    assert {e["version"] for e in MANIFEST["legacy"].values()} >= {1}
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST["bad"]))
