@@ -411,8 +411,11 @@ def pivot_table(rows: list[dict], markdown: bool = False) -> str:
     tot = {t["codec"]: t for t in codec_totals(rows)}
     total_bytes = sum(next(r["original_bytes"] for r in rows if r["path"] == p)
                       for p in files)
+    # "*": the total covers only some files (failed cells, or cells not run), so it is
+    # not comparable with a total over every file
     body.append(["TOTAL", str(total_bytes)]
-                + [_fmt_bpb(tot[c]["bits_per_byte"]) + ("" if tot[c]["complete"] else "*")
+                + [_fmt_bpb(tot[c]["bits_per_byte"])
+                   + ("" if tot[c]["complete"] and tot[c]["files"] == len(files) else "*")
                    for c in codecs])
     return _table(["file", "bytes"] + [labels[c] for c in codecs], body, markdown)
 
@@ -485,10 +488,12 @@ def plot_pareto(rows: list[dict], path: str) -> None:
                        [r["bits_per_byte"] for r in pts], s=18, alpha=0.55,
                        color=color[c])
     totals = [t for t in codec_totals(ok) if t["compress_bytes_per_s"]]
+    nfiles = len({r["path"] for r in rows})
     for t in totals:
+        part = "" if t["files"] == nfiles else f", {t['files']} of {nfiles} files"
         ax.scatter([t["compress_bytes_per_s"]], [t["bits_per_byte"]], s=110,
                    color=color[t["codec"]], edgecolors="black", linewidths=0.8, zorder=3,
-                   label=f"{t['label'] or t['codec']} ({t['bits_per_byte']:.3f})")
+                   label=f"{t['label'] or t['codec']} ({t['bits_per_byte']:.3f}{part})")
     if totals:
         pts = [(t["compress_bytes_per_s"], t["bits_per_byte"]) for t in totals]
         front = pareto_front(pts)
@@ -498,9 +503,8 @@ def plot_pareto(rows: list[dict], path: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("compress speed (bytes/s, log scale)")
     ax.set_ylabel("bits per byte (lower is better)")
-    nfiles = len({r["path"] for r in rows})
     ax.set_title(f"llmzip bench: {nfiles} file{'s' * (nfiles != 1)}; dots = one file, "
-                 "circles = all files")
+                 "circles = each codec's files together")
     ax.grid(True, which="both", alpha=0.3)
     if totals:
         ax.legend(fontsize=8, loc="best")

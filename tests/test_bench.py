@@ -192,6 +192,8 @@ def test_run_cli_report_joins_separate_runs(two_files, tmp_path, capsys):
     assert bench.run_cli(args([a, b], report=True)) == 0
     table = capsys.readouterr().out
     assert "gzip -9" in table and "xz -9e" in table
+    total = next(line for line in table.splitlines() if line.startswith("TOTAL"))
+    assert total.count("*") == 1            # xz ran on one of the two files only
     rows = bench.recorded_rows([a, b], out)
     assert [(r["file"], r["codec"]) for r in rows] == [
         ("a.txt", "gzip-9"), ("a.txt", "xz-9e"), ("b.bin", "gzip-9")]
