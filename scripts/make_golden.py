@@ -7,7 +7,8 @@ when the format version changes (and bump container.VERSION then).
 
 Archives of earlier format versions live in tests/golden/v<N>/ (made by this script as it
 was at that version; see git history). They are never rewritten: the script lists them
-in the manifest under "legacy", and the tests decode them with today's code.
+in the manifest under "legacy", and the tests decode them with today's code. Before
+re-running for a new version, `git mv` the current good archives into tests/golden/v<old>/.
 """
 
 from __future__ import annotations
