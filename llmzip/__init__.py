@@ -7,9 +7,9 @@ The heavy parts (torch, the model code) load on first use, so `llmzip --help` an
 __version__ = "0.1.0"
 
 from .errors import (ArchiveError, ChecksumError, EngineMismatchError,  # noqa: E402
-                     FormatError, LimitError, LlmzipError, ModelError, ModelMismatchError,
-                     TruncatedError, UnsupportedModelError, UnsupportedVersionError,
-                     UsageError)
+                     FormatError, KernelUnavailableError, LimitError, LlmzipError,
+                     ModelError, ModelMismatchError, TruncatedError, UnsupportedModelError,
+                     UnsupportedVersionError, UsageError)
 
 _LAZY = {"compress": "api", "decompress": "api", "Compressor": "api",
          "Decompressor": "api", "open": "stream"}
@@ -17,7 +17,8 @@ _LAZY = {"compress": "api", "decompress": "api", "Compressor": "api",
 __all__ = ["compress", "decompress", "open", "Compressor", "Decompressor", "__version__",
            "LlmzipError", "ArchiveError", "FormatError", "TruncatedError", "ChecksumError",
            "LimitError", "ModelError", "ModelMismatchError", "EngineMismatchError",
-           "UnsupportedModelError", "UnsupportedVersionError", "UsageError"]
+           "UnsupportedModelError", "UnsupportedVersionError", "UsageError",
+           "KernelUnavailableError"]
 
 
 def __getattr__(name):

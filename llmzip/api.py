@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import container as ct
-from .engine import Engine, EngineProfile, resolve_dtype
+from .engine import ATTENTIONS, Engine, EngineProfile, resolve_attention, resolve_dtype
 from .errors import (ChecksumError, EngineMismatchError, FormatError, LimitError,
                      ModelError, ModelMismatchError, UsageError)
 from .models.registry import PACKAGED, LoadedModel, load_model
@@ -108,14 +108,15 @@ class Compressor:
 
     def __init__(self, model: str | LoadedModel | None = None, *, dtype: str = "auto",
                  threads: int | None = None, seg_len: int | None = None, batch: int = 64,
-                 memory_limit: int = DEFAULT_MEMORY_LIMIT, fallback: bool = True):
+                 memory_limit: int = DEFAULT_MEMORY_LIMIT, fallback: bool = True,
+                 attention: str = "auto"):
         """fallback=False keeps model-coded chunks even where zstd or storing would be
         smaller (for tests and measurements; archives stay valid either way)."""
         self.fallback = fallback
         self.auto = model == "auto"         # chosen per input, see compress()
         self.auto_scores: dict = {}
         self._settings = dict(dtype=dtype, threads=threads, seg_len=seg_len, batch=batch,
-                              memory_limit=memory_limit)
+                              memory_limit=memory_limit, attention=attention)
         if self.auto:
             model = None                    # placeholder until an input is seen
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
@@ -131,8 +132,12 @@ class Compressor:
             raise UsageError(f"dtype must be auto, float32 or bfloat16, not {dtype!r}")
         if threads is not None and threads < 1:
             raise UsageError("threads must be at least 1")
+        attention = resolve_attention(attention)
+        if attention not in ATTENTIONS:
+            raise UsageError(f"attention must be auto or one of {', '.join(ATTENTIONS)}, "
+                             f"not {attention!r}")
         self.profile = EngineProfile.make(dtype=dtype, threads=threads or default_threads(),
-                                          seg_len=seg_len, batch=batch)
+                                          seg_len=seg_len, batch=batch, attention=attention)
         self.engine = Engine(self.model, self.profile, memory_limit)
         self.stats = Stats()
 
@@ -265,7 +270,7 @@ class Decompressor:
             raise FormatError(f"bad engine profile: {e}") from None
         local = EngineProfile.make(dtype=archived.dtype, threads=archived.threads,
                                    seg_len=archived.seg_len, batch=archived.batch,
-                                   precision=archived.precision)
+                                   precision=archived.precision, attention=archived.attention)
         if not self.allow_engine_mismatch:
             for f in _CHECKED_ENGINE_FIELDS:
                 if getattr(archived, f) != getattr(local, f):
@@ -277,6 +282,9 @@ class Decompressor:
         profile = replace(archived, threads=self.threads or archived.threads)
         if profile.dtype not in ("float32", "bfloat16") or not 8 < profile.precision <= 24:
             raise FormatError(f"unsupported dtype/precision {profile.dtype}/{profile.precision}")
+        if profile.attention not in ATTENTIONS:
+            raise FormatError(f"unsupported attention {profile.attention!r} (this build "
+                              f"knows {', '.join(ATTENTIONS)})")
         return Engine(model, profile, self.memory_limit)
 
     def _engine_lazy(self, header: dict, cache: dict) -> Engine:

@@ -247,7 +247,7 @@ class LlmzipCodec(Codec):
     """llmzip with a model (registered name, GGUF path or LoadedModel) and engine settings.
 
     ``compressor_kwargs`` go to :class:`llmzip.api.Compressor` (dtype, threads, batch,
-    seg_len, memory_limit, fallback). ``last_stats`` holds the Stats of the last compress.
+    seg_len, memory_limit, fallback, attention). ``last_stats`` holds the Stats of the last compress.
     """
     kind = "llm"
 
@@ -347,11 +347,12 @@ class LlmzipCodec(Codec):
             try:
                 prof = self.compressor.profile
                 p.update(dtype=prof.dtype, threads=prof.threads, batch=prof.batch,
-                         seg_len=prof.seg_len, precision=prof.precision)
+                         seg_len=prof.seg_len, precision=prof.precision,
+                         attention=prof.attention)
                 p["fingerprint"] = self.model.fingerprint[:16]
             except Exception:
                 p.update({k: self.kwargs.get(k) for k in ("dtype", "threads", "batch",
-                                                          "seg_len")})
+                                                          "seg_len", "attention")})
         if "fallback" in self.kwargs:
             p["fallback"] = self.kwargs["fallback"]
         return p

@@ -35,7 +35,7 @@ CSV_FIELDS = ["codec", "label", "file", "path", "original_bytes", "compressed_by
               "bits_per_byte", "compress_seconds", "decompress_seconds",
               "compress_bytes_per_s", "decompress_bytes_per_s", "round_trip", "error",
               "ideal_bits_per_byte", "model_load_seconds", "model_tokens", "dtype",
-              "threads", "batch", "seg_len", "codec_version", "key", "finished"]
+              "threads", "batch", "seg_len", "attention", "codec_version", "key", "finished"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -133,7 +133,7 @@ def run_cell(codec: Codec, path: str, data: bytes, min_seconds: float = 0.1,
         row["model_load_seconds"] = (row.get("model_load_seconds") or 0.0) \
             + st.model_load_seconds
         row.update({k: row["params"].get(k) for k in ("dtype", "threads", "batch",
-                                                      "seg_len")})
+                                                      "seg_len", "attention")})
     try:
         out, dt = _timed(codec.decompress, blob, min_seconds, reps)
     except Exception as e:
@@ -277,12 +277,13 @@ def run_bench(paths, codecs, out_dir: str | None = None, resume: bool = True,
 def recorded_rows(paths, out_dir: str) -> list[dict]:
     """Every cell recorded in out_dir's JSONL for these files (any codec, any run; the
     latest row of each cell), in file then codec-registry order. For reports on cells
-    that separate runs measured (say, a slow model on some files only)."""
+    that separate runs measured (say, a slow model on some files only). A codec measured
+    on a file under several settings (an older engine, say) counts once: its latest row."""
     files = [os.path.abspath(p) for p in expand_paths(paths)]
     latest: dict = {}
     for r in load_jsonl(os.path.join(out_dir, JSONL_NAME)):
         if r.get("key") and r.get("path") in files:
-            latest[r["key"]] = r
+            latest[(r.get("codec"), r["path"])] = r
     order = {n: i for i, n in enumerate(CLASSICAL)}
     return sorted(latest.values(), key=lambda r: (files.index(r["path"]),
                                                   order.get(r["codec"], len(order)),
@@ -566,7 +567,8 @@ def run_cli(args) -> int:
     kw = {"dtype": getattr(args, "dtype", "auto") or "auto",
           "threads": getattr(args, "threads", None),
           "batch": getattr(args, "batch", 64) or 64,
-          "seg_len": getattr(args, "seg_len", None)}
+          "seg_len": getattr(args, "seg_len", None),
+          "attention": getattr(args, "attention", "auto") or "auto"}
     if getattr(args, "memory_limit", None):
         kw["memory_limit"] = args.memory_limit
     names = getattr(args, "codecs", None)

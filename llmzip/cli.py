@@ -17,7 +17,7 @@ import time
 from .errors import ArchiveError, LlmzipError, UsageError
 
 SUFFIX = ".llmz"
-SUBCOMMANDS = ("compress", "decompress", "info", "bench", "eval", "show", "models")
+SUBCOMMANDS = ("compress", "decompress", "info", "bench", "eval", "show", "models", "scale")
 
 
 def _size(text: str) -> int:
@@ -41,6 +41,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                    help="model arithmetic, recorded in the archive (auto: bfloat16 where "
                    "the CPU has native bf16, else float32)")
+    p.add_argument("--attention", choices=["auto", "bf16-kernel", "torch-f32"],
+                   default="auto", help="KV cache and attention, recorded in the archive "
+                   "(auto: llmzip's bf16 kernel where a C compiler can build it, else "
+                   "torch's float32 bmm)")
     p.add_argument("--memory-limit", type=_size, default=8 << 30,
                    help="most bytes decoding may allocate for the KV cache (e.g. 16G)")
     p.add_argument("--ignore-engine-mismatch", action="store_true",
@@ -116,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .show import add_arguments as add_show_arguments
     add_show_arguments(sub.add_parser(
         "show", help="HTML page of the bits each token costs (+ JSON)"))
+    from .scale import add_arguments as add_scale_arguments
+    add_scale_arguments(sub.add_parser(
+        "scale", help="online-mode scaling study: model size x data size, fitted law, plots"))
     return p
 
 
@@ -205,7 +212,7 @@ def do_compress(args, path: str, out: str | None) -> None:
             comp = Compressor(args.model, dtype=args.dtype, threads=args.threads,
                               seg_len=args.seg_len, batch=args.batch,
                               memory_limit=args.memory_limit,
-                              fallback=not args.no_fallback)
+                              fallback=not args.no_fallback, attention=args.attention)
             blob = comp.compress(data, progress=bar)
             st = comp.stats
     finally:
@@ -295,7 +302,8 @@ def do_info(args) -> None:
         print(f"model         {m.get('name')} ({m.get('file')}, {m.get('params', 0):,} "
               f"params, vocab {m.get('vocab')}) sha256 {str(m.get('fingerprint'))[:16]}…")
     if isinstance(e, dict):
-        print(f"engine        dtype {e.get('dtype')}, threads {e.get('threads')}, segments of "
+        print(f"engine        dtype {e.get('dtype')}, attention "
+              f"{e.get('attention', 'torch-f32')}, threads {e.get('threads')}, segments of "
               f"<= {e.get('seg_len')} tokens x {e.get('batch')}, {e.get('precision')}-bit "
               f"tables, torch {e.get('torch')}, constriction {e.get('constriction')}")
     if "online" in summary:
@@ -365,6 +373,9 @@ def _run(argv: list[str]) -> int:
         elif args.cmd == "eval":
             from .evaluate import run_cli as run_eval
             run_eval(args)
+        elif args.cmd == "scale":
+            from .scale import run_cli as run_scale
+            run_scale(args)
         return 0
     args = build_short_parser().parse_args(argv)
     if args.output and len(args.files) > 1:

@@ -1,7 +1,8 @@
 """The .llmz archive format: write, read, validate. Byte layout: docs/format.md.
 
     header   magic(8) version(u16) flags(u16) body_len(u32) body(DEFLATE JSON) crc32(u32)
-             (version 2: the DEFLATE stream uses HEADER_DICT as its preset dictionary)
+             (the DEFLATE stream uses a preset dictionary: HEADER_DICT in version 2,
+             HEADER_DICT_V3 in version 3)
     chunk*   method(u8) raw_len(u32) coded_len(u32) raw_crc(u32) coded_crc(u32) rec_crc(u32)
              coded bytes
     end      method 0xFF
@@ -25,8 +26,9 @@ from .errors import (ChecksumError, FormatError, LimitError, TruncatedError,
 
 MAGIC = b"\x89LLMZ\r\n\x1a"          # 0x89 first: not ASCII, not valid UTF-8 (like PNG)
 END_MAGIC = b"LMZ\x00"
-VERSION = 2                           # what this llmzip writes
-READ_VERSIONS = (1, 2)                # what it reads: 1 differs only in the header body
+VERSION = 3                           # what this llmzip writes
+READ_VERSIONS = (1, 2, 3)             # what it reads: 1 differs only in the header body;
+                                      # 3 adds engine.attention (2 and 1 mean torch-f32)
 
 METHOD_STORED, METHOD_ZSTD, METHOD_MODEL, METHOD_ONLINE, METHOD_END = 0, 1, 2, 3, 0xFF
 METHOD_NAMES = {METHOD_STORED: "stored", METHOD_ZSTD: "zstd", METHOD_MODEL: "model",
@@ -71,10 +73,21 @@ HEADER_DICT = (
     b'5m","params":134515008,"vocab":49152}}'
 )
 HEADER_DICT_SHA256 = "3c34fd0fd76b3600161ecfbf096c9289bd0e9927419c2e0dd661096256bfd079"
+# Version 3: the same dictionary followed by a default header of version 3 (SmolLM2, the
+# bf16 attention kernel), so the new engine.attention key costs nothing either. Frozen
+# with format version 3 (SHA-256 of the whole in docs/format.md, checked by the tests).
+HEADER_DICT_V3 = HEADER_DICT + (
+    b'{"engine":{"attention":"bf16-kernel","batch":64,"constriction":"0.5.0","cpu":"avx2,av'
+    b'x512f,avx512_bf16","dtype":"bfloat16","precision":24,"seg_len":2048,"threads":2,"torc'
+    b'h":"2.13.0+cpu"},"format":"llmzip","llmzip":"0.1.0","mode":"prior","model":{"arch":"l'
+    b'lama","file":"SmolLM2-135M-Instruct.Q4_1.gguf","fingerprint":"","name":"smollm2-135m'
+    b'","params":134515008,"vocab":49152}}'
+)
+HEADER_DICT_V3_SHA256 = "4eceb9bd5b6241dedaff0ad35107bb2babd776d1110d2af3cc918b694a13828f"
 
 
 def _header_dict(version: int) -> bytes:
-    return HEADER_DICT if version >= 2 else b""
+    return HEADER_DICT_V3 if version >= 3 else HEADER_DICT if version == 2 else b""
 
 
 _HEAD = struct.Struct("<8sHHI")

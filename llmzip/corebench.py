@@ -43,6 +43,7 @@ def matmul_peak(shapes: dict, dtype: str = "float32", threads: int = 1,
 
 def core_benchmark(path: str, model=None, dtype: str = "auto", threads: int | None = None,
                    batch: int = 64, seg_len: int | None = None, *, fallback: bool = True,
+                   attention: str = "auto",
                    peak_seconds: float = 0.3, square: int = 2048,
                    verbose: bool = False) -> dict:
     """Compress and decompress one file with a model (default SmolLM2-135M) and measure,
@@ -68,7 +69,7 @@ def core_benchmark(path: str, model=None, dtype: str = "auto", threads: int | No
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     meta_s = time.perf_counter() - t0
     codec = LlmzipCodec(loaded, dtype=dtype, threads=threads, batch=batch, seg_len=seg_len,
-                        fallback=fallback)
+                        fallback=fallback, attention=attention)
     codec.prepare()                                   # weights in this dtype, untimed
     weights_s = codec.weights_seconds
     prof = codec.compressor.profile
@@ -119,7 +120,8 @@ def core_benchmark(path: str, model=None, dtype: str = "auto", threads: int | No
         "model_load_seconds": meta_s + weights_s, "model_metadata_seconds": meta_s,
         "model_weights_seconds": weights_s,
         "model_weights_cached": weights_s < 1e-3,
-        "dtype": prof.dtype, "threads": prof.threads, "batch": prof.batch,
+        "dtype": prof.dtype, "attention": prof.attention, "threads": prof.threads,
+        "batch": prof.batch,
         "seg_len": prof.seg_len, "segments_per_step": B,
         "xz_bytes": len(xz_blob), "xz_bits_per_byte": 8 * len(xz_blob) / n if n else None,
         "xz_compress_bytes_per_s": n / xz_s if xz_s else None,
@@ -148,7 +150,8 @@ def format_core(r: dict) -> str:
     lines = [
         f"file            {r['file']}",
         f"model           {r['model']} ({r['n_params']:,} params, sha256 "
-        f"{r['fingerprint'][:16]}…), dtype {r['dtype']}, threads {r['threads']}, "
+        f"{r['fingerprint'][:16]}…), dtype {r['dtype']}, attention "
+        f"{r.get('attention', 'torch-f32')}, threads {r['threads']}, "
         f"batch {r['batch']}, seg_len {r['seg_len']} ({r['segments_per_step']} segments "
         f"per step)",
         f"sizes           {r['original_bytes']:,} -> {r['archive_bytes']:,} bytes "

@@ -92,5 +92,17 @@ class EngineMismatchError(ArchiveError):
         super().__init__(msg + (f"; {hint}" if hint else ""))
 
 
+class KernelUnavailableError(LlmzipError):
+    """llmzip's compiled attention kernel (llmzip/kernels/) could not be built or loaded:
+    no C compiler, say. Exit code 1: the archive is fine, this machine lacks a tool."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(
+            f"llmzip's bf16 attention kernel is unavailable: {reason}. It is built on first "
+            "use with a C compiler (install gcc, or set $CC); to compress without it use "
+            "--attention torch-f32 (archives made with it decode only where it builds)")
+
+
 class UsageError(LlmzipError):
     """Bad command-line or API usage (exit code 1)."""

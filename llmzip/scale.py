@@ -1,7 +1,9 @@
 """Scaling study for online mode: bits per byte as a function of model and data size.
 
-    python -m llmzip.scale --corpus ../shared/corpus/tinyshakespeare.txt \\
+    llmzip scale --corpus ../shared/corpus/tinyshakespeare.txt \\
         --sizes 64K,128K,256K,640K --presets xs,s,m,l --out scale.jsonl --plots docs/img
+
+(`python -m llmzip.scale` takes the same arguments.)
 
 Each run compresses the first D bytes of the corpus with one preset (N parameters) in
 online mode and appends one JSON row to the JSONL file; rows already there are skipped, so
@@ -59,10 +61,12 @@ def read_rows(path: str) -> list[dict]:
 
 
 def run_sweep(corpus: str, sizes, presets, out_path: str, seed: int = 0,
-              threads: int | None = None, log=print) -> list[dict]:
+              threads: int | None = None, log=print, progress=None) -> list[dict]:
     """Compress every (preset, prefix size) pair not yet in out_path; return all rows.
 
     sizes: ints or strings like "64K"; presets: names from online.PRESETS.
+    progress(label, total_bytes) -> callable(n_bytes) with a close() (cli.Progress), or
+    None: one bar per run.
     """
     from .online import PRESETS, compress_online, decompress_online, online_accounting
     sizes = [parse_size(s) if isinstance(s, str) else int(s) for s in sizes]
@@ -81,9 +85,14 @@ def run_sweep(corpus: str, sizes, presets, out_path: str, seed: int = 0,
             row = {"corpus": name, "preset": p, "data_bytes": D, "seed": seed}
             if _key(row) in done:
                 continue
+            bar = progress(f"{p} {D:,} B", D) if progress else None
             t0 = time.perf_counter()
-            blob = compress_online(data[:D], preset=p, seed=seed, threads=threads,
-                                   fallback=False)
+            try:
+                blob = compress_online(data[:D], preset=p, seed=seed, threads=threads,
+                                       fallback=False, progress=bar)
+            finally:
+                if bar is not None:
+                    bar.close()
             secs = time.perf_counter() - t0
             acc = online_accounting(blob)
             row.update(params=acc["n_params"], bpb=round(acc["bpb"], 5),
@@ -136,6 +145,7 @@ def plot(rows: list[dict], fit: dict | None, out_dir: str) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
     os.makedirs(out_dir, exist_ok=True)
     rows = [r for r in rows if r.get("params") and r.get("data_bytes")]
     Ns = sorted({r["params"] for r in rows})
@@ -160,6 +170,7 @@ def plot(rows: list[dict], fit: dict | None, out_dir: str) -> list[str]:
                 fy = law(grid, other) if xs_name == "params" else law(other, grid)
                 ax.plot(grid, fy, "--", color=line.get_color(), alpha=0.6)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())   # minor labels overlap at 3e4, 4e4
         ax.set_xlabel("parameters" if xs_name == "params" else "data size (bytes)")
         ax.set_ylabel("bits per byte (sum of coding losses / bytes)")
         if law is not None:
@@ -175,28 +186,33 @@ def plot(rows: list[dict], fit: dict | None, out_dir: str) -> list[str]:
     return paths
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m llmzip.scale", description=__doc__.split(
-        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--corpus", default=os.path.join("..", "shared", "corpus",
-                                                     "tinyshakespeare.txt"))
+                                                     "tinyshakespeare.txt"),
+                    help="text whose prefixes are compressed (default: tinyshakespeare)")
     ap.add_argument("--sizes", default=DEFAULT_SIZES, help="prefix sizes, e.g. 64K,1M")
-    ap.add_argument("--presets", default=DEFAULT_PRESETS)
+    ap.add_argument("--presets", default=DEFAULT_PRESETS, help="online presets, e.g. xs,s,m,l")
     ap.add_argument("--out", default="scale.jsonl", help="JSONL results (resumed)")
     ap.add_argument("--plots", default=None, help="folder for the PNGs")
     ap.add_argument("--fit-json", default=None, help="write the fit here")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-run", action="store_true", help="only fit and plot existing rows")
-    a = ap.parse_args(argv)
-    try:
-        sizes = [parse_size(s) for s in a.sizes.split(",") if s.strip()]
-        presets = [p.strip() for p in a.presets.split(",") if p.strip()]
-        rows = read_rows(a.out) if a.no_run else run_sweep(
-            a.corpus, sizes, presets, a.out, seed=a.seed, threads=a.threads)
-    except (UsageError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def run_cli(a) -> int:
+    """Run the sweep (or not, with --no-run), then fit and plot; raises UsageError and
+    OSError for the caller to report."""
+    from .cli import Progress
+    sizes = [parse_size(s) for s in a.sizes.split(",") if s.strip()]
+    presets = [p.strip() for p in a.presets.split(",") if p.strip()]
+    if not sizes or not presets:
+        raise UsageError("give at least one size (--sizes) and one preset (--presets)")
+    quiet = getattr(a, "quiet", False)
+    rows = read_rows(a.out) if a.no_run else run_sweep(
+        a.corpus, sizes, presets, a.out, seed=a.seed, threads=a.threads,
+        progress=lambda label, total: Progress(total, label, quiet))
     fit = fit_law(rows)
     if fit.get("ok"):
         print("bpb(N, D) = E + A/N^alpha + B/D^beta   (N: M params, D: MB)")
@@ -212,6 +228,18 @@ def main(argv=None) -> int:
         for p in plot(rows, fit, a.plots):
             print("wrote", p)
     return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m llmzip.scale", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(ap)
+    a = ap.parse_args(argv)
+    try:
+        return run_cli(a)
+    except (UsageError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     p.add_argument("file")
     p.add_argument("--model", help="model name (default smollm2-135m) or GGUF path")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
+    p.add_argument("--attention", choices=["auto", "bf16-kernel", "torch-f32"],
+                   default="auto", help="KV cache and attention kernel")
     p.add_argument("--threads", type=int,
                    help="torch threads (default $LLMZIP_THREADS, else up to 2)")
     p.add_argument("--batch", type=int, default=64, help="most segments coded in lockstep")
@@ -37,7 +39,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     r = core_benchmark(a.file, model=a.model, dtype=a.dtype, threads=a.threads,
                        batch=a.batch, seg_len=a.seg_len, fallback=not a.no_fallback,
-                       peak_seconds=a.peak_seconds)
+                       peak_seconds=a.peak_seconds, attention=a.attention)
     print(format_core(r))
     line = json.dumps(r, default=str)
     print(line)

@@ -3,8 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-# Chromium for the browser tests of `llmzip show` (as root only; skipped if present)
-bash scripts/ci_apt.sh || echo "setup: could not install chromium; browser tests will skip"
+# a C compiler (the attention kernel) and Chromium (browser tests of `llmzip show`), as
+# root only, each skipped if present
+bash scripts/ci_apt.sh || echo "setup: could not install gcc/chromium; the bf16 attention kernel needs a C compiler, browser tests will skip"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 pip install -q --upgrade pip

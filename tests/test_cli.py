@@ -150,3 +150,14 @@ def test_python_dash_m(tiny_gguf, text_file):
     r = subprocess.run([sys.executable, "-m", "llmzip", "info", "/nonexistent.llmz"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "cannot read" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("attention", ["torch-f32", "bf16-kernel"])
+def test_attention_option_recorded_and_shown(tiny_gguf, text_file, capsys, attention):
+    arc = str(text_file) + ".llmz"
+    assert main(_args(tiny_gguf, "compress", str(text_file), "--attention", attention,
+                      "--no-fallback")) == 0
+    assert ct.scan(open(arc, "rb").read()).header["engine"]["attention"] == attention
+    assert main(["info", arc]) == 0
+    assert f"attention {attention}" in capsys.readouterr().out
+    assert main(_args(tiny_gguf, "decompress", arc, "-t")) == 0

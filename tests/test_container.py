@@ -1,5 +1,6 @@
 """Archive structure: corrupt, truncated and hostile archives are refused."""
 
+import os
 import struct
 
 import pytest
@@ -109,9 +110,30 @@ def test_whole_checksum_detects_swapped_chunks():
 
 
 def test_header_dict_is_frozen():
-    """Version 2 archives depend on these exact bytes (docs/format.md gives the hash)."""
+    """Version 2 and 3 archives depend on these exact bytes (docs/format.md gives the
+    hashes); version 3's dictionary is version 2's followed by one more header."""
     import hashlib
     assert hashlib.sha256(ct.HEADER_DICT).hexdigest() == ct.HEADER_DICT_SHA256
+    assert "3c34fd0fd76b3600161ecfbf096c9289bd0e9927419c2e0dd661096256bfd079" in open(
+        os.path.join(os.path.dirname(__file__), "..", "docs", "format.md")).read()
+    assert hashlib.sha256(ct.HEADER_DICT_V3).hexdigest() == ct.HEADER_DICT_V3_SHA256
+    assert ct.HEADER_DICT_V3.startswith(ct.HEADER_DICT) and len(ct.HEADER_DICT_V3) == 1841
+    assert ct.HEADER_DICT_V3_SHA256 in open(
+        os.path.join(os.path.dirname(__file__), "..", "docs", "format.md")).read()
+
+
+def test_default_header_is_small():
+    """A default SmolLM2 header with the v3 engine profile: a body of about 64 bytes."""
+    h = {"format": "llmzip", "llmzip": "0.1.0", "mode": "prior",
+         "model": {"arch": "llama", "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+                   "fingerprint": "ab" * 32, "name": "smollm2-135m", "params": 134515008,
+                   "vocab": 49152},
+         "engine": {"attention": "bf16-kernel", "batch": 64, "constriction": "0.5.0",
+                    "cpu": "avx2,avx512f,avx512_bf16", "dtype": "bfloat16", "precision": 24,
+                    "seg_len": 2048, "threads": 2, "torch": "2.13.0+cpu"}}
+    blob = ct.header_bytes(h)
+    assert len(blob) - 20 < 70
+    assert ct.scan(blob + ct.footer_bytes(0, 0, ct.sha256(b""))).header == h
 
 
 def _v1_header(header: dict) -> bytes:

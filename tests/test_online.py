@@ -187,3 +187,25 @@ def test_scale_smoke(tmp_path):
     assert scale.main(["--out", str(out), "--no-run", "--plots", str(tmp_path)]) == 0
     assert (tmp_path / "scale_bpb_vs_params.png").exists()
     assert (tmp_path / "scale_bpb_vs_data.png").exists()
+
+
+def test_cli_scale(tmp_path, capsys):
+    """`llmzip scale`: a run adds rows (resumed afterwards), then fits and plots;
+    bad arguments are refused with exit code 1 and a message."""
+    pytest.importorskip("scipy")
+    from llmzip import cli
+    corpus = tmp_path / "c.txt"
+    corpus.write_bytes(corpus_bytes("alice29.txt", 3000))
+    out = tmp_path / "rows.jsonl"
+    args = ["scale", "--corpus", str(corpus), "--sizes", "1K,2K", "--presets", "xs",
+            "--out", str(out), "--fit-json", str(tmp_path / "fit.json"), "-q"]
+    assert cli.main(args) == 0
+    assert len(out.read_text().splitlines()) == 2
+    assert "no fit: need at least 6 runs" in capsys.readouterr().out
+    assert json.loads((tmp_path / "fit.json").read_text())["ok"] is False
+    assert cli.main(args) == 0 and len(out.read_text().splitlines()) == 2      # resumed
+    assert cli.main(args[:-1] + ["--presets", "nope"]) == 1
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+    assert cli.main(["scale", "--corpus", str(corpus), "--sizes", "10K", "--presets", "xs",
+                     "--out", str(out)]) == 1
+    assert "fewer than" in capsys.readouterr().err

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .gpt import KVCache, RMSNorm, RopeModel
+from .gpt import KernelKVCache, KVCache, RMSNorm, RopeModel
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,9 @@ class Attention(nn.Module):
         q = apply_rope_halves(self.q_norm(qkv[:, :, :H]), cos, sin).transpose(1, 2)  # (B,H,T,D)
         k = apply_rope_halves(self.k_norm(qkv[:, :, H:H + K]), cos, sin).transpose(1, 2)
         v = qkv[:, :, H + K:].transpose(1, 2).float()                                # (B,K,T,D)
+        if isinstance(cache, KernelKVCache):
+            y = cache.attend(layer, q, k, v, pos, self.cfg.attn_scale, self.window)
+            return self.wo(y.transpose(1, 2).reshape(B, T, H * D).to(x.dtype))
         lo = 0                                   # absolute position of the first key in k/v
         if cache is not None:
             cache.k[layer][:, :, pos:pos + T] = k

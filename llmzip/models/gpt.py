@@ -81,6 +81,52 @@ class KVCache:
         return sum(t.numel() * t.element_size() for t in self.k + self.v)
 
 
+class KernelKVCache:
+    """Keys and values in bfloat16 in the layout of llmzip's attention kernel
+    (llmzip/kernels/attend_bf16.c): keys (B, K, T_max/16, D, 16), values (B, K, T_max, D),
+    T_max rounded up to a multiple of 16 and D to a multiple of 16 (zero padding: adds
+    exact zeros to every dot product). Half the bytes of KVCache to read per step, and
+    attention whose arithmetic is fixed by our source and independent of `threads`."""
+
+    def __init__(self, cfg, batch: int, max_len: int, threads: int = 1):
+        from .. import kernels
+        kernels.load()                      # fail here, clearly, if it cannot be built
+        self.tile = kernels.TILE
+        T = -(-max(max_len, 1) // self.tile) * self.tile
+        K, D = cfg.n_kv_head, -(-cfg.head_dim // self.tile) * self.tile
+        self.k = [torch.zeros((batch, K, T // self.tile, D, self.tile), dtype=torch.bfloat16)
+                  for _ in range(cfg.n_layer)]
+        self.v = [torch.zeros((batch, K, T, D), dtype=torch.bfloat16)
+                  for _ in range(cfg.n_layer)]
+        self.max_len, self.threads = T, threads
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+
+    def attend(self, layer: int, q, k, v, pos: int, scale: float, window: int = 0):
+        """Store the new keys/values of positions pos..pos+T-1, then attend each query
+        causally (over the last `window` positions when window > 0).
+        q: (B, H, T, D) float32; k, v: (B, K, T, D). Returns (B, H, T, D) float32."""
+        from ..kernels import attend_bf16
+        B, H, T, D = q.shape
+        K, pad = k.shape[1], self.v[layer].shape[-1] - D
+        if pad:                                                          # D -> multiple of 16
+            q, k, v = (F.pad(a, (0, pad)) for a in (q, k, v))
+        kc, vc = self.k[layer], self.v[layer]
+        for t in range(T):
+            p = pos + t
+            kc[:, :, p // self.tile, :, p % self.tile] = k[:, :, t]     # rounds to bf16
+            vc[:, :, p] = v[:, :, t]
+        ys = []
+        for t in range(T):
+            p = pos + t
+            lo = max(0, p - window + 1) if window else 0
+            qt = q[:, :, t].reshape(B, K, H // K, D + pad)                # (B, K, G, D)
+            ys.append(attend_bf16(qt, kc, vc, lo, p + 1, scale, self.threads))
+        y = torch.stack(ys, dim=2).view(B, H, T, D + pad)
+        return y[..., :D] if pad else y                                  # (B, H, T, D)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -97,6 +143,9 @@ class Attention(nn.Module):
         q = qk[:, :, :H].transpose(1, 2)                     # (B, H, T, D)
         k = qk[:, :, H:].transpose(1, 2)                     # (B, K, T, D)
         v = qkv[:, :, H + K:].transpose(1, 2).float()        # (B, K, T, D) float32
+        if isinstance(cache, KernelKVCache):
+            y = cache.attend(layer, q, k, v, pos, 1.0 / math.sqrt(D))   # (B, H, T, D)
+            return self.wo(y.transpose(1, 2).reshape(B, T, H * D).to(x.dtype))
         if cache is not None:
             cache.k[layer][:, :, pos:pos + T] = k
             cache.v[layer][:, :, pos:pos + T] = v
