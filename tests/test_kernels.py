@@ -82,10 +82,14 @@ def test_attend_bf16_rejects_bad_shapes():
             kernels.attend_bf16(q, kt, vc, start, stop, 0.125, 1)
 
 
-def test_kernel_unavailable_without_compiler(tmp_path, monkeypatch):
+@pytest.mark.parametrize("cc", ["missing", "false"])
+def test_kernel_unavailable_without_compiler(tmp_path, monkeypatch, cc):
+    """No compiler, or one that fails: a typed error, and auto picks torch-f32."""
+    import shutil
     monkeypatch.setattr(kernels, "_lib", None)
     monkeypatch.setenv("LLMZIP_CACHE", str(tmp_path))
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc") if cc == "missing"
+                       else shutil.which("false"))
     with pytest.raises(llmzip.KernelUnavailableError, match="install gcc") as e:
         kernels.load()
     assert isinstance(e.value, llmzip.LlmzipError)

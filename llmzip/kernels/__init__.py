@@ -69,12 +69,18 @@ def _build(cc: str) -> str:
     path = os.path.join(root, f"attend_bf16-{key}.so")
     if os.path.exists(path):
         return path
-    os.makedirs(root, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, suffix=".so.tmp")
-    os.close(fd)
     try:
-        r = subprocess.run([cc, *FLAGS, SOURCE, "-o", tmp, "-lm"], capture_output=True,
-                           timeout=300)
+        os.makedirs(root, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=root, suffix=".so.tmp")
+        os.close(fd)
+    except OSError as e:
+        raise KernelUnavailableError(f"cannot write to {root}: {e}") from None
+    try:
+        try:
+            r = subprocess.run([cc, *FLAGS, SOURCE, "-o", tmp, "-lm"], capture_output=True,
+                               timeout=300)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise KernelUnavailableError(f"running {cc} failed: {e}") from None
         if r.returncode != 0:
             msg = r.stderr.decode(errors="replace").strip().splitlines()
             raise KernelUnavailableError(f"{cc} failed: {msg[-1] if msg else r.returncode}")
