@@ -12,10 +12,18 @@ import llmzip
 from conftest import corpus_bytes
 
 
+def _default_sigint():
+    """In the child: SIGINT back to its default. A shell that runs pytest in the background
+    (`cmd &` without job control) starts it with SIGINT ignored, the child inherits that,
+    and Python then never installs its KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args, cwd):
     env = dict(os.environ, LLMZIP_THREADS="1")
     return subprocess.Popen([sys.executable, "-m", "llmzip", *args], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=_default_sigint)
 
 
 def _cpu_seconds(pid: int) -> float:
