@@ -247,7 +247,8 @@ class LlmzipCodec(Codec):
     """llmzip with a model (registered name, GGUF path or LoadedModel) and engine settings.
 
     ``compressor_kwargs`` go to :class:`llmzip.api.Compressor` (dtype, threads, batch,
-    seg_len, memory_limit, fallback, attention). ``last_stats`` holds the Stats of the last compress.
+    seg_len, memory_limit, fallback, attention). ``last_stats`` holds the Stats of the
+    last compress.
     """
     kind = "llm"
 
