@@ -41,6 +41,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                    help="model arithmetic, recorded in the archive (auto: bfloat16 where "
                    "the CPU has native bf16, else float32)")
+    # the names of engine.ATTENTIONS, written out so that the CLI starts without torch
+    # (tests/test_cli.py checks the two agree)
     p.add_argument("--attention", choices=["auto", "bf16-kernel", "torch-f32"],
                    default="auto", help="KV cache and attention, recorded in the archive "
                    "(auto: llmzip's bf16 kernel where a C compiler can build it, else "

@@ -18,6 +18,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from llmzip.corebench import core_benchmark, format_core  # noqa: E402
+from llmzip.engine import ATTENTIONS  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -25,7 +26,7 @@ def main(argv=None) -> int:
     p.add_argument("file")
     p.add_argument("--model", help="model name (default smollm2-135m) or GGUF path")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
-    p.add_argument("--attention", choices=["auto", "bf16-kernel", "torch-f32"],
+    p.add_argument("--attention", choices=["auto", *ATTENTIONS],
                    default="auto", help="KV cache and attention kernel")
     p.add_argument("--threads", type=int,
                    help="torch threads (default $LLMZIP_THREADS, else up to 2)")

@@ -161,3 +161,24 @@ def test_attention_option_recorded_and_shown(tiny_gguf, text_file, capsys, atten
     assert main(["info", arc]) == 0
     assert f"attention {attention}" in capsys.readouterr().out
     assert main(_args(tiny_gguf, "decompress", arc, "-t")) == 0
+
+
+def test_attention_choices_match_engine():
+    """cli.py writes the names out (so the CLI starts without torch); they must be the
+    engine's."""
+    import argparse
+    from llmzip.cli import _common
+    from llmzip.engine import ATTENTIONS
+    p = argparse.ArgumentParser()
+    _common(p)
+    action = next(a for a in p._actions if a.dest == "attention")
+    assert action.choices[0] == "auto"
+    assert sorted(action.choices[1:]) == sorted(ATTENTIONS)
+
+
+def test_cli_imports_without_torch():
+    """`llmzip --help` and argument errors stay fast: torch loads on first real use."""
+    import subprocess
+    r = subprocess.run([sys.executable, "-c", "import sys, llmzip.cli; "
+                        "print('torch' in sys.modules)"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr

@@ -42,19 +42,8 @@ def _compiler() -> str:
     return cc
 
 
-def _cpu_id() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return line
-    except OSError:
-        pass
-    import platform
-    return platform.processor() + platform.machine()
-
-
 def _build(cc: str) -> str:
+    from ..engine import cpu_flags_line
     from ..models.registry import cache_root
     with open(SOURCE, "rb") as f:
         src = f.read()
@@ -63,7 +52,7 @@ def _build(cc: str) -> str:
     except (OSError, subprocess.TimeoutExpired) as e:
         raise KernelUnavailableError(f"{cc} --version failed: {e}") from None
     key = hashlib.sha256(b"\0".join([src, " ".join(FLAGS).encode(), version,
-                                     _cpu_id().encode()])).hexdigest()[:16]
+                                     cpu_flags_line().encode()])).hexdigest()[:16]
     root = os.path.join(cache_root() or os.path.join(tempfile.gettempdir(), "llmzip"),
                         "kernels")
     path = os.path.join(root, f"attend_bf16-{key}.so")
