@@ -469,9 +469,18 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(idx, key=lambda i: points[i][0])
 
 
+def common_paths(rows: list[dict]) -> set[str]:
+    """The files that every codec in ``rows`` has a row for."""
+    by_codec: dict[str, set[str]] = {}
+    for r in rows:
+        by_codec.setdefault(r["codec"], set()).add(r["path"])
+    return set.intersection(*by_codec.values()) if by_codec else set()
+
+
 def plot_pareto(rows: list[dict], path: str) -> None:
     """PNG: bits per byte against compress speed (log x); small dots per codec and file,
-    large per-codec totals, and the Pareto front of the totals."""
+    large per-codec totals over the files every codec has (so the circles compare like
+    with like when a slow codec ran on fewer files), and the Pareto front of the totals."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -488,8 +497,11 @@ def plot_pareto(rows: list[dict], path: str) -> None:
             ax.scatter([r["compress_bytes_per_s"] for r in pts],
                        [r["bits_per_byte"] for r in pts], s=18, alpha=0.55,
                        color=color[c])
-    totals = [t for t in codec_totals(ok) if t["compress_bytes_per_s"]]
     nfiles = len({r["path"] for r in rows})
+    shared = common_paths(ok)
+    # circles and the front compare codecs on the same files: those every codec has
+    totals = [t for t in codec_totals([r for r in ok if r["path"] in shared])
+              if t["compress_bytes_per_s"]]
     for t in totals:
         part = "" if t["files"] == nfiles else f", {t['files']} of {nfiles} files"
         ax.scatter([t["compress_bytes_per_s"]], [t["bits_per_byte"]], s=110,
@@ -504,8 +516,10 @@ def plot_pareto(rows: list[dict], path: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("compress speed (bytes/s, log scale)")
     ax.set_ylabel("bits per byte (lower is better)")
+    together = ("each codec's files together" if len(shared) == nfiles else
+                f"each codec on the {len(shared)} files all codecs have")
     ax.set_title(f"llmzip bench: {nfiles} file{'s' * (nfiles != 1)}; dots = one file, "
-                 "circles = each codec's files together")
+                 f"circles = {together}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     if totals:
         ax.legend(fontsize=8, loc="best")

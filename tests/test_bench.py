@@ -231,3 +231,11 @@ def test_core_benchmark(tiny_model, tmp_path):
 def test_matmul_peak():
     r = corebench.matmul_peak({"sq": (64, 64, 64)}, "float32", 1, min_seconds=0.01)
     assert r["sq"] > 0
+
+
+def test_common_paths():
+    rows = [{"codec": "a", "path": "x"}, {"codec": "a", "path": "y"},
+            {"codec": "b", "path": "y"}, {"codec": "b", "path": "z"}]
+    assert bench.common_paths(rows) == {"y"}
+    assert bench.common_paths(rows[:2]) == {"x", "y"}
+    assert bench.common_paths([]) == set()
