@@ -49,6 +49,31 @@ def test_model_chunks_used_and_segments(tiny_model):
     assert llmzip.decompress(blob, model=tiny_model) == data
 
 
+def test_compress_keeps_whole_input_zstd_when_smaller_than_model_chunks(tiny_model):
+    # As if the model had beaten zstd on every chunk: the per-chunk fallback is switched
+    # off while model chunks are made. Over the whole input zstd sees every repeat (the
+    # random tiny model sees none), so the archive must become whole-input zstd.
+    data = corpus_bytes("alice29.txt", 3000) * 4
+    c = llmzip.Compressor(tiny_model, batch=4, seg_len=200)
+    model_chunks = c._model_chunks
+
+    def model_wins_each_chunk(span, progress):
+        c.fallback = False
+        yield from model_chunks(span, progress)
+        c.fallback = True
+
+    c._model_chunks = model_wins_each_chunk
+    blob = c.compress(data)
+    assert c.stats.whole_classical and c.stats.chunks == {"zstd": 1}
+    assert c.stats.model_bytes == 0 and c.stats.ideal_bits == 0
+    assert [ch.method for ch in ct.scan(blob).chunks] == [ct.METHOD_ZSTD]
+    assert llmzip.decompress(blob) == data          # no model named, none needed
+    forced = llmzip.Compressor(tiny_model, batch=4, seg_len=200, fallback=False)
+    model_blob = forced.compress(data)
+    assert not forced.stats.whole_classical and list(forced.stats.chunks) == ["model"]
+    assert len(blob) < len(model_blob)
+
+
 def test_compressor_reuse(tiny_model):
     c = llmzip.Compressor(tiny_model, batch=2, seg_len=64)
     d = llmzip.Decompressor(tiny_model)
