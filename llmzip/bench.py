@@ -477,6 +477,19 @@ def common_paths(rows: list[dict]) -> set[str]:
     return set.intersection(*by_codec.values()) if by_codec else set()
 
 
+def totals_scope(rows: list[dict], nfiles: int) -> tuple[list[dict], str]:
+    """The rows the plot's per-codec circles sum, and how its title says so: the files
+    every codec has (like with like), or each codec's own where no file is common to all."""
+    shared = common_paths(rows)
+    if len(shared) == nfiles:
+        return rows, "each codec's files together"
+    if shared:
+        return ([r for r in rows if r["path"] in shared],
+                f"each codec on the {len(shared)} file{'s' * (len(shared) != 1)} "
+                "all codecs have")
+    return rows, "each codec on its own files (none is common to all)"
+
+
 def plot_pareto(rows: list[dict], path: str) -> None:
     """PNG: bits per byte against compress speed (log x); small dots per codec and file,
     large per-codec totals over the files every codec has (so the circles compare like
@@ -498,10 +511,8 @@ def plot_pareto(rows: list[dict], path: str) -> None:
                        [r["bits_per_byte"] for r in pts], s=18, alpha=0.55,
                        color=color[c])
     nfiles = len({r["path"] for r in rows})
-    shared = common_paths(ok)
-    # circles and the front compare codecs on the same files: those every codec has
-    totals = [t for t in codec_totals([r for r in ok if r["path"] in shared])
-              if t["compress_bytes_per_s"]]
+    scope, together = totals_scope(ok, nfiles)
+    totals = [t for t in codec_totals(scope) if t["compress_bytes_per_s"]]
     for t in totals:
         part = "" if t["files"] == nfiles else f", {t['files']} of {nfiles} files"
         ax.scatter([t["compress_bytes_per_s"]], [t["bits_per_byte"]], s=110,
@@ -516,8 +527,6 @@ def plot_pareto(rows: list[dict], path: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("compress speed (bytes/s, log scale)")
     ax.set_ylabel("bits per byte (lower is better)")
-    together = ("each codec's files together" if len(shared) == nfiles else
-                f"each codec on the {len(shared)} files all codecs have")
     ax.set_title(f"llmzip bench: {nfiles} file{'s' * (nfiles != 1)}; dots = one file, "
                  f"circles = {together}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)

@@ -52,8 +52,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ignore-engine-mismatch", action="store_true",
                    help="decode even if torch/CPU differ from the archive's (still verified)")
     p.add_argument("--no-fallback", action="store_true",
-                   help="keep model-coded chunks even where zstd would be smaller "
-                   "(for measurements)")
+                   help="keep model-coded chunks even where zstd (on the chunk or over "
+                   "the whole input) would be smaller (for measurements)")
     p.add_argument("--verify", action="store_true",
                    help="after compressing, decode the archive and compare before writing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, no summary")

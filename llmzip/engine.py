@@ -26,9 +26,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 ATTENTIONS = ("torch-f32", "bf16-kernel")
 
 
-def cpu_flags_line() -> str:
-    """The raw "flags" line of /proc/cpuinfo (platform names where there is none): what
-    identifies the CPU's instruction sets, for the engine profile and the kernel cache."""
+def cpu_flags_line() -> str | None:
+    """The raw "flags" line of /proc/cpuinfo, None where there is none: what identifies
+    the CPU's instruction sets, for the engine profile and the kernel cache."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -36,13 +36,13 @@ def cpu_flags_line() -> str:
                     return line
     except OSError:
         pass
-    return platform.processor() + platform.machine()
+    return None
 
 
 def _cpu_flags() -> str:
     """CPU features that can change which kernels torch picks (and so the last bits)."""
     line = cpu_flags_line()
-    if not line.startswith("flags"):
+    if line is None:
         return platform.machine()
     have = set(line.split(":", 1)[1].split())
     wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]

@@ -189,3 +189,13 @@ def test_dtype_auto_resolves_and_is_recorded(tiny_model):
     blob = c.compress(data)
     assert ct.scan(blob).header["engine"]["dtype"] == expect
     assert llmzip.decompress(blob, model=tiny_model) == data
+
+
+def test_cpu_flags_line_and_its_fallback(monkeypatch):
+    import platform
+    from llmzip import engine
+    line = engine.cpu_flags_line()
+    assert line is None or line.startswith("flags")
+    monkeypatch.setattr(engine, "cpu_flags_line", lambda: None)    # no /proc/cpuinfo
+    assert engine._cpu_flags() == platform.machine()
+    assert engine.resolve_dtype("auto") == "float32"              # no bf16 flag known

@@ -239,3 +239,15 @@ def test_common_paths():
     assert bench.common_paths(rows) == {"y"}
     assert bench.common_paths(rows[:2]) == {"x", "y"}
     assert bench.common_paths([]) == set()
+
+
+def test_totals_scope():
+    rows = [{"codec": "a", "path": "x"}, {"codec": "a", "path": "y"},
+            {"codec": "b", "path": "y"}, {"codec": "b", "path": "z"}]
+    scope, words = bench.totals_scope(rows, 3)
+    assert [r["path"] for r in scope] == ["y", "y"]
+    assert words == "each codec on the 1 file all codecs have"
+    assert bench.totals_scope(rows[:2], 2) == (rows[:2], "each codec's files together")
+    disjoint = [rows[0], rows[3]]
+    scope, words = bench.totals_scope(disjoint, 2)
+    assert scope == disjoint and "own files" in words

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -52,7 +53,8 @@ def _build(cc: str) -> str:
     except (OSError, subprocess.TimeoutExpired) as e:
         raise KernelUnavailableError(f"{cc} --version failed: {e}") from None
     key = hashlib.sha256(b"\0".join([src, " ".join(FLAGS).encode(), version,
-                                     cpu_flags_line().encode()])).hexdigest()[:16]
+                                     (cpu_flags_line() or platform.processor()
+                                      + platform.machine()).encode()])).hexdigest()[:16]
     root = os.path.join(cache_root() or os.path.join(tempfile.gettempdir(), "llmzip"),
                         "kernels")
     path = os.path.join(root, f"attend_bf16-{key}.so")

@@ -67,7 +67,14 @@ def apply_rope(x, cos, sin):
     return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
 
 
-class KVCache:
+class _CachedKV:
+    """What both caches share: per-layer lists of tensors self.k and self.v."""
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+
+
+class KVCache(_CachedKV):
     """Preallocated keys and values for every layer: each (B, K, T_max, D)."""
 
     def __init__(self, cfg: GPTConfig, batch: int, max_len: int,
@@ -77,11 +84,8 @@ class KVCache:
         self.v = [torch.zeros(shape, dtype=dtype) for _ in range(cfg.n_layer)]
         self.max_len = max_len
 
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.k + self.v)
 
-
-class KernelKVCache:
+class KernelKVCache(_CachedKV):
     """Keys and values in bfloat16 in the layout of llmzip's attention kernel
     (llmzip/kernels/attend_bf16.c): keys (B, K, T_max/16, D, 16), values (B, K, T_max, D),
     T_max rounded up to a multiple of 16 and D to a multiple of 16 (zero padding: adds
@@ -99,9 +103,6 @@ class KernelKVCache:
         self.v = [torch.zeros((batch, K, T, D), dtype=torch.bfloat16)
                   for _ in range(cfg.n_layer)]
         self.max_len, self.threads = T, threads
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.k + self.v)
 
     def attend(self, layer: int, q, k, v, pos: int, scale: float, window: int = 0):
         """Store the new keys/values of positions pos..pos+T-1, then attend each query
