@@ -492,8 +492,9 @@ def totals_scope(rows: list[dict], nfiles: int) -> tuple[list[dict], str]:
 
 def plot_pareto(rows: list[dict], path: str) -> None:
     """PNG: bits per byte against compress speed (log x); small dots per codec and file,
-    large per-codec totals over the files every codec has (so the circles compare like
-    with like when a slow codec ran on fewer files), and the Pareto front of the totals."""
+    large per-codec totals over the rows totals_scope picks (the files every codec has, so
+    the circles compare like with like when a slow codec ran on fewer files), and the
+    Pareto front of the totals."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
