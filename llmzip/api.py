@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import container as ct
+from .classical import CLASSICAL_METHODS, best_classical, decode_classical
 from .engine import ATTENTIONS, Engine, EngineProfile, resolve_attention, resolve_dtype
 from .errors import (ChecksumError, EngineMismatchError, FormatError, LimitError,
                      ModelError, ModelMismatchError, UsageError)
@@ -17,8 +18,7 @@ from .models.registry import PACKAGED, LoadedModel, load_model
 from .segment import balanced, plan_segments, split_text_binary
 
 FORMAT_NAME = "llmzip"
-ZSTD_LEVEL = 19
-BINARY_CHUNK = 1 << 22                 # binary spans are zstd-coded in pieces of 4 MiB
+BINARY_CHUNK = 1 << 22                 # binary spans: classical chunks of 4 MiB
 DEFAULT_SEG_LEN = 2048                 # tokens per segment (BOS not counted)
 MAX_SEGMENTS = 4096                    # per model chunk (decoder limit)
 DEFAULT_MEMORY_LIMIT = 8 << 30         # bytes the decoder may allocate for the KV cache
@@ -73,19 +73,6 @@ def _get_varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise FormatError("varint too long in model chunk")
 
 
-def _zstd_compress(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
-    import zstandard
-    return zstandard.ZstdCompressor(level=level).compress(data)
-
-
-def _zstd_decompress(data: bytes, raw_len: int) -> bytes:
-    import zstandard
-    try:
-        return zstandard.ZstdDecompressor().decompress(data, max_output_size=raw_len)
-    except zstandard.ZstdError as e:
-        raise FormatError(f"zstd chunk is corrupt: {e}") from None
-
-
 @dataclass
 class Stats:
     """What the last compress call did (for info, benchmarks and progress)."""
@@ -95,7 +82,7 @@ class Stats:
     model_tokens: int = 0
     ideal_bits: float = 0.0             # sum of -log2 p over model-coded tokens
     chunks: dict = field(default_factory=dict)   # method name -> count
-    whole_classical: bool = False       # model chunks dropped: zstd over the whole input won
+    whole_classical: bool = False       # model chunks dropped: zstd/xz over the whole input won
     seconds: float = 0.0
     model_load_seconds: float = 0.0
 
@@ -111,7 +98,7 @@ class Compressor:
                  threads: int | None = None, seg_len: int | None = None, batch: int = 64,
                  memory_limit: int = DEFAULT_MEMORY_LIMIT, fallback: bool = True,
                  attention: str = "auto"):
-        """fallback=False keeps model-coded chunks even where zstd or storing would be
+        """fallback=False keeps model-coded chunks even where zstd, xz or storing would be
         smaller (for tests and measurements; archives stay valid either way)."""
         self.fallback = fallback
         self.auto = model == "auto"         # chosen per input, see compress()
@@ -173,9 +160,10 @@ class Compressor:
                 chunks.append((method, ct.chunk_bytes(method, raw, coded)))
         blob = self._archive(data, chunks)
         if self.fallback and any(m == ct.METHOD_MODEL for m, _ in chunks):
-            # Chunk by chunk the model has beaten zstd, but zstd over the whole input also
-            # sees repeats further apart than one model chunk: a list of 10,000 URLs codes
-            # in 2.02 bits/byte with the model chunk by chunk, 1.81 with zstd over the file.
+            # Chunk by chunk the model has beaten zstd and xz, but they see repeats further
+            # apart than one model chunk when run over the whole input: a list of 10,000
+            # URLs codes in 2.02 bits/byte with the model chunk by chunk, 1.71 with xz over
+            # the file.
             whole = [(m, ct.chunk_bytes(m, raw, coded))
                      for m, raw, coded in self._binary_chunks(data, None)]
             alt = self._archive(data, whole)
@@ -194,8 +182,9 @@ class Compressor:
 
     def _archive(self, data: bytes, chunks: list) -> bytes:
         """Header, the (method, chunk bytes) chunks, footer."""
-        uses_model = any(m == ct.METHOD_MODEL for m, _ in chunks)
-        return b"".join([ct.header_bytes(self.header(uses_model)), *(c for _, c in chunks),
+        methods = {m for m, _ in chunks}
+        head = ct.header_bytes(self.header(ct.METHOD_MODEL in methods), ct.version_for(methods))
+        return b"".join([head, *(c for _, c in chunks),
                          ct.footer_bytes(len(chunks), len(data), ct.sha256(data))])
 
     def _binary_chunks(self, span: bytes, progress):
@@ -207,8 +196,8 @@ class Compressor:
 
     @staticmethod
     def _best_classical(raw: bytes):
-        z = _zstd_compress(raw)
-        return (ct.METHOD_ZSTD, raw, z) if len(z) < len(raw) else (ct.METHOD_STORED, raw, raw)
+        method, coded = best_classical(raw)
+        return method, raw, coded
 
     def _model_chunks(self, span: bytes, progress):
         tok = self.model.tokenizer
@@ -387,8 +376,8 @@ def _checked(c: ct.ChunkInfo, raw: bytes) -> bytes:
 
 
 def decode_chunk(c: ct.ChunkInfo, coded: bytes, engine: Engine | None, progress) -> bytes:
-    if c.method in (ct.METHOD_STORED, ct.METHOD_ZSTD):
-        raw = coded if c.method == ct.METHOD_STORED else _zstd_decompress(coded, c.raw_len)
+    if c.method in CLASSICAL_METHODS:
+        raw = decode_classical(c.method, coded, c.raw_len)
         if progress:
             progress(len(raw))
         return raw

@@ -52,8 +52,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ignore-engine-mismatch", action="store_true",
                    help="decode even if torch/CPU differ from the archive's (still verified)")
     p.add_argument("--no-fallback", action="store_true",
-                   help="keep model-coded chunks even where zstd (on the chunk or over "
-                   "the whole input) would be smaller (for measurements)")
+                   help="keep model-coded chunks even where zstd or xz (on the chunk or "
+                   "over the whole input) would be smaller (for measurements)")
     p.add_argument("--verify", action="store_true",
                    help="after compressing, decode the archive and compare before writing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, no summary")
@@ -231,8 +231,8 @@ def do_compress(args, path: str, out: str | None) -> None:
     _write_output(out, blob, args, path, binary=True)
     rate = len(data) / st.seconds if st.seconds else 0.0
     ideal = st.ideal_bits / st.model_bytes if st.model_bytes else 0.0
-    how = ("zstd over the whole input: smaller than the model's chunks"
-           if st.whole_classical else f"model part: ideal {ideal:.4f}")
+    how = (f"{'+'.join(sorted(st.chunks))} over the whole input: smaller than the model's "
+           "chunks" if st.whole_classical else f"model part: ideal {ideal:.4f}")
     _say(args, f"{path}: {len(data)} -> {len(blob)} bytes, {st.bpb:.4f} bits/byte "
                f"({how}) in {st.seconds:.1f} s ({rate:,.0f} B/s)")
     if args.rm and path != "-" and out != "-":

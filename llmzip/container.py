@@ -26,13 +26,23 @@ from .errors import (ChecksumError, FormatError, LimitError, TruncatedError,
 
 MAGIC = b"\x89LLMZ\r\n\x1a"          # 0x89 first: not ASCII, not valid UTF-8 (like PNG)
 END_MAGIC = b"LMZ\x00"
-VERSION = 3                           # what this llmzip writes
-READ_VERSIONS = (1, 2, 3)             # what it reads: 1 differs only in the header body;
-                                      # 3 adds engine.attention (2 and 1 mean torch-f32)
+VERSION = 4                           # the newest this llmzip writes (see version_for)
+READ_VERSIONS = (1, 2, 3, 4)          # what it reads: 1 differs only in the header body;
+                                      # 3 adds engine.attention (2 and 1 mean torch-f32);
+                                      # 4 adds the xz chunk method
 
-METHOD_STORED, METHOD_ZSTD, METHOD_MODEL, METHOD_ONLINE, METHOD_END = 0, 1, 2, 3, 0xFF
+METHOD_STORED, METHOD_ZSTD, METHOD_MODEL, METHOD_ONLINE, METHOD_XZ = 0, 1, 2, 3, 4
+METHOD_END = 0xFF
 METHOD_NAMES = {METHOD_STORED: "stored", METHOD_ZSTD: "zstd", METHOD_MODEL: "model",
-                METHOD_ONLINE: "online"}
+                METHOD_ONLINE: "online", METHOD_XZ: "xz"}
+METHOD_SINCE = {METHOD_XZ: 4}         # methods newer than version 1: the first version
+
+
+def version_for(methods) -> int:
+    """The version an archive with these chunk methods is written as: the oldest that can
+    express them (3, or 4 when an xz chunk is present), so an archive that needs nothing
+    new still opens in an llmzip that reads only up to version 3."""
+    return max([3] + [METHOD_SINCE.get(m, 0) for m in methods])
 
 MAX_HEADER_BODY = 1 << 16             # 64 KiB of header JSON (compressed and inflated)
 MAX_CHUNK_RAW = 1 << 26               # 64 MiB of original bytes per chunk
@@ -132,14 +142,16 @@ class ArchiveInfo:
 
 # ----------------------------------------------------------------------------- writing
 
-def header_bytes(header: dict) -> bytes:
+def header_bytes(header: dict, version: int = VERSION) -> bytes:
+    if not 2 <= version <= VERSION:
+        raise ValueError(f"cannot write format version {version}")
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     if len(text) > MAX_HEADER_BODY:
         raise LimitError("header size", len(text), MAX_HEADER_BODY)
     z = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY,
-                         _header_dict(VERSION))
+                         _header_dict(version))
     body = z.compress(text) + z.flush()
-    head = _HEAD.pack(MAGIC, VERSION, 0, len(body)) + body
+    head = _HEAD.pack(MAGIC, version, 0, len(body)) + body
     return head + struct.pack("<I", crc32(head[8:]))
 
 
@@ -229,6 +241,10 @@ class ArchiveReader:
         _, raw_len, coded_len, raw_crc, coded_crc = _CHUNK.unpack(rec)
         if method not in METHOD_NAMES:
             raise FormatError(f"unknown chunk method {method}")
+        if METHOD_SINCE.get(method, 0) > self.version:
+            raise FormatError(f"chunk method {METHOD_NAMES[method]} in a version "
+                              f"{self.version} archive (it needs version "
+                              f"{METHOD_SINCE[method]})")
         if raw_len > MAX_CHUNK_RAW:
             raise LimitError("chunk length", raw_len, MAX_CHUNK_RAW)
         limit = max_coded_len(method, raw_len)

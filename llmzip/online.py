@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from . import container as ct
+from .classical import CLASSICAL_METHODS, best_classical, decode_classical
 from .coder import RangeDecoder, RangeEncoder
 from .engine import EngineProfile, torch_threads
 from .errors import (ChecksumError, EngineMismatchError, FormatError,
@@ -55,7 +56,6 @@ METHOD_ONLINE = getattr(ct, "METHOD_ONLINE", 3)     # chunk method: range-coded 
 ct.METHOD_NAMES.setdefault(METHOD_ONLINE, "online")
 
 MODE = "online"
-ZSTD_LEVEL = 19
 PIECE = ct.MAX_CHUNK_RAW            # bytes per online chunk; each piece has a fresh model
 CURVE_BINS = 200                    # most points of each stored loss curve
 CURVE_SCALE = 30                    # curves store round(bpb * 30) as uint8
@@ -377,16 +377,11 @@ def _encode_piece(piece: bytes, cfg: OnlineConfig, seed: int, threads: int, prog
     return enc.finish(), coder
 
 
-def _zstd(data: bytes) -> bytes:
-    import zstandard
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
-
-
 def compress_online(data: bytes, preset: str = "s", config=None, seed: int = 0,
                     threads: int | None = None, progress=None, fallback: bool = True) -> bytes:
     """The online archive of `data`. config: OnlineConfig, dict or JSON path (overrides
     preset). progress(n_bytes) is called as bytes are coded. Pieces where online coding
-    loses to zstd or storing are written as zstd/stored chunks (the model then starts
+    loses to zstd, xz or storing are written as such chunks (the model then starts
     afresh on the next piece, so nothing is lost in sync); fallback=False keeps online
     chunks anyway (for measurements and tests)."""
     data = bytes(data)
@@ -400,16 +395,16 @@ def compress_online(data: bytes, preset: str = "s", config=None, seed: int = 0,
         raise UsageError("threads must be at least 1")
     from . import __version__
     t0 = time.perf_counter()
-    chunks, pieces = [], []
+    chunks, pieces, methods = [], [], set()
     for i in range(0, len(data), PIECE):
         piece = data[i:i + PIECE]
         coded, coder = _encode_piece(piece, cfg, seed + i // PIECE, threads, progress,
                                      abort=fallback)
-        z = _zstd(piece)
-        method, body = (ct.METHOD_ZSTD, z) if len(z) < len(piece) else (ct.METHOD_STORED, piece)
+        method, body = best_classical(piece)
         if coded is not None and (len(coded) < len(body) or not fallback):
             method, body = METHOD_ONLINE, coded
         chunks.append(ct.chunk_bytes(method, piece, body))
+        methods.add(method)
         rec = {"method": ct.METHOD_NAMES[method], "bytes": len(piece),
                "ideal_bits": float(coder.bits.sum(dtype=np.float64)), "loss_bits": coder.loss_bits,
                "complete": coded is not None}
@@ -425,7 +420,7 @@ def compress_online(data: bytes, preset: str = "s", config=None, seed: int = 0,
                                                  batch=cfg.streams).to_dict(),
                             "deterministic": True}
         header["online"].update(config=cfg.to_dict(), n_params=cfg.n_params())
-    out = [ct.header_bytes(header)] + chunks
+    out = [ct.header_bytes(header, ct.version_for(methods))] + chunks
     out.append(ct.footer_bytes(len(chunks), len(data), ct.sha256(data)))
     return b"".join(out)
 
@@ -491,14 +486,8 @@ def decompress_online(blob: bytes, threads: int | None = None,
         coded = bytes(blob[c.offset:c.offset + c.coded_len])
         if ct.crc32(coded) != c.coded_crc:
             raise ChecksumError("chunk data", f"{c.coded_crc:08x}", f"{ct.crc32(coded):08x}")
-        if c.method == ct.METHOD_STORED:
-            raw = coded
-        elif c.method == ct.METHOD_ZSTD:
-            import zstandard
-            try:
-                raw = zstandard.ZstdDecompressor().decompress(coded, max_output_size=c.raw_len)
-            except zstandard.ZstdError as e:
-                raise FormatError(f"zstd chunk is corrupt: {e}") from None
+        if c.method in CLASSICAL_METHODS:
+            raw = decode_classical(c.method, coded, c.raw_len)
         elif c.method == METHOD_ONLINE:
             dec = RangeDecoder(coded)
             coder = OnlineCoder(cfg, seed=on["seed"] + i, n=c.raw_len, threads=use)

@@ -80,7 +80,7 @@ def main() -> None:
         "footer_crc": (flip(blob, foot_start + 5), "ChecksumError"),
     }
     # content checksum: a well-formed archive whose SHA-256 does not match its content
-    body = ct.header_bytes(info.header) + blob[rec_start:foot_start]
+    body = ct.header_bytes(info.header, info.version) + blob[rec_start:foot_start]
     bad["content_sha256"] = (body + ct.footer_bytes(len(info.chunks), info.footer.original_len,
                                                     bytes(32)), "ChecksumError")
     # model mismatch: a real archive made with another model than tiny.gguf

@@ -66,7 +66,8 @@ def test_truncated_or_extended(tiny_model, good, cut, extra):
 
 
 @SETTINGS
-@given(method=st.sampled_from([ct.METHOD_STORED, ct.METHOD_ZSTD, ct.METHOD_MODEL]),
+@given(method=st.sampled_from([ct.METHOD_STORED, ct.METHOD_ZSTD, ct.METHOD_XZ,
+                             ct.METHOD_MODEL]),
        raw_len=st.integers(0, 3000), payload=st.binary(max_size=200))
 def test_valid_crcs_garbage_payload(tiny_model, good, method, raw_len, payload):
     """Records whose CRCs are right but whose content is garbage reach the decoders."""

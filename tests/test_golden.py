@@ -53,4 +53,4 @@ def test_bad_archive_refused_for_its_reason(golden_model, name):
 
 def test_good_archives_cover_methods():
     methods = {m for v in MANIFEST["good"].values() for m in v["methods"]}
-    assert {"model", "zstd"} <= methods
+    assert {"model", "zstd", "xz"} <= methods
