@@ -37,7 +37,8 @@ def main(argv=None) -> int:
     model = load_model(write_tiny_gguf(os.path.join(tempfile.mkdtemp(), "tiny.gguf")))
     inputs = [b"", b"x", os.urandom(3000), b"The cat sat on the mat. " * 80,
               bytes(range(256)) * 8 + b"text after binary " * 300,
-              "多语言文本 ünïcödé ✓ ".encode() * 60]
+              "多语言文本 ünïcödé ✓ ".encode() * 60,
+              bytes((i * 7919 + (i >> 3) * 31) & 0xFF for i in range(6000))]   # an xz chunk
     archives = []
     for d in inputs:
         for fb in (True, False):
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
             case = blob + os.urandom(rng.randint(1, 20))
         elif kind == "garbage_record":
             payload = os.urandom(rng.randint(0, 300))
-            method = rng.choice([0, 1, 2, 3, rng.randrange(256)])
+            method = rng.choice([0, 1, 2, 3, 4, rng.randrange(256)])
             rec = ct._CHUNK.pack(method, rng.randint(0, 5000), len(payload), 0,
                                  ct.crc32(payload))
             case = (ct.header_bytes(ct.scan(blob).header) + rec + struct.pack("<I", ct.crc32(rec))
