@@ -159,7 +159,7 @@ class Compressor:
                                        self._binary_chunks(data[start:end], progress)):
                 chunks.append((method, ct.chunk_bytes(method, raw, coded)))
         blob = self._archive(data, chunks)
-        if self.fallback and any(m == ct.METHOD_MODEL for m, _ in chunks):
+        if self.fallback and st.model_bytes:     # some chunk is model-coded
             # Chunk by chunk the model has beaten zstd and xz, but they see repeats further
             # apart than one model chunk when run over the whole input: a list of 10,000
             # URLs codes in 2.02 bits/byte with the model chunk by chunk, 1.71 with xz over
