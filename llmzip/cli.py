@@ -231,8 +231,8 @@ def do_compress(args, path: str, out: str | None) -> None:
     _write_output(out, blob, args, path, binary=True)
     rate = len(data) / st.seconds if st.seconds else 0.0
     ideal = st.ideal_bits / st.model_bytes if st.model_bytes else 0.0
-    how = (f"{'+'.join(sorted(st.chunks))} over the whole input: smaller than the model's "
-           "chunks" if st.whole_classical else f"model part: ideal {ideal:.4f}")
+    how = (f"{'+'.join(sorted(st.chunks))} over the whole input: smaller than chunk by "
+           "chunk" if st.whole_classical else f"model part: ideal {ideal:.4f}")
     _say(args, f"{path}: {len(data)} -> {len(blob)} bytes, {st.bpb:.4f} bits/byte "
                f"({how}) in {st.seconds:.1f} s ({rate:,.0f} B/s)")
     if args.rm and path != "-" and out != "-":

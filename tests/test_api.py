@@ -77,6 +77,18 @@ def test_compress_keeps_whole_input_classical_when_smaller_than_model_chunks(tin
     assert len(blob) < len(model_blob)
 
 
+def test_compress_tries_whole_input_classical_even_when_every_chunk_fell_back(tiny_model):
+    # The random tiny model loses every chunk to zstd/xz on its own; the whole input must
+    # still be tried, since one xz stream over all chunks sees their shared URL prefixes.
+    data = corpus_bytes("urls.10K", 60000)
+    c = llmzip.Compressor(tiny_model, batch=2, seg_len=100)
+    blob = c.compress(data)
+    method, coded = best_classical(data)
+    assert c.stats.whole_classical and c.stats.chunks == {ct.METHOD_NAMES[method]: 1}
+    assert [ch.coded_len for ch in ct.scan(blob).chunks] == [len(coded)]
+    assert llmzip.decompress(blob) == data
+
+
 def test_compressor_reuse(tiny_model):
     c = llmzip.Compressor(tiny_model, batch=2, seg_len=64)
     d = llmzip.Decompressor(tiny_model)
