@@ -32,7 +32,6 @@ MD_NAME = "results.md"
 PNG_NAME = "results.png"
 
 
-
 # ----------------------------------------------------------------------------- helpers
 
 def expand_paths(paths) -> list[str]:
