@@ -8,7 +8,7 @@ import os
 import pytest
 
 from llmzip import baselines as bl
-from llmzip import bench, corebench
+from llmzip import bench, benchreport, corebench
 from llmzip.errors import UsageError
 from conftest import corpus_bytes
 
@@ -82,7 +82,7 @@ def test_run_bench_writes_outputs(two_files, tmp_path):
     md = (out / "results.md").read_text()
     assert "| a.txt |" in md and "xz -9e" in md
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    table = bench.format_table(rows)
+    table = benchreport.format_table(rows)
     assert "TOTAL" in table and "gzip -9" in table
 
 
@@ -129,7 +129,7 @@ def test_run_bench_records_failures(two_files, tmp_path):
     assert by["explodes"]["round_trip"] is False
     assert "boom" in by["explodes"]["error"] and by["explodes"]["compressed_bytes"] is None
     assert by["gzip-9"]["round_trip"] is True
-    assert "FAIL" in bench.format_table(rows)
+    assert "FAIL" in benchreport.format_table(rows)
     assert "## Failures" in (tmp_path / "o" / "results.md").read_text()
 
 
@@ -139,11 +139,6 @@ def test_run_bench_unavailable_codec_not_recorded(two_files, tmp_path):
                            progress=False)
     assert rows[0]["error"] == "unavailable: not installed"
     assert not (tmp_path / "o" / "results.jsonl").exists()
-
-
-def test_pareto_front():
-    pts = [(1.0, 2.0), (10.0, 3.0), (5.0, 4.0), (0.5, 1.0), (10.0, 2.5)]
-    assert bench.pareto_front(pts) == [3, 0, 4]
 
 
 def test_run_bench_llmzip_codec_records_model_fields(two_files, tiny_gguf, tmp_path):
@@ -231,23 +226,3 @@ def test_core_benchmark(tiny_model, tmp_path):
 def test_matmul_peak():
     r = corebench.matmul_peak({"sq": (64, 64, 64)}, "float32", 1, min_seconds=0.01)
     assert r["sq"] > 0
-
-
-def test_common_paths():
-    rows = [{"codec": "a", "path": "x"}, {"codec": "a", "path": "y"},
-            {"codec": "b", "path": "y"}, {"codec": "b", "path": "z"}]
-    assert bench.common_paths(rows) == {"y"}
-    assert bench.common_paths(rows[:2]) == {"x", "y"}
-    assert bench.common_paths([]) == set()
-
-
-def test_totals_scope():
-    rows = [{"codec": "a", "path": "x"}, {"codec": "a", "path": "y"},
-            {"codec": "b", "path": "y"}, {"codec": "b", "path": "z"}]
-    scope, words = bench.totals_scope(rows, 3)
-    assert [r["path"] for r in scope] == ["y", "y"]
-    assert words == "each codec on the 1 file all codecs have"
-    assert bench.totals_scope(rows[:2], 2) == (rows[:2], "each codec's files together")
-    disjoint = [rows[0], rows[3]]
-    scope, words = bench.totals_scope(disjoint, 2)
-    assert scope == disjoint and "own files" in words
