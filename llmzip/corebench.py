@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from .baselines import LlmzipCodec, get_codec
 from .benchreport import format_rate
 
+
 def matmul_peak(shapes: dict, dtype: str = "float32", threads: int = 1,
                 min_seconds: float = 0.3) -> dict:
     """GFLOP/s of torch matmuls {label: (M, K, N)} in dtype on `threads` threads."""
@@ -161,7 +162,8 @@ def format_core(r: dict) -> str:
         f"xz -9e          {r['xz_bytes']:,} bytes, {f(r['xz_bits_per_byte'], '.4f')} bits/byte"
         + (f"; llmzip is {abs(gain) * 100:.1f}% {'smaller' if gain >= 0 else 'LARGER'}"
            if gain is not None else ""),
-        f"compress        {r['compress_seconds']:.2f} s, {format_rate(r['compress_bytes_per_s'])}, "
+        f"compress        {r['compress_seconds']:.2f} s, "
+        f"{format_rate(r['compress_bytes_per_s'])}, "
         f"{f(r['compress_tokens_per_s'], '.1f')} tokens/s",
         f"decompress      {r['decompress_seconds']:.2f} s, "
         f"{format_rate(r['decompress_bytes_per_s'])}, "
