@@ -213,7 +213,8 @@ PROBE = r"""<script>
   toks[2].focus();
   out.focus = {hidden: tip.hidden, text: tip.textContent,
                rows: tip.querySelectorAll("tr").length,
-               active_is_tok: document.activeElement === toks[2]};
+               active_is_tok: document.activeElement === toks[2],
+               page_had_focus: document.hasFocus()};
   toks[2].dispatchEvent(new KeyboardEvent("keydown", {key: "ArrowRight", bubbles: true}));
   out.arrow = {active: Array.prototype.indexOf.call(toks, document.activeElement),
                tabstops: document.querySelectorAll('#text .tok[tabindex="0"]').length,
@@ -250,13 +251,20 @@ def test_browser_tooltip_and_keyboard(hostile_page, tmp_path):
     page = open(path, encoding="utf-8").read()
     probe = tmp_path / "probe.html"
     probe.write_text(page.replace("</body>", PROBE, 1), encoding="utf-8")
-    r = _chromium("file://" + str(probe), "--dump-dom")
-    assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
-    dom = r.stdout.decode("utf-8")
-    m = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
-    assert m, "the probe script did not run"
     import html as html_mod
-    out = json.loads(html_mod.unescape(m.group(1)))
+    # Headless Chromium on a loaded machine sometimes loads the page without giving it
+    # focus; then element.focus() moves activeElement but fires no focusin, which no
+    # user can meet (focusing a token focuses its window). Load again, up to 3 times,
+    # until the page had focus; every assertion below still holds as it is.
+    for _ in range(3):
+        r = _chromium("file://" + str(probe), "--dump-dom")
+        assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
+        dom = r.stdout.decode("utf-8")
+        m = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+        assert m, "the probe script did not run"
+        out = json.loads(html_mod.unescape(m.group(1)))
+        if out["focus"]["page_had_focus"]:
+            break
     n = res["tokens"]
     assert out["tokens"] == n and out["scripts"] == 3
     assert out["tabstops"] == 1 and out["focusable"] == n - 1      # roving tabindex
