@@ -11,8 +11,8 @@ from .errors import (ArchiveError, ChecksumError, EngineMismatchError,  # noqa: 
                      ModelError, ModelMismatchError, TruncatedError, UnsupportedModelError,
                      UnsupportedVersionError, UsageError)
 
-_LAZY = {"compress": "api", "decompress": "api", "Compressor": "api",
-         "Decompressor": "api", "open": "stream"}
+_LAZY = {"compress": "codec.api", "decompress": "codec.api", "Compressor": "codec.api",
+         "Decompressor": "codec.api", "open": "codec.stream"}
 
 __all__ = ["compress", "decompress", "open", "Compressor", "Decompressor", "__version__",
            "LlmzipError", "ArchiveError", "FormatError", "TruncatedError", "ChecksumError",

@@ -119,10 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("name", nargs="?", help="add/remove: the model's name")
     mo.add_argument("path", nargs="?", help="add: the GGUF file")
     mo.add_argument("--json", action="store_true")
-    from .show import add_arguments as add_show_arguments
+    from .tools.show import add_arguments as add_show_arguments
     add_show_arguments(sub.add_parser(
         "show", help="HTML page of the bits each token costs (+ JSON)"))
-    from .scale import add_arguments as add_scale_arguments
+    from .tools.scale import add_arguments as add_scale_arguments
     add_scale_arguments(sub.add_parser(
         "scale", help="online-mode scaling study: model size x data size, fitted law, plots"))
     return p
@@ -191,19 +191,19 @@ def _say(args, msg: str) -> None:
 
 
 def _compress_online(args, data: bytes, bar):
-    from . import online
+    from .codec import online
     t0 = time.perf_counter()
     blob = online.compress_online(data, preset=args.preset, config=args.config,
                                   seed=args.seed, threads=args.threads, progress=bar)
     acc = online.online_accounting(blob)
-    from .api import Stats
+    from .codec.api import Stats
     st = Stats(input_bytes=len(data), output_bytes=len(blob), model_bytes=acc["online_bytes"],
                ideal_bits=acc["ideal_bits"], seconds=time.perf_counter() - t0)
     return blob, st
 
 
 def do_compress(args, path: str, out: str | None) -> None:
-    from .api import Compressor
+    from .codec.api import Compressor
     data = _read_input(path)
     bar = Progress(len(data), os.path.basename(path), args.quiet)
     comp = None
@@ -220,7 +220,7 @@ def do_compress(args, path: str, out: str | None) -> None:
     finally:
         bar.close()
     if getattr(args, "verify", False):
-        from .api import Decompressor
+        from .codec.api import Decompressor
         from .errors import ChecksumError
         back = Decompressor(comp.model if comp else None, threads=args.threads,
                             memory_limit=args.memory_limit).decompress(blob)
@@ -240,11 +240,11 @@ def do_compress(args, path: str, out: str | None) -> None:
 
 
 def do_decompress(args, path: str, out: str | None, test: bool) -> None:
-    from .api import Decompressor
+    from .codec.api import Decompressor
     blob = _read_input(path)
     dec = Decompressor(args.model, threads=args.threads, memory_limit=args.memory_limit,
                        allow_engine_mismatch=args.ignore_engine_mismatch)
-    from . import container as ct
+    from .codec import container as ct
     total = ct.scan(blob).footer.original_len
     bar = Progress(total, os.path.basename(path), args.quiet)
     t0 = time.perf_counter()
@@ -271,7 +271,7 @@ def do_decompress(args, path: str, out: str | None, test: bool) -> None:
 
 
 def do_info(args) -> None:
-    from . import container as ct
+    from .codec import container as ct
     blob = _read_input(args.input)
     info = ct.scan(blob)
     h, f = info.header, info.footer
@@ -289,7 +289,7 @@ def do_info(args) -> None:
         "overhead_bytes": info.archive_len - sum(c.coded_len for c in info.chunks),
     }
     if h.get("mode") == "online":
-        from .online import online_accounting
+        from .codec.online import online_accounting
         summary["online"] = online_accounting(blob)
     if args.json:
         if args.verbose:
@@ -330,7 +330,7 @@ def do_info(args) -> None:
 
 
 def do_models(args) -> None:
-    from .models import catalog
+    from .engine.models import catalog
     if args.action == "add":
         if not (args.name and args.path):
             raise UsageError("usage: llmzip models add NAME PATH.gguf")
@@ -367,18 +367,18 @@ def _run(argv: list[str]) -> int:
         elif args.cmd == "info":
             do_info(args)
         elif args.cmd == "bench":
-            from .bench import run_cli
+            from .tools.bench import run_cli
             run_cli(args)
         elif args.cmd == "models":
             do_models(args)
         elif args.cmd == "show":
-            from .show import run_cli as run_show
+            from .tools.show import run_cli as run_show
             run_show(args)
         elif args.cmd == "eval":
-            from .evaluate import run_cli as run_eval
+            from .tools.evaluate import run_cli as run_eval
             run_eval(args)
         elif args.cmd == "scale":
-            from .scale import run_cli as run_scale
+            from .tools.scale import run_cli as run_scale
             run_scale(args)
         return 0
     args = build_short_parser().parse_args(argv)

@@ -17,8 +17,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from llmzip.corebench import core_benchmark, format_core  # noqa: E402
-from llmzip.engine import ATTENTIONS  # noqa: E402
+from llmzip.engine.float_engine import ATTENTIONS  # noqa: E402
+from llmzip.tools.corebench import core_benchmark, format_core  # noqa: E402
 
 
 def main(argv=None) -> int:

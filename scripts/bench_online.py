@@ -26,7 +26,7 @@ CORPUS = os.path.join(HERE, "..", "..", "shared", "corpus")
 
 def baselines() -> dict:
     """The classical codecs from llmzip's registry (round trips are verified by measure)."""
-    from llmzip.baselines import get_codec
+    from llmzip.tools.baselines import get_codec
     out = {}
     for name in ("xz-9e", "bzip2-9", "ppmd-6", "zpaq-5"):
         c = get_codec(name)
@@ -59,8 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="bench_online.jsonl")
     ap.add_argument("--plots", default=None, help="folder for each online run's loss curve PNG")
     a = ap.parse_args(argv)
-    from llmzip.online import (PRESETS, compress_online, decompress_online, online_accounting,
-                               plot_loss_curve)
+    from llmzip.codec.online import (PRESETS, compress_online, decompress_online,
+                                     online_accounting, plot_loss_curve)
     rows = []
     for fname in a.files.split(","):
         path = fname if os.path.exists(fname) else os.path.join(CORPUS, fname)

@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import llmzip  # noqa: E402
 from llmzip import container as ct  # noqa: E402
-from llmzip.models.registry import load_model  # noqa: E402
-from llmzip.models.tiny import write_tiny_gguf  # noqa: E402
+from llmzip.engine.models.registry import load_model  # noqa: E402
+from llmzip.engine.models.tiny import write_tiny_gguf  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "golden")
 

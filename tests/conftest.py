@@ -30,17 +30,17 @@ def corpus_bytes(name: str, n: int | None = None) -> bytes:
 
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory) -> str:
-    from llmzip.models.tiny import write_tiny_gguf
+    from llmzip.engine.models.tiny import write_tiny_gguf
     return write_tiny_gguf(str(tmp_path_factory.mktemp("models") / "tiny.gguf"), seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_gguf):
-    from llmzip.models.registry import load_model
+    from llmzip.engine.models.registry import load_model
     return load_model(tiny_gguf)
 
 
 @pytest.fixture(scope="session")
 def default_model():
-    from llmzip.models.registry import load_model
+    from llmzip.engine.models.registry import load_model
     return load_model(None)

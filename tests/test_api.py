@@ -7,8 +7,8 @@ import sys
 import pytest
 
 import llmzip
-from llmzip import container as ct
-from llmzip.classical import best_classical
+from llmzip.codec import container as ct
+from llmzip.codec.classical import best_classical
 from conftest import corpus_bytes
 
 CASES = {
@@ -118,8 +118,8 @@ def test_threads_one_vs_two_decode(tiny_model):
 
 
 def test_wrong_model_refused(tiny_model, tmp_path):
-    from llmzip.models.registry import load_model
-    from llmzip.models.tiny import write_tiny_gguf
+    from llmzip.engine.models.registry import load_model
+    from llmzip.engine.models.tiny import write_tiny_gguf
     other = load_model(write_tiny_gguf(str(tmp_path / "other.gguf"), seed=1))
     data = b"some text to code with the model " * 50
     blob = llmzip.compress(data, model=tiny_model, batch=2, seg_len=64, fallback=False)
@@ -156,7 +156,7 @@ def test_fresh_process_decodes_same(tiny_model, tiny_gguf, tmp_path):
 def test_weight_cache_gives_identical_model(tiny_gguf, tmp_path, monkeypatch):
     import torch
 
-    from llmzip.models import registry
+    from llmzip.engine.models import registry
     monkeypatch.setenv("LLMZIP_CACHE", str(tmp_path / "cache"))
     fresh = registry.LoadedModel(**{**registry.load_model(tiny_gguf).__dict__, "_gpt": {}})
     built = fresh.gpt(torch.float32)                       # dequantise + write cache
@@ -183,7 +183,7 @@ def test_escape_pairs_never_split_across_chunks(tiny_model, seg_len, batch):
 
 
 def test_default_threads_env_then_cpus_at_most_two(monkeypatch):
-    from llmzip.api import MAX_DEFAULT_THREADS, default_threads
+    from llmzip.codec.api import MAX_DEFAULT_THREADS, default_threads
     from llmzip.errors import UsageError
     monkeypatch.setenv("LLMZIP_THREADS", "3")
     assert default_threads() == 3
@@ -195,7 +195,7 @@ def test_default_threads_env_then_cpus_at_most_two(monkeypatch):
 
 
 def test_dtype_auto_resolves_and_is_recorded(tiny_model):
-    from llmzip.engine import _cpu_flags, resolve_dtype
+    from llmzip.engine.float_engine import _cpu_flags, resolve_dtype
     flags = _cpu_flags().split(",")
     expect = "bfloat16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "float32"
     assert resolve_dtype("auto") == expect and resolve_dtype("float32") == "float32"
@@ -208,7 +208,7 @@ def test_dtype_auto_resolves_and_is_recorded(tiny_model):
 
 def test_cpu_flags_line_and_its_fallback(monkeypatch):
     import platform
-    from llmzip import engine
+    from llmzip.engine import float_engine as engine
     line = engine.cpu_flags_line()
     assert line is None or line.startswith("flags")
     monkeypatch.setattr(engine, "cpu_flags_line", lambda: None)    # no /proc/cpuinfo

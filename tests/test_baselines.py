@@ -1,10 +1,10 @@
-"""llmzip.baselines: every codec behind one interface; round trips; the registry."""
+"""llmzip.tools.baselines: every codec behind one interface; round trips; the registry."""
 
 import os
 
 import pytest
 
-from llmzip import baselines as bl
+from llmzip.tools import baselines as bl
 from conftest import corpus_bytes
 
 INPUTS = {
@@ -89,7 +89,7 @@ def test_llmzip_codec_round_trip_tiny_model(tiny_gguf):
         assert c.decompress(blob) == data
     assert c.last_stats is not None
     p = c.params()
-    from llmzip.engine import resolve_dtype
+    from llmzip.engine.float_engine import resolve_dtype
     assert p["batch"] == 2 and p["seg_len"] == 64 and p["dtype"] == resolve_dtype("auto")
 
 

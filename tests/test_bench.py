@@ -1,4 +1,4 @@
-"""llmzip.bench: run_bench outputs and resume, failure recording, run_cli, core_benchmark."""
+"""llmzip.tools.bench: run_bench outputs and resume, failure recording, run_cli, core_benchmark."""
 
 import argparse
 import csv
@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from llmzip import baselines as bl
-from llmzip import bench, benchreport, corebench
+from llmzip.tools import baselines as bl
+from llmzip.tools import bench, benchreport, corebench
 from llmzip.errors import UsageError
 from conftest import corpus_bytes
 
@@ -150,7 +150,7 @@ def test_run_bench_llmzip_codec_records_model_fields(two_files, tiny_gguf, tmp_p
     assert r["round_trip"] is True and r["kind"] == "llm"
     assert r["ideal_bits_per_byte"] > 0 and r["model_tokens"] > 0
     assert r["model_load_seconds"] >= 0
-    from llmzip.engine import resolve_dtype
+    from llmzip.engine.float_engine import resolve_dtype
     assert (r["dtype"], r["threads"], r["batch"], r["seg_len"]) == (resolve_dtype("auto"), 1,
                                                                    2, 64)
     lines = bench.summary_lines(rows)
@@ -215,7 +215,7 @@ def test_core_benchmark(tiny_model, tmp_path):
     assert r["model_gflops_compress"] == pytest.approx(
         2 * r["n_params"] * r["tokens"] / r["compress_seconds"] / 1e9)
     assert 0 < r["share_of_peak_compress"] < 1
-    from llmzip.engine import resolve_dtype
+    from llmzip.engine.float_engine import resolve_dtype
     assert (r["dtype"], r["threads"], r["batch"], r["seg_len"]) == (resolve_dtype("auto"), 1,
                                                                    2, 64)
     json.dumps(r)                                     # JSON-serialisable as is

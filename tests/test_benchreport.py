@@ -1,6 +1,6 @@
-"""llmzip.benchreport: totals, tables, the plot's scope and its Pareto front, from rows."""
+"""llmzip.tools.benchreport: totals, tables, the plot's scope and its Pareto front, from rows."""
 
-from llmzip import benchreport
+from llmzip.tools import benchreport
 
 
 def _row(codec, path, orig, comp, ct=1.0, dt=0.5, ok=True, error=None):

@@ -1,4 +1,4 @@
-"""The classical chunk methods (llmzip.classical): stored, zstd -19 and xz -9e."""
+"""The classical chunk methods (llmzip.codec.classical): stored, zstd -19 and xz -9e."""
 
 import lzma
 import os
@@ -6,8 +6,8 @@ import os
 import pytest
 
 import llmzip
-from llmzip import classical as cl
-from llmzip import container as ct
+from llmzip.codec import classical as cl
+from llmzip.codec import container as ct
 from llmzip.errors import FormatError
 from conftest import corpus_bytes
 

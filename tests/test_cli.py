@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from llmzip import container as ct
+from llmzip.codec import container as ct
 from llmzip.cli import main
 from conftest import corpus_bytes
 
@@ -168,7 +168,7 @@ def test_attention_choices_match_engine():
     engine's."""
     import argparse
     from llmzip.cli import _common
-    from llmzip.engine import ATTENTIONS
+    from llmzip.engine.float_engine import ATTENTIONS
     p = argparse.ArgumentParser()
     _common(p)
     action = next(a for a in p._actions if a.dest == "attention")

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from llmzip.coder import RangeDecoder, RangeEncoder
+from llmzip.codec.coder import RangeDecoder, RangeEncoder
 from llmzip.errors import FormatError
-from llmzip.probs import PRECISION, bits_of, logits_to_freqs
+from llmzip.engine.probs import PRECISION, bits_of, logits_to_freqs
 
 
 def test_logits_to_freqs_sums_and_floor():

@@ -6,7 +6,7 @@ import struct
 import pytest
 
 import llmzip
-from llmzip import container as ct
+from llmzip.codec import container as ct
 from llmzip.errors import (ArchiveError, ChecksumError, FormatError, LimitError,
                            TruncatedError, UnsupportedVersionError)
 from conftest import corpus_bytes

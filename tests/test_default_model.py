@@ -28,7 +28,7 @@ def test_round_trip_default_model_short_text(default_model, tmp_path):
     assert len(blob) < len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))
     assert c.stats.ideal_bits / len(data) < 1.7
     # actual payload vs the model's ideal code length: the coder costs almost nothing
-    from llmzip import container as ct
+    from llmzip.codec import container as ct
     coded = sum(ch.coded_len for ch in ct.scan(blob).chunks)
     assert c.stats.ideal_bits <= 8 * coded <= c.stats.ideal_bits * 1.01 + 8 * 16
     assert llmzip.decompress(blob, model=default_model) == data
@@ -43,7 +43,7 @@ def test_round_trip_default_model_short_text(default_model, tmp_path):
 
 def test_kv_stepping_matches_full_forward_closely(default_model):
     """The engine path (KV steps) and the scoring path (full forward) agree to ~1e-3."""
-    from llmzip.models.gpt import KVCache
+    from llmzip.engine.models.gpt import KVCache
     gpt = default_model.gpt(torch.float32)
     ids = torch.from_numpy(default_model.tokenizer.encode(corpus_bytes("alice29.txt", 400)))
     x = torch.cat([torch.tensor([1]), ids[:60]])[None]
@@ -58,7 +58,7 @@ def test_kv_stepping_matches_full_forward_closely(default_model):
 def test_kernel_kv_stepping_costs_almost_no_bits(default_model):
     """The bf16 KV cache + attention kernel against the full float32 forward on real text:
     the code length of the true next tokens differs by well under 1%."""
-    from llmzip.models.gpt import KernelKVCache
+    from llmzip.engine.models.gpt import KernelKVCache
     gpt = default_model.gpt(torch.float32)
     ids = torch.from_numpy(default_model.tokenizer.encode(corpus_bytes("alice29.txt", 1200)))
     x = torch.cat([torch.tensor([1]), ids[:200]])[None]
@@ -83,7 +83,7 @@ REFERENCE_BPB = {"alice29.txt": 1.128, "lcet10.txt": 1.031, "asyoulik.txt": 1.47
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REFERENCE_BPB))
 def test_ideal_bpb_matches_reference(default_model, name):
-    from llmzip.evaluate import evaluate
+    from llmzip.tools.evaluate import evaluate
     r = evaluate(default_model, corpus_bytes(name), context=2048, threads=2)
     assert abs(r.bits_per_byte - REFERENCE_BPB[name]) / REFERENCE_BPB[name] < 0.015, \
         r.bits_per_byte

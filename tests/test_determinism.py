@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import llmzip
-from llmzip import container as ct
+from llmzip.codec import container as ct
 from conftest import corpus_bytes
 
 DATA = corpus_bytes("alice29.txt", 2500)

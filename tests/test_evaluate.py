@@ -1,10 +1,10 @@
-"""llmzip.evaluate: windows, agreement with the engine's ideal bits, the eval command."""
+"""llmzip.tools.evaluate: windows, agreement with the engine's ideal bits, the eval command."""
 
 import numpy as np
 import pytest
 
 import llmzip
-from llmzip.evaluate import _windows, evaluate, summarize, token_bits
+from llmzip.tools.evaluate import _windows, evaluate, summarize, token_bits
 from conftest import corpus_bytes
 
 
@@ -28,7 +28,7 @@ def test_chunked_bits_match_compressor_ideal(tiny_model):
     chunks = [ids[i:i + L] for i in range(0, len(ids), L)]
     # compress balances segment lengths; score the same segments
     lens = [len(x) for x in chunks]
-    from llmzip.segment import plan_segments
+    from llmzip.codec.segment import plan_segments
     plan = plan_segments(len(ids), L, len(lens) + 1)[0]
     bits, pos = 0.0, 0
     for n in plan:

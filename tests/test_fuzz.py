@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import llmzip
-from llmzip import container as ct
+from llmzip.codec import container as ct
 from llmzip.errors import ArchiveError
 
 SETTINGS = settings(max_examples=150, deadline=None,

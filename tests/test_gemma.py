@@ -15,9 +15,9 @@ import torch
 
 import llmzip
 from llmzip.errors import ModelError
-from llmzip.models.gemma import Gemma, GemmaConfig
-from llmzip.models.gpt import KVCache
-from llmzip.models.registry import MultiPart, _assemble, load_model
+from llmzip.engine.models.gemma import Gemma, GemmaConfig
+from llmzip.engine.models.gpt import KVCache
+from llmzip.engine.models.registry import MultiPart, _assemble, load_model
 from conftest import corpus_bytes
 
 ROUND_TRIP = {
@@ -53,7 +53,7 @@ def check_round_trip(tok, data: bytes):
 
 @pytest.fixture(scope="module")
 def tiny_gemma(tmp_path_factory):
-    from llmzip.models.tiny import write_tiny_gemma_gguf
+    from llmzip.engine.models.tiny import write_tiny_gemma_gguf
     return load_model(write_tiny_gemma_gguf(str(tmp_path_factory.mktemp("gemma") / "g.gguf")))
 
 
@@ -128,7 +128,7 @@ def test_sliding_window_masking(tiny_gemma):
 
 def test_sliding_window_reference(tiny_gemma):
     """The window against a plain reference: attention to keys j with i - W < j <= i."""
-    from llmzip.models.gemma import attention_mask
+    from llmzip.engine.models.gemma import attention_mask
     ok = attention_mask(torch.arange(5, 8), torch.arange(0, 8), 3)
     assert ok.tolist() == [[False, False, False, True, True, True, False, False],
                            [False, False, False, False, True, True, True, False],

@@ -7,7 +7,7 @@ import os
 import pytest
 
 import llmzip
-import llmzip.container as ct
+import llmzip.codec.container as ct
 import llmzip.errors as errors
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
@@ -16,7 +16,7 @@ MANIFEST = json.load(open(os.path.join(GOLDEN, "manifest.json")))
 
 @pytest.fixture(scope="module")
 def golden_model():
-    from llmzip.models.registry import load_model
+    from llmzip.engine.models.registry import load_model
     return load_model(os.path.join(GOLDEN, "tiny.gguf"))
 
 

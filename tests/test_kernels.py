@@ -1,4 +1,4 @@
-"""llmzip.kernels: the bf16 attention kernel and the KV cache that uses it.
+"""llmzip.engine.kernels: the bf16 attention kernel and the KV cache that uses it.
 
 The kernel is checked against a float64 reference on the same bf16-rounded keys and
 values, for thread-count independence (bit for bit), for sliding windows, and through the
@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import llmzip
-from llmzip import container as ct
-from llmzip import kernels
-from llmzip.models.gpt import KernelKVCache, KVCache
+from llmzip.codec import container as ct
+from llmzip.engine import kernels
+from llmzip.engine.models.gpt import KernelKVCache, KVCache
 from conftest import corpus_bytes
 
 
@@ -94,7 +94,7 @@ def test_kernel_unavailable_without_compiler(tmp_path, monkeypatch, cc):
         kernels.load()
     assert isinstance(e.value, llmzip.LlmzipError)
     assert not kernels.available()
-    from llmzip.engine import resolve_attention
+    from llmzip.engine.float_engine import resolve_attention
     assert resolve_attention("auto") == "torch-f32"
     assert not list(tmp_path.glob("kernels/*.tmp"))
 
@@ -114,8 +114,8 @@ def test_kernel_cache_steps_match_float32_path(tiny_model):
 
 
 def test_kernel_cache_gemma_sliding_window(tmp_path_factory):
-    from llmzip.models.registry import load_model
-    from llmzip.models.tiny import write_tiny_gemma_gguf
+    from llmzip.engine.models.registry import load_model
+    from llmzip.engine.models.tiny import write_tiny_gemma_gguf
     m = load_model(write_tiny_gemma_gguf(str(tmp_path_factory.mktemp("g") / "g.gguf"), seed=0))
     gpt = m.gpt(torch.float32)
     assert gpt.cfg.sliding_window and gpt.cfg.sliding_window < 30

@@ -5,10 +5,10 @@ import json
 import pytest
 
 import llmzip
-from llmzip import container as ct
+from llmzip.codec import container as ct
 from llmzip.cli import main
-from llmzip.models import catalog
-from llmzip.models.tiny import write_tiny_gguf
+from llmzip.engine.models import catalog
+from llmzip.engine.models.tiny import write_tiny_gguf
 from conftest import corpus_bytes
 
 

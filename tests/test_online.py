@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from llmzip import container as ct
+from llmzip.codec import container as ct
 from llmzip.errors import (ArchiveError, ChecksumError, EngineMismatchError, FormatError,
                            UsageError)
-from llmzip.online import (METHOD_ONLINE, PRESETS, compress_online, decompress_online,
-                           online_accounting, plot_loss_curve, resolve_config)
+from llmzip.codec.online import (METHOD_ONLINE, PRESETS, compress_online, decompress_online,
+                                 online_accounting, plot_loss_curve, resolve_config)
 
 from conftest import corpus_bytes
 
@@ -68,7 +68,7 @@ def test_decode_in_fresh_process(text_archive, tmp_path):
     data, blob = text_archive
     src, dst = tmp_path / "a.llmz", tmp_path / "out"
     src.write_bytes(blob)
-    code = ("import sys; from llmzip.online import decompress_online; "
+    code = ("import sys; from llmzip.codec.online import decompress_online; "
             "open(sys.argv[2], 'wb').write(decompress_online(open(sys.argv[1], 'rb').read()))")
     subprocess.run([sys.executable, "-c", code, str(src), str(dst)], check=True, timeout=120)
     assert dst.read_bytes() == data
@@ -171,7 +171,7 @@ def test_loss_curve_plot(text_archive, tmp_path):
 
 def test_scale_smoke(tmp_path):
     pytest.importorskip("scipy")
-    from llmzip import scale
+    from llmzip.tools import scale
     corpus = tmp_path / "c.txt"
     corpus.write_bytes(corpus_bytes("alice29.txt", 6000))
     out = tmp_path / "rows.jsonl"

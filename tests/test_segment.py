@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from llmzip.segment import balanced, plan_segments
+from llmzip.codec.segment import balanced, plan_segments
 
 
 @pytest.mark.parametrize("seed", range(5))

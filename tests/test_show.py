@@ -9,7 +9,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from llmzip import show
+from llmzip.tools import show
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -39,7 +39,7 @@ def hostile_page(tiny_model, tmp_path_factory):
 
 
 def test_surprise_matches_token_bits(tiny_model):
-    from llmzip.evaluate import token_bits
+    from llmzip.tools.evaluate import token_bits
     data = b"the cat sat on the mat, and then the other cat sat there too. " * 6
     res = show.surprise(tiny_model, data, context=40, top_k=5)
     ids = np.asarray(res["ids"])

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .coder import RangeDecoder, RangeEncoder
-from .errors import FormatError, LimitError
+from ..codec.coder import RangeDecoder, RangeEncoder
+from ..errors import FormatError, LimitError
 from .probs import PRECISION, bits_of, logits_to_freqs
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 
-from ..errors import ModelError, UsageError
+from ...errors import ModelError, UsageError
 
 
 def _user_file() -> str:
@@ -97,8 +97,8 @@ def choose_auto(data: bytes, sample_bytes: int = 8192) -> tuple[str, dict]:
     The sample is the first `sample_bytes` of the first text run; returns (name,
     {name: ideal bits per byte of the sample}).
     """
-    from ..evaluate import evaluate
-    from ..segment import split_text_binary
+    from ...tools.evaluate import evaluate
+    from ...codec.segment import split_text_binary
     from .registry import load_model
     runs = [(s, e) for s, e, text in split_text_binary(data) if text]
     sample = data[runs[0][0]:runs[0][0] + sample_bytes] if runs else b""

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..engine.float_engine import (ATTENTIONS, Engine, EngineProfile, resolve_attention,
+                                   resolve_dtype)
+from ..engine.models.registry import PACKAGED, LoadedModel, load_model
+from ..errors import (ChecksumError, EngineMismatchError, FormatError, LimitError,
+                      ModelError, ModelMismatchError, UsageError)
 from . import container as ct
 from .classical import CLASSICAL_METHODS, best_classical, decode_classical
-from .engine import ATTENTIONS, Engine, EngineProfile, resolve_attention, resolve_dtype
-from .errors import (ChecksumError, EngineMismatchError, FormatError, LimitError,
-                     ModelError, ModelMismatchError, UsageError)
-from .models.registry import PACKAGED, LoadedModel, load_model
 from .segment import balanced, plan_segments, split_text_binary
 
 FORMAT_NAME = "llmzip"
@@ -132,7 +133,7 @@ class Compressor:
     def header(self, uses_model: bool) -> dict:
         """Header JSON; model and engine are recorded only when a chunk depends on them,
         so an archive of binary data stays small and decodes without any model."""
-        from . import __version__
+        from .. import __version__
         h = {"format": FORMAT_NAME, "llmzip": __version__, "mode": "prior"}
         if uses_model:
             h.update(model=self.model.describe(), engine=self.profile.to_dict())
@@ -145,7 +146,7 @@ class Compressor:
         """Whole archive for `data`. progress(n_bytes) is called as input is consumed."""
         t0 = time.perf_counter()
         if self.auto:                       # --model auto: the best model on a sample
-            from .models.catalog import choose_auto
+            from ..engine.models.catalog import choose_auto
             name, scores = choose_auto(data)
             if name != self.model.name:
                 self.__init__(name, fallback=self.fallback, **self._settings)
@@ -255,7 +256,7 @@ class Decompressor:
         need = header.get("model") or {}
         spec = self._model_spec
         if spec is None:
-            from .models.catalog import user_models
+            from ..engine.models.catalog import user_models
             if need.get("name") in PACKAGED or need.get("name") in user_models():
                 spec = need["name"]
             else:

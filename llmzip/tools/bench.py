@@ -303,7 +303,7 @@ def run_cli(args) -> int:
     .quiet; optional (if the parser has them) .out (output directory, default
     ./bench-results), .codecs (comma-separated names), .no_resume.
     """
-    from .errors import LlmzipError, UsageError
+    from ..errors import LlmzipError, UsageError
     out_dir = getattr(args, "out", None) or DEFAULT_OUT_DIR
     quiet = getattr(args, "quiet", False)
     if getattr(args, "report", False):

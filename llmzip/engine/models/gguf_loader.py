@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..errors import ModelError, UnsupportedModelError
+from ...errors import ModelError, UnsupportedModelError
 from .gpt import GPT, GPTConfig
 
 SUPPORTED_ARCHS = ("llama", "gemma3")

@@ -43,14 +43,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..engine.float_engine import EngineProfile, torch_threads
+from ..engine.models.gpt import GPT, GPTConfig, KVCache
+from ..engine.probs import PRECISION, bits_of, logits_to_freqs
+from ..errors import (ChecksumError, EngineMismatchError, FormatError,
+                      UsageError)
 from . import container as ct
 from .classical import CLASSICAL_METHODS, best_classical, decode_classical
 from .coder import RangeDecoder, RangeEncoder
-from .engine import EngineProfile, torch_threads
-from .errors import (ChecksumError, EngineMismatchError, FormatError,
-                     UsageError)
-from .models.gpt import GPT, GPTConfig, KVCache
-from .probs import PRECISION, bits_of, logits_to_freqs
 
 METHOD_ONLINE = getattr(ct, "METHOD_ONLINE", 3)     # chunk method: range-coded online piece
 ct.METHOD_NAMES.setdefault(METHOD_ONLINE, "online")
@@ -393,7 +393,7 @@ def compress_online(data: bytes, preset: str = "s", config=None, seed: int = 0,
         threads = default_threads()
     if threads < 1:
         raise UsageError("threads must be at least 1")
-    from . import __version__
+    from .. import __version__
     t0 = time.perf_counter()
     chunks, pieces, methods = [], [], set()
     for i in range(0, len(data), PIECE):

@@ -136,9 +136,9 @@ def surprise(model, data: bytes, context: int = DEFAULT_CONTEXT, top_k: int = TO
     for the result). `progress(n)` is called with the number of tokens scored so far."""
     import torch
 
-    from .engine import DTYPES, resolve_dtype, torch_threads
+    from ..engine.float_engine import DTYPES, resolve_dtype, torch_threads
     if threads is None:
-        from .api import default_threads
+        from ..codec.api import default_threads
         threads = default_threads()
     t0 = time.perf_counter()
     tok = model.tokenizer
@@ -258,8 +258,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_cli(args) -> int:
     """`llmzip show FILE [--model M] [-o page.html]`."""
-    from .errors import UsageError
-    from .models.registry import load_model
+    from ..errors import UsageError
+    from ..engine.models.registry import load_model
     path = args.input
     out = getattr(args, "output", None)
     if out is None:
@@ -298,7 +298,7 @@ def run_cli(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m llmzip.show FILE ...` (the same as `llmzip show FILE ...`)."""
-    from .errors import LlmzipError
+    from ..errors import LlmzipError
     p = argparse.ArgumentParser(prog="llmzip show",
                                 description="Per-token surprise page (HTML + JSON).")
     add_arguments(p)

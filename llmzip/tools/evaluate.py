@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .engine import DTYPES, resolve_dtype, torch_threads
+from ..engine.float_engine import DTYPES, resolve_dtype, torch_threads
 
 
 @dataclass
@@ -112,8 +112,8 @@ def run_cli(args) -> int:
     import os
     import sys
 
-    from .api import default_threads
-    from .models.registry import load_model
+    from ..codec.api import default_threads
+    from ..engine.models.registry import load_model
     files = []
     for p in args.input:
         if os.path.isdir(p):

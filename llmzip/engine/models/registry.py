@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..errors import ModelError
+from ...errors import ModelError
 from .gguf_loader import GGUFContents, build_gpt, file_sha256, make_buffers, new_model, read_gguf
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -232,7 +232,7 @@ _CACHE: dict = {}
 
 def load_model(spec: str | None = None) -> LoadedModel:
     """Resolve and load a model's metadata and tokenizer (weights load on first use)."""
-    from ..tokenizer import ByteTokenizer, SpmTokenizer
+    from ...codec.tokenizer import ByteTokenizer, SpmTokenizer
     name, path = resolve(spec)
     st = os.stat(path)
     key = (name, path, st.st_size, st.st_mtime_ns)     # the name too: it goes in headers

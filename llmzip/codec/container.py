@@ -21,8 +21,8 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from .errors import (ChecksumError, FormatError, LimitError, TruncatedError,
-                     UnsupportedVersionError)
+from ..errors import (ChecksumError, FormatError, LimitError, TruncatedError,
+                      UnsupportedVersionError)
 
 MAGIC = b"\x89LLMZ\r\n\x1a"          # 0x89 first: not ASCII, not valid UTF-8 (like PNG)
 END_MAGIC = b"LMZ\x00"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import FormatError
-from .probs import PRECISION, TOTAL
+from ..engine.probs import PRECISION, TOTAL
+from ..errors import FormatError
 
 
 def _model_family():

@@ -13,9 +13,9 @@ import builtins
 import io
 import os
 
+from ..errors import UsageError
+from ..files import AtomicOutput
 from .api import Compressor, Decompressor
-from .errors import UsageError
-from .files import AtomicOutput
 
 
 class _DecodingRaw(io.RawIOBase):

@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .errors import FormatError, UnsupportedModelError
+from ..errors import FormatError, UnsupportedModelError
 
 
 

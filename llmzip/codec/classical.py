@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import lzma
 
+from ..errors import FormatError
 from . import container as ct
-from .errors import FormatError
 
 ZSTD_LEVEL = 19
 XZ_PRESET = 9 | lzma.PRESET_EXTREME

@@ -22,7 +22,7 @@ def matmul_peak(shapes: dict, dtype: str = "float32", threads: int = 1,
                 min_seconds: float = 0.3) -> dict:
     """GFLOP/s of torch matmuls {label: (M, K, N)} in dtype on `threads` threads."""
     import torch
-    from .engine import DTYPES, resolve_dtype, torch_threads
+    from ..engine.float_engine import DTYPES, resolve_dtype, torch_threads
     dt = DTYPES[resolve_dtype(dtype)]
     out = {}
     g = torch.Generator().manual_seed(0)
@@ -58,10 +58,10 @@ def core_benchmark(path: str, model=None, dtype: str = "auto", threads: int | No
     (B, C) x (C, vocab), and a large square one; peak = the fastest of them.
     verbose=True also prints the readable block (format_core).
     """
-    from .api import default_threads
-    from .engine import _cpu_flags
-    from .models.registry import LoadedModel, load_model
-    from .segment import plan_segments
+    from ..codec.api import default_threads
+    from ..engine.float_engine import _cpu_flags
+    from ..engine.models.registry import LoadedModel, load_model
+    from ..codec.segment import plan_segments
 
     with open(path, "rb") as f:
         data = f.read()

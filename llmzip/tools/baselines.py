@@ -254,7 +254,7 @@ class LlmzipCodec(Codec):
 
     def __init__(self, model_spec=None, **compressor_kwargs):
         super().__init__()
-        from .models.registry import DEFAULT_MODEL, LoadedModel
+        from ..engine.models.registry import DEFAULT_MODEL, LoadedModel
         self.model_spec = model_spec if model_spec is not None else DEFAULT_MODEL
         self.kwargs = dict(compressor_kwargs)
         self.kwargs.setdefault("dtype", "auto")
@@ -275,7 +275,7 @@ class LlmzipCodec(Codec):
     def _spec_name(self) -> str:
         import os
         spec = str(self.model_spec)
-        from .models.registry import PACKAGED
+        from ..engine.models.registry import PACKAGED
         if spec in PACKAGED:
             return spec
         return os.path.splitext(os.path.basename(spec))[0]
@@ -285,7 +285,7 @@ class LlmzipCodec(Codec):
             return True
         if self._reason is None:
             try:
-                from .models.registry import resolve
+                from ..engine.models.registry import resolve
                 resolve(self.model_spec)
             except Exception as e:
                 self._reason = str(e)
@@ -299,7 +299,7 @@ class LlmzipCodec(Codec):
     def model(self):
         if self._model is None:
             import time
-            from .models.registry import load_model
+            from ..engine.models.registry import load_model
             t0 = time.perf_counter()
             self._model = load_model(self.model_spec)
             self.metadata_seconds = time.perf_counter() - t0
@@ -308,7 +308,7 @@ class LlmzipCodec(Codec):
     @property
     def compressor(self):
         if self._comp is None:
-            from .api import Compressor
+            from ..codec.api import Compressor
             self._comp = Compressor(self.model, **self.kwargs)
         return self._comp
 
@@ -317,7 +317,7 @@ class LlmzipCodec(Codec):
         compress calls exclude them; returns what loading cost this codec (the same on
         every call; about 0 where the model was already loaded in this process)."""
         import time
-        from .engine import DTYPES, resolve_dtype
+        from ..engine.float_engine import DTYPES, resolve_dtype
         self._require()
         m = self.model
         self.compressor
@@ -336,7 +336,7 @@ class LlmzipCodec(Codec):
 
     def _decompress(self, blob):
         if self._decomp is None:
-            from .api import Decompressor
+            from ..codec.api import Decompressor
             self._decomp = Decompressor(self.model, threads=self.compressor.profile.threads,
                                         memory_limit=self.kwargs.get("memory_limit",
                                                                      8 << 30))
@@ -359,7 +359,7 @@ class LlmzipCodec(Codec):
         return p
 
     def version(self):
-        from . import __version__
+        from .. import __version__
         return __version__
 
 
@@ -379,7 +379,7 @@ CODECS: dict[str, Callable[..., Codec]] = {
 
 
 def _register_llm_codecs() -> None:
-    from .models.registry import PACKAGED
+    from ..engine.models.registry import PACKAGED
     for model_name in PACKAGED:
         CODECS[f"llmzip-{model_name}"] = (lambda m: lambda **kw: LlmzipCodec(m, **kw))(
             model_name)

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 
 DEFAULT_SIZES = "64K,128K,256K,640K"
 DEFAULT_PRESETS = "xs,s,m,l"
@@ -68,7 +68,7 @@ def run_sweep(corpus: str, sizes, presets, out_path: str, seed: int = 0,
     progress(label, total_bytes) -> callable(n_bytes) with a close() (cli.Progress), or
     None: one bar per run.
     """
-    from .online import PRESETS, compress_online, decompress_online, online_accounting
+    from ..codec.online import PRESETS, compress_online, decompress_online, online_accounting
     sizes = [parse_size(s) if isinstance(s, str) else int(s) for s in sizes]
     for p in presets:
         if p not in PRESETS:
@@ -204,7 +204,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 def run_cli(a) -> int:
     """Run the sweep (or not, with --no-run), then fit and plot; raises UsageError and
     OSError for the caller to report."""
-    from .cli import Progress
+    from ..cli import Progress
     sizes = [parse_size(s) for s in a.sizes.split(",") if s.strip()]
     presets = [p.strip() for p in a.presets.split(",") if p.strip()]
     if not sizes or not presets:

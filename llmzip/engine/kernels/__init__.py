@@ -22,7 +22,7 @@ import threading
 
 import torch
 
-from ..errors import KernelUnavailableError
+from ...errors import KernelUnavailableError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "attend_bf16.c")
@@ -44,7 +44,7 @@ def _compiler() -> str:
 
 
 def _build(cc: str) -> str:
-    from ..engine import cpu_flags_line
+    from ..float_engine import cpu_flags_line
     from ..models.registry import cache_root
     with open(SOURCE, "rb") as f:
         src = f.read()
