@@ -15,6 +15,7 @@ import sys
 import time
 
 from .errors import ArchiveError, LlmzipError, UsageError
+from .progress import Progress
 
 SUFFIX = ".llmz"
 SUBCOMMANDS = ("compress", "decompress", "info", "bench", "eval", "show", "models", "scale")
@@ -137,25 +138,6 @@ def build_short_parser() -> argparse.ArgumentParser:
     _common(p)
     _mode(p)
     return p
-
-
-class Progress:
-    """A tqdm bar on a terminal (bytes, bytes/s); nothing when piped or quiet."""
-
-    def __init__(self, total: int, label: str, quiet: bool):
-        self.bar = None
-        if not quiet and sys.stderr.isatty():
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, desc=label, unit="B", unit_scale=True,
-                            file=sys.stderr, leave=False)
-
-    def __call__(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _read_input(path: str) -> bytes:

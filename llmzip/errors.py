@@ -93,8 +93,8 @@ class EngineMismatchError(ArchiveError):
 
 
 class KernelUnavailableError(LlmzipError):
-    """llmzip's compiled attention kernel (llmzip/kernels/) could not be built or loaded:
-    no C compiler, say. Exit code 1: the archive is fine, this machine lacks a tool."""
+    """llmzip's compiled attention kernel (llmzip/engine/kernels/) could not be built or
+    loaded: no C compiler, say. Exit code 1: the archive is fine, this machine lacks a tool."""
 
     def __init__(self, reason: str):
         self.reason = reason

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System packages for CI, each installed only as root and only if missing:
-#  - a C compiler: llmzip builds its attention kernel (llmzip/kernels/) on first use;
+#  - a C compiler: llmzip builds its attention kernel (llmzip/engine/kernels/) on first use;
 #  - Chromium for the browser tests of `llmzip show` (tests/test_show.py skips them
 #    without /usr/bin/chromium).
 set -euo pipefail

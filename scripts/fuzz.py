@@ -21,10 +21,10 @@ import traceback
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import llmzip  # noqa: E402
-from llmzip import container as ct  # noqa: E402
-from llmzip.errors import ArchiveError  # noqa: E402
+from llmzip.codec import container as ct  # noqa: E402
 from llmzip.engine.models.registry import load_model  # noqa: E402
 from llmzip.engine.models.tiny import write_tiny_gguf  # noqa: E402
+from llmzip.errors import ArchiveError  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -9,6 +9,8 @@ import pytest
 import llmzip
 from llmzip.codec import container as ct
 from llmzip.codec.classical import best_classical
+from llmzip.codec.lockstep import decode_segments, encode_segments
+from llmzip.codec.tokenizer import tokenizer_for
 from conftest import corpus_bytes
 
 CASES = {
@@ -40,11 +42,11 @@ def test_model_chunks_used_and_segments(tiny_model):
     c = llmzip.Compressor(tiny_model, batch=3, seg_len=100)
     blob = c.compress(data)
     # the random tiny model may lose to zstd; force-check the engine path directly
-    tok = tiny_model.tokenizer
+    tok = tokenizer_for(tiny_model)
     ids = tok.encode(data)
     segs = [ids[:100], ids[100:180], ids[180:181]]
-    words, bits = c.engine.encode_segments(segs)
-    out = c.engine.decode_segments([len(s) for s in segs], words)
+    words, bits = encode_segments(c.engine, segs)
+    out = decode_segments(c.engine, [len(s) for s in segs], words)
     assert all((a == b).all() for a, b in zip(out, segs))
     assert bits > 0 and 8 * len(words) <= bits + 64
     assert llmzip.decompress(blob, model=tiny_model) == data
@@ -175,8 +177,8 @@ def test_weight_cache_gives_identical_model(tiny_gguf, tmp_path, monkeypatch):
 def test_escape_pairs_never_split_across_chunks(tiny_model, seg_len, batch):
     # \xff and \xc0 have no token in the tiny vocabulary: each is an escape pair
     data = b"ab\xffc\xc0" * 20 + b"tail"
-    ids = tiny_model.tokenizer.encode(data)
-    assert (ids == tiny_model.tokenizer.esc_id).sum() == 40
+    ids = tokenizer_for(tiny_model).encode(data)
+    assert (ids == tokenizer_for(tiny_model).esc_id).sum() == 40
     blob = llmzip.compress(data, model=tiny_model, seg_len=seg_len, batch=batch,
                            fallback=False)
     assert llmzip.decompress(blob, model=tiny_model) == data
@@ -195,8 +197,9 @@ def test_default_threads_env_then_cpus_at_most_two(monkeypatch):
 
 
 def test_dtype_auto_resolves_and_is_recorded(tiny_model):
-    from llmzip.engine.float_engine import _cpu_flags, resolve_dtype
-    flags = _cpu_flags().split(",")
+    from llmzip.engine.float_engine import resolve_dtype
+    from llmzip.engine.host import cpu_flags
+    flags = cpu_flags().split(",")
     expect = "bfloat16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "float32"
     assert resolve_dtype("auto") == expect and resolve_dtype("float32") == "float32"
     data = b"dtype auto is recorded as what it resolved to. " * 4
@@ -208,9 +211,10 @@ def test_dtype_auto_resolves_and_is_recorded(tiny_model):
 
 def test_cpu_flags_line_and_its_fallback(monkeypatch):
     import platform
-    from llmzip.engine import float_engine as engine
-    line = engine.cpu_flags_line()
+    from llmzip.engine import host
+    from llmzip.engine.float_engine import resolve_dtype
+    line = host.cpu_flags_line()
     assert line is None or line.startswith("flags")
-    monkeypatch.setattr(engine, "cpu_flags_line", lambda: None)    # no /proc/cpuinfo
-    assert engine._cpu_flags() == platform.machine()
-    assert engine.resolve_dtype("auto") == "float32"              # no bf16 flag known
+    monkeypatch.setattr(host, "cpu_flags_line", lambda: None)      # no /proc/cpuinfo
+    assert host.cpu_flags() == platform.machine()
+    assert resolve_dtype("auto") == "float32"                     # no bf16 flag known

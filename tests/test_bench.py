@@ -7,9 +7,9 @@ import os
 
 import pytest
 
+from llmzip.errors import UsageError
 from llmzip.tools import baselines as bl
 from llmzip.tools import bench, benchreport, corebench
-from llmzip.errors import UsageError
 from conftest import corpus_bytes
 
 

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from llmzip.codec import container as ct
 from llmzip.cli import main
+from llmzip.codec import container as ct
 from conftest import corpus_bytes
 
 

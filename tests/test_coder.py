@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from llmzip.codec.coder import RangeDecoder, RangeEncoder
-from llmzip.errors import FormatError
 from llmzip.engine.probs import PRECISION, bits_of, logits_to_freqs
+from llmzip.errors import FormatError
 
 
 def test_logits_to_freqs_sums_and_floor():

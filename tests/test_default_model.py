@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import llmzip
+from llmzip.codec.tokenizer import tokenizer_for
 from conftest import corpus_bytes
 
 
@@ -45,7 +46,8 @@ def test_kv_stepping_matches_full_forward_closely(default_model):
     """The engine path (KV steps) and the scoring path (full forward) agree to ~1e-3."""
     from llmzip.engine.models.gpt import KVCache
     gpt = default_model.gpt(torch.float32)
-    ids = torch.from_numpy(default_model.tokenizer.encode(corpus_bytes("alice29.txt", 400)))
+    ids = torch.from_numpy(tokenizer_for(default_model).encode(corpus_bytes("alice29.txt",
+                                                                            400)))
     x = torch.cat([torch.tensor([1]), ids[:60]])[None]
     with torch.inference_mode():
         full = gpt(x)[0]
@@ -60,7 +62,8 @@ def test_kernel_kv_stepping_costs_almost_no_bits(default_model):
     the code length of the true next tokens differs by well under 1%."""
     from llmzip.engine.models.gpt import KernelKVCache
     gpt = default_model.gpt(torch.float32)
-    ids = torch.from_numpy(default_model.tokenizer.encode(corpus_bytes("alice29.txt", 1200)))
+    ids = torch.from_numpy(tokenizer_for(default_model).encode(corpus_bytes("alice29.txt",
+                                                                            1200)))
     x = torch.cat([torch.tensor([1]), ids[:200]])[None]
     with torch.inference_mode():
         full = gpt(x)[0]
@@ -99,7 +102,7 @@ def test_logits_match_transformers(default_model, tmp_path):
     os.symlink(default_model.path, folder / "model.gguf")
     ref = transformers.AutoModelForCausalLM.from_pretrained(
         str(folder), gguf_file="model.gguf", torch_dtype=torch.float32).eval()
-    ids = default_model.tokenizer.encode(corpus_bytes("alice29.txt", 1500))[:200]
+    ids = tokenizer_for(default_model).encode(corpus_bytes("alice29.txt", 1500))[:200]
     x = torch.cat([torch.tensor([1]), torch.from_numpy(ids)])[None]
     with torch.inference_mode():
         ours = default_model.gpt(torch.float32)(x)[0]

@@ -1,10 +1,13 @@
-"""llmzip.tools.evaluate: windows, agreement with the engine's ideal bits, the eval command."""
+"""engine.score and tools.evaluate: windows, agreement with the engine's ideal bits, the
+eval command."""
 
 import numpy as np
 import pytest
 
 import llmzip
-from llmzip.tools.evaluate import _windows, evaluate, summarize, token_bits
+from llmzip.codec.tokenizer import tokenizer_for
+from llmzip.engine.score import _windows, token_bits
+from llmzip.tools.evaluate import evaluate, summarize
 from conftest import corpus_bytes
 
 
@@ -21,7 +24,7 @@ def test_windows_score_every_token_once(n, width, stride):
 def test_chunked_bits_match_compressor_ideal(tiny_model):
     """Independent chunks of L tokens = what compress does with segments of L tokens."""
     data = corpus_bytes("alice29.txt", 3000)
-    ids = tiny_model.tokenizer.encode(data)
+    ids = tokenizer_for(tiny_model).encode(data)
     L = 100
     c = llmzip.Compressor(tiny_model, batch=len(ids) // L + 1, seg_len=L, fallback=False)
     c.compress(data)

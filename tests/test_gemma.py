@@ -14,10 +14,11 @@ import pytest
 import torch
 
 import llmzip
-from llmzip.errors import ModelError
+from llmzip.codec.tokenizer import tokenizer_for
 from llmzip.engine.models.gemma import Gemma, GemmaConfig
 from llmzip.engine.models.gpt import KVCache
 from llmzip.engine.models.registry import MultiPart, _assemble, load_model
+from llmzip.errors import ModelError
 from conftest import corpus_bytes
 
 ROUND_TRIP = {
@@ -70,16 +71,16 @@ def test_tiny_gemma_loads(tiny_gemma):
 
 @pytest.mark.parametrize("name", ROUND_TRIP)
 def test_tiny_spm_tokenizer_round_trip(tiny_gemma, name):
-    check_round_trip(tiny_gemma.tokenizer, ROUND_TRIP[name])
+    check_round_trip(tokenizer_for(tiny_gemma), ROUND_TRIP[name])
 
 
 def test_tiny_spm_tokenizer_random_bytes(tiny_gemma):
     for data in random_cases():
-        check_round_trip(tiny_gemma.tokenizer, data)
+        check_round_trip(tokenizer_for(tiny_gemma), data)
 
 
 def test_tiny_spm_tokenizer_merges_and_user_tokens(tiny_gemma):
-    tok = tiny_gemma.tokenizer
+    tok = tokenizer_for(tiny_gemma)
     def pieces(data):
         return [tok.tokens[i] for i in tok.encode(data)]
     # best-scored merge first; user-defined runs (newlines, tabs, spaces) cut out first,
@@ -198,17 +199,17 @@ def test_gemma_metadata(gemma):
 
 @pytest.mark.parametrize("name", ROUND_TRIP)
 def test_gemma_tokenizer_round_trip(gemma, name):
-    check_round_trip(gemma.tokenizer, ROUND_TRIP[name])
+    check_round_trip(tokenizer_for(gemma), ROUND_TRIP[name])
 
 
 def test_gemma_tokenizer_random_and_corpus(gemma):
     for data in random_cases():
-        check_round_trip(gemma.tokenizer, data)
+        check_round_trip(tokenizer_for(gemma), data)
     text = corpus_bytes("alice29.txt", 5000)
-    ids = check_round_trip(gemma.tokenizer, text)
+    ids = check_round_trip(tokenizer_for(gemma), text)
     assert len(text) / len(ids) > 3.5                  # real merges, not characters
-    byte_tokens = set(gemma.tokenizer.byte_ids.tolist())
-    assert byte_tokens & set(ids.tolist()) == {gemma.tokenizer.byte_ids[13]}   # only \r
+    byte_ids = tokenizer_for(gemma).byte_ids
+    assert set(byte_ids.tolist()) & set(ids.tolist()) == {byte_ids[13]}   # only \r
 
 
 @pytest.mark.slow
@@ -218,8 +219,8 @@ def test_gemma_logits_match_transformers(gemma):
     pytest.importorskip("accelerate")
     os.environ["HF_HUB_OFFLINE"] = "1"
     from transformers import AutoModelForCausalLM
-    ids = np.concatenate([[gemma.bos_id], gemma.tokenizer.encode(corpus_bytes("alice29.txt",
-                                                                               600))])[:101]
+    text = corpus_bytes("alice29.txt", 600)
+    ids = np.concatenate([[gemma.bos_id], tokenizer_for(gemma).encode(text)])[:101]
     x = torch.from_numpy(ids)[None]
     with torch.inference_mode():
         ours = gemma.gpt(torch.float32)(x[:, :-1])[0]

@@ -5,8 +5,9 @@ import json
 import pytest
 
 import llmzip
-from llmzip.codec import container as ct
 from llmzip.cli import main
+from llmzip.codec import container as ct
+from llmzip.codec.api import choose_auto
 from llmzip.engine.models import catalog
 from llmzip.engine.models.tiny import write_tiny_gguf
 from conftest import corpus_bytes
@@ -51,7 +52,7 @@ def test_model_auto_picks_best_and_records_it(home, tmp_path, monkeypatch):
     monkeypatch.setattr(catalog, "list_models", lambda: [
         {"name": "tiny-a", "status": "ok"}, {"name": "tiny-b", "status": "ok"}])
     data = corpus_bytes("alice29.txt", 3000)
-    name, scores = catalog.choose_auto(data)
+    name, scores = choose_auto(data)
     assert set(scores) == {"tiny-a", "tiny-b"} and name == min(scores, key=scores.get)
     c = llmzip.Compressor("auto", batch=4, seg_len=128, fallback=False)
     blob = c.compress(data)

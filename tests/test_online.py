@@ -8,10 +8,10 @@ import sys
 import pytest
 
 from llmzip.codec import container as ct
-from llmzip.errors import (ArchiveError, ChecksumError, EngineMismatchError, FormatError,
-                           UsageError)
 from llmzip.codec.online import (METHOD_ONLINE, PRESETS, compress_online, decompress_online,
                                  online_accounting, plot_loss_curve, resolve_config)
+from llmzip.errors import (ArchiveError, ChecksumError, EngineMismatchError, FormatError,
+                           UsageError)
 
 from conftest import corpus_bytes
 

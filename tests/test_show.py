@@ -9,6 +9,7 @@ import tempfile
 import numpy as np
 import pytest
 
+from llmzip.codec.tokenizer import tokenizer_for
 from llmzip.tools import show
 
 CHROMIUM = "/usr/bin/chromium"
@@ -39,12 +40,12 @@ def hostile_page(tiny_model, tmp_path_factory):
 
 
 def test_surprise_matches_token_bits(tiny_model):
-    from llmzip.tools.evaluate import token_bits
+    from llmzip.engine.score import token_bits
     data = b"the cat sat on the mat, and then the other cat sat there too. " * 6
     res = show.surprise(tiny_model, data, context=40, top_k=5)
     ids = np.asarray(res["ids"])
     assert res["tokens"] == len(ids) > 39                   # several chunks
-    assert np.array_equal(ids, tiny_model.tokenizer.encode(data))
+    assert np.array_equal(ids, tokenizer_for(tiny_model).encode(data))
     want = token_bits(tiny_model, ids, context=40)
     assert np.allclose(res["bits"], want, atol=1e-5)
     assert res["bits_total"] == pytest.approx(want.sum(), abs=1e-3)

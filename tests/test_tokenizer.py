@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llmzip.codec.tokenizer import tokenizer_for
 from conftest import corpus_bytes
 
 SAMPLES = [
@@ -18,38 +19,38 @@ SAMPLES = [
 
 @pytest.mark.parametrize("data", SAMPLES, ids=range(len(SAMPLES)))
 def test_encode_decode_exact_tiny(tiny_model, data):
-    tok = tiny_model.tokenizer
+    tok = tokenizer_for(tiny_model)
     assert tok.decode(tok.encode(data)) == data
 
 
 @pytest.mark.parametrize("data", SAMPLES, ids=range(len(SAMPLES)))
 def test_encode_decode_exact_default(default_model, data):
-    tok = default_model.tokenizer
+    tok = tokenizer_for(default_model)
     assert tok.decode(tok.encode(data)) == data
 
 
 @pytest.mark.parametrize("name", ["alice29.txt", "fireworks.jpeg", "kppkn.gtb", "paper-100k.pdf"])
 def test_corpus_round_trip_default(default_model, name):
     data = corpus_bytes(name)
-    tok = default_model.tokenizer
+    tok = tokenizer_for(default_model)
     assert tok.decode(tok.encode(data)) == data
 
 
 def test_random_bytes_default(default_model):
     data = os.urandom(50_000)
-    tok = default_model.tokenizer
+    tok = tokenizer_for(default_model)
     assert tok.decode(tok.encode(data)) == data
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_round_trip(default_model, data):
-    tok = default_model.tokenizer
+    tok = tokenizer_for(default_model)
     assert tok.decode(tok.encode(data)) == data
 
 
 def test_digits_split_individually(default_model):
-    tok = default_model.tokenizer
+    tok = tokenizer_for(default_model)
     ids = tok.encode(b"12345")
     assert len(ids) == 5
 
@@ -57,4 +58,4 @@ def test_digits_split_individually(default_model):
 def test_decode_rejects_out_of_range(tiny_model):
     from llmzip.errors import FormatError
     with pytest.raises(FormatError):
-        tiny_model.tokenizer.decode([10 ** 6])
+        tokenizer_for(tiny_model).decode([10 ** 6])

@@ -16,7 +16,9 @@ from ..errors import (ChecksumError, EngineMismatchError, FormatError, LimitErro
                       ModelError, ModelMismatchError, UsageError)
 from . import container as ct
 from .classical import CLASSICAL_METHODS, best_classical, decode_classical
+from .lockstep import decode_segments, encode_segments
 from .segment import balanced, plan_segments, split_text_binary
+from .tokenizer import tokenizer_for
 
 FORMAT_NAME = "llmzip"
 BINARY_CHUNK = 1 << 22                 # binary spans: classical chunks of 4 MiB
@@ -92,6 +94,31 @@ class Stats:
         return 8 * self.output_bytes / self.input_bytes if self.input_bytes else 0.0
 
 
+def choose_auto(data: bytes, sample_bytes: int = 8192) -> tuple[str, dict]:
+    """`--model auto`: the installed model that codes a sample of `data` in the fewest bits.
+
+    The sample is the first `sample_bytes` of the first text run, scored as `llmzip eval`
+    scores a file (chunks of 2,048 tokens after a BOS); returns (name, {name: ideal bits
+    per byte of the sample}).
+    """
+    from ..engine.models import catalog
+    from ..engine.score import token_bits
+    runs = [(s, e) for s, e, text in split_text_binary(data) if text]
+    sample = data[runs[0][0]:runs[0][0] + sample_bytes] if runs else b""
+    candidates = [r["name"] for r in catalog.list_models() if r.get("status") == "ok"]
+    if not candidates:
+        raise ModelError("--model auto: no installed model found (see `llmzip models`)")
+    if not sample:
+        return candidates[0], {}
+    scores = {}
+    for name in candidates:
+        m = load_model(name)
+        ids = tokenizer_for(m).encode(sample)
+        bits = token_bits(m, ids, context=min(2048, m.config.context_length))
+        scores[name] = float(bits.sum()) / len(sample)
+    return min(scores, key=scores.get), scores
+
+
 class Compressor:
     """Loads the model once; compresses any number of inputs with the same settings."""
 
@@ -109,6 +136,7 @@ class Compressor:
         if self.auto:
             model = None                    # placeholder until an input is seen
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
+        self.tokenizer = tokenizer_for(self.model)
         ctx = self.model.config.context_length
         seg_len = seg_len or min(DEFAULT_SEG_LEN, ctx - 1)
         if not 1 <= seg_len <= ctx - 1:
@@ -146,7 +174,6 @@ class Compressor:
         """Whole archive for `data`. progress(n_bytes) is called as input is consumed."""
         t0 = time.perf_counter()
         if self.auto:                       # --model auto: the best model on a sample
-            from ..engine.models.catalog import choose_auto
             name, scores = choose_auto(data)
             if name != self.model.name:
                 self.__init__(name, fallback=self.fallback, **self._settings)
@@ -203,7 +230,7 @@ class Compressor:
         return method, raw, coded
 
     def _model_chunks(self, span: bytes, progress):
-        tok = self.model.tokenizer
+        tok = self.tokenizer
         ids = tok.encode(span)
         if tok.decode(ids) != span:          # never trust a tokenizer blindly
             yield from self._binary_chunks(span, progress)
@@ -229,7 +256,7 @@ class Compressor:
                 p += L
             step_progress = (lambda tokens: progress(len(tok.decode(tokens)))) if progress \
                 else None
-            words, bits = self.engine.encode_segments(segments, step_progress)
+            words, bits = encode_segments(self.engine, segments, step_progress)
             coded = bytes(table) + words
             best = self._best_classical(raw) if self.fallback else None
             if best is None or len(coded) < len(best[2]):
@@ -264,6 +291,7 @@ class Decompressor:
                     f"archive needs model {need.get('name')!r} (file {need.get('file')!r}, "
                     f"sha256 {str(need.get('fingerprint'))[:16]}…); pass --model PATH")
         model = spec if isinstance(spec, LoadedModel) else load_model(spec)
+        tokenizer_for(model)                # built (or refused) before any decoding
         if model.fingerprint != need.get("fingerprint"):
             raise ModelMismatchError(str(need.get("name")), str(need.get("fingerprint")),
                                      model.name, model.fingerprint)
@@ -400,9 +428,9 @@ def decode_chunk(c: ct.ChunkInfo, coded: bytes, engine: Engine | None, progress)
     lengths[-1] += adjust - 1
     if lengths[-1] < 1:
         raise FormatError("bad segment table in model chunk")
-    tok = engine.model.tokenizer
+    tok = tokenizer_for(engine.model)
     step_progress = (lambda tokens: progress(len(tok.decode(tokens)))) if progress else None
-    segments = engine.decode_segments(lengths, coded[pos:], step_progress)
+    segments = decode_segments(engine, lengths, coded[pos:], step_progress)
     return tok.decode(np.concatenate(segments)) if segments else b""
 
 

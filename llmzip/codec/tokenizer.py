@@ -1,34 +1,44 @@
-"""Exact bytes <-> token ids for byte-level BPE vocabularies (GPT-2 style, as in GGUF).
+"""Exact bytes <-> token ids for a model's vocabulary: byte-level BPE (GPT-2 style, as in
+GGUF) and SentencePiece-style BPE (Gemma).
 
 Encoding uses the ``tokenizers`` library for valid UTF-8 text; bytes that are not valid
 UTF-8 become the vocabulary's single-byte tokens. Decoding never goes through UTF-8: every
 id maps to a fixed byte string, so ``decode(encode(x)) == x`` for every byte string.
+``tokenizer_for(model)`` builds a loaded model's tokenizer once per model file.
 """
 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+import threading
 
 import numpy as np
 
+from ..engine.models.vocab import bytes_to_unicode
 from ..errors import FormatError, UnsupportedModelError
 
+_TOKENIZERS: dict = {}              # model file SHA-256 -> tokenizer
+_TOKENIZERS_LOCK = threading.Lock()
 
 
-@lru_cache(maxsize=1)
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from the 256 byte values to printable characters."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
+def tokenizer_for(model) -> "ByteTokenizer | SpmTokenizer":
+    """The exact tokenizer of a loaded model (engine.models.registry.LoadedModel), built
+    from the vocabulary in its GGUF file on first use and cached per file (its SHA-256,
+    which covers the vocabulary); raises UnsupportedModelError for a vocabulary that
+    cannot code every byte string."""
+    with _TOKENIZERS_LOCK:
+        tok = _TOKENIZERS.get(model.fingerprint)
+        if tok is None:
+            tok = _TOKENIZERS[model.fingerprint] = build_tokenizer(model.contents)
+        return tok
+
+
+def build_tokenizer(contents) -> "ByteTokenizer | SpmTokenizer":
+    """A tokenizer from a GGUF file's vocabulary data (gguf_loader.GGUFContents)."""
+    if contents.tok_model == "llama":       # SentencePiece-style vocabulary (Gemma)
+        return SpmTokenizer(contents.tokens, contents.scores, contents.token_types)
+    return ByteTokenizer(contents.tokens, contents.merges, contents.pre,
+                         contents.token_types, special_ids=(contents.bos_id,))
 
 
 def _chars_using(byte_values) -> str:

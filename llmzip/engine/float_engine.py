@@ -1,52 +1,31 @@
-"""Batched lockstep stepping with a KV cache: the one code path encoder and decoder share.
+"""Batched lockstep stepping with a KV cache in torch floats: the one code path encoder
+and decoder share.
 
 B independent segments (each starts from BOS) advance one token per step together. At
 step t the model sees, for every segment, the token at position t (BOS at t = 0) and
 returns logits for position t + 1; ``probs.logits_to_freqs`` turns them into integer
-tables; the encoder codes the true tokens with them, the decoder decodes the tokens from
-them. Both run the same function with the same shapes, so the tables are bit-identical.
+tables, and a ``choose`` callback gives the next token of every live segment: the
+encoder's codes the true tokens with the tables, the decoder's decodes the tokens from
+them (codec/lockstep.py). Both run the same function with the same shapes, so the tables
+are bit-identical.
 """
 
 from __future__ import annotations
 
 import contextlib
-import platform
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
-from ..codec.coder import RangeDecoder, RangeEncoder
-from ..errors import FormatError, LimitError
-from .probs import PRECISION, bits_of, logits_to_freqs
+from ..errors import LimitError
+from .host import cpu_flags
+from .probs import PRECISION, logits_to_freqs
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # how a step attends over the KV cache: torch's float32 bmm over a float32 cache (every
 # archive before format 3), or llmzip's own kernel over a bfloat16 cache (kernels/)
 ATTENTIONS = ("torch-f32", "bf16-kernel")
-
-
-def cpu_flags_line() -> str | None:
-    """The raw "flags" line of /proc/cpuinfo, None where there is none: what identifies
-    the CPU's instruction sets, for the engine profile and the kernel cache."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return line
-    except OSError:
-        pass
-    return None
-
-
-def _cpu_flags() -> str:
-    """CPU features that can change which kernels torch picks (and so the last bits)."""
-    line = cpu_flags_line()
-    if line is None:
-        return platform.machine()
-    have = set(line.split(":", 1)[1].split())
-    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
-    return ",".join(x for x in wanted if x in have)
 
 
 def resolve_attention(attention: str) -> str:
@@ -70,7 +49,7 @@ def resolve_dtype(dtype: str) -> str:
     than float32 and costs 0.0002 bits/byte on alice29.txt (README, "Measured")."""
     if dtype != "auto":
         return dtype
-    flags = _cpu_flags().split(",")
+    flags = cpu_flags().split(",")
     return "bfloat16" if "avx512_bf16" in flags or "amx_bf16" in flags else "float32"
 
 
@@ -92,7 +71,7 @@ class EngineProfile:
     def make(cls, **kw) -> "EngineProfile":
         from importlib.metadata import version
         kw.setdefault("constriction", version("constriction"))
-        kw.setdefault("cpu", _cpu_flags())
+        kw.setdefault("cpu", cpu_flags())
         return cls(**kw)
 
     def to_dict(self) -> dict:
@@ -136,8 +115,15 @@ class Engine:
             raise LimitError("KV cache memory", need, self.memory_limit,
                              f"raise it with --memory-limit {(need >> 20) + 1}M")
 
-    def _lockstep(self, lengths: list[int], step_fn, progress=None) -> None:
-        """Run len(lengths) segments in lockstep; step_fn(t, live_rows, freqs) -> tokens."""
+    def lockstep(self, lengths: list[int], choose, progress=None) -> None:
+        """Run len(lengths) segments in lockstep; segment i gets lengths[i] tokens.
+
+        At step t, choose(t, live, freqs) gets the segments still running (the indices i
+        with lengths[i] > t, ascending) and, row k for segment live[k], the integer
+        frequency table of its token t (after BOS and its tokens 0..t-1). It returns
+        those tokens (len(live) ids), which the next step feeds to the model; then
+        progress(tokens) is called, if given.
+        """
         self.check_shape(lengths)
         B, T = len(lengths), max(lengths, default=0)
         if T == 0:
@@ -155,41 +141,9 @@ class Engine:
                 logits = gpt(inp, cache, t)[:, 0]             # (B, V) float32
                 freqs = logits_to_freqs(logits, self.profile.precision)
                 live = np.nonzero(lens > t)[0]
-                tokens = step_fn(t, live, freqs[live])        # (len(live),)
+                tokens = choose(t, live, freqs[live])         # (len(live),)
                 nxt = np.full(B, self.model.bos_id, dtype=np.int64)
                 nxt[live] = tokens
                 inp = torch.from_numpy(nxt)[:, None]
                 if progress is not None:
                     progress(tokens)
-
-    def encode_segments(self, segments: list[np.ndarray], progress=None
-                        ) -> tuple[bytes, float]:
-        """Code segments of token ids; returns (range-coded words, ideal bits)."""
-        enc = RangeEncoder()
-        total_bits = [0.0]
-
-        def step(t, live, freqs):
-            symbols = np.array([segments[i][t] for i in live], dtype=np.int64)
-            enc.encode_symbols(symbols, freqs)
-            total_bits[0] += float(bits_of(freqs, symbols, self.profile.precision).sum())
-            return symbols
-
-        self._lockstep([len(s) for s in segments], step, progress)
-        return enc.finish(), total_bits[0]
-
-    def decode_segments(self, lengths: list[int], payload: bytes, progress=None
-                        ) -> list[np.ndarray]:
-        dec = RangeDecoder(payload)
-        out = [np.zeros(n, dtype=np.int64) for n in lengths]
-        V = self.model.config.vocab_size
-
-        def step(t, live, freqs):
-            symbols = dec.decode_symbols(freqs)
-            if symbols.size and (symbols.min() < 0 or symbols.max() >= V):
-                raise FormatError("decoded token id outside the vocabulary")
-            for i, s in zip(live, symbols):
-                out[i][t] = s
-            return symbols
-
-        self._lockstep(lengths, step, progress)
-        return out

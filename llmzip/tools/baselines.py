@@ -299,9 +299,12 @@ class LlmzipCodec(Codec):
     def model(self):
         if self._model is None:
             import time
+
+            from ..codec.tokenizer import tokenizer_for
             from ..engine.models.registry import load_model
             t0 = time.perf_counter()
             self._model = load_model(self.model_spec)
+            tokenizer_for(self._model)
             self.metadata_seconds = time.perf_counter() - t0
         return self._model
 

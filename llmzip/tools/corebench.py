@@ -59,15 +59,17 @@ def core_benchmark(path: str, model=None, dtype: str = "auto", threads: int | No
     verbose=True also prints the readable block (format_core).
     """
     from ..codec.api import default_threads
-    from ..engine.float_engine import _cpu_flags
-    from ..engine.models.registry import LoadedModel, load_model
     from ..codec.segment import plan_segments
+    from ..codec.tokenizer import tokenizer_for
+    from ..engine.host import cpu_flags
+    from ..engine.models.registry import LoadedModel, load_model
 
     with open(path, "rb") as f:
         data = f.read()
     threads = threads or default_threads()
     t0 = time.perf_counter()
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    tokenizer_for(loaded)
     meta_s = time.perf_counter() - t0
     codec = LlmzipCodec(loaded, dtype=dtype, threads=threads, batch=batch, seg_len=seg_len,
                         fallback=fallback, attention=attention)
@@ -131,7 +133,7 @@ def core_benchmark(path: str, model=None, dtype: str = "auto", threads: int | No
         "share_of_peak_compress": gf_c / peak if peak else None,
         "share_of_peak_decompress": gf_d / peak if peak else None,
         "share_of_batch_matmul_compress": gf_c / at_batch if at_batch else None,
-        "torch": prof.torch, "cpu": _cpu_flags(), "cpu_count": os.cpu_count(),
+        "torch": prof.torch, "cpu": cpu_flags(), "cpu_count": os.cpu_count(),
         "host": platform.node(),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -1,12 +1,9 @@
-"""Ideal bits per byte of a model on texts: the fast measurement path (no coding).
+"""`llmzip eval`: ideal bits per byte of models on texts, the fast measurement path (no
+coding).
 
-A text is tokenized exactly as compress does. With ``stride=None`` it is cut into
-independent chunks of ``context - 1`` tokens, each scored after a BOS with one
-full-sequence forward: the same context every token gets from `llmzip compress` with
-segments of that length. With a ``stride`` < context - 1, windows of ``context - 1``
-tokens (after a BOS) move by ``stride`` tokens and each window scores only the tokens no
-earlier window scored, so every token but the first window's sees at least
-``context - 1 - stride`` tokens of context. The result is sum(-log2 p(token)) / bytes.
+A text is tokenized exactly as compress does and scored by engine/score.token_bits
+(independent chunks of ``context - 1`` tokens after a BOS, or sliding windows with a
+``stride``). The result is sum(-log2 p(token)) / bytes.
 """
 
 from __future__ import annotations
@@ -16,9 +13,9 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
-from ..engine.float_engine import DTYPES, resolve_dtype, torch_threads
+from ..codec.tokenizer import tokenizer_for
+from ..engine.score import token_bits
 
 
 @dataclass
@@ -45,42 +42,11 @@ class EvalResult:
                 "bits_per_token": self.bits_per_token}
 
 
-def _windows(n: int, width: int, stride: int | None):
-    """(start, end, first_scored) windows over n tokens."""
-    if stride is None or stride >= width:
-        return [(i, min(i + width, n), i) for i in range(0, n, width)]
-    out, start = [], 0
-    while True:
-        end = min(start + width, n)
-        out.append((start, end, out[-1][1] if out else 0))
-        if end >= n:
-            return out
-        start += stride
-
-
-def token_bits(model, ids: np.ndarray, context: int = 2048, dtype: str = "auto",
-               threads: int = 1, stride: int | None = None) -> np.ndarray:
-    """-log2 p of every token (see the module docstring for chunks and windows)."""
-    gpt = model.gpt(DTYPES[resolve_dtype(dtype)])
-    out = np.zeros(len(ids), dtype=np.float64)
-    with torch_threads(threads), torch.inference_mode():
-        for start, end, first in _windows(len(ids), context - 1, stride):
-            x = torch.empty((1, end - start + 1), dtype=torch.long)
-            x[0, 0] = model.bos_id
-            x[0, 1:] = torch.from_numpy(np.asarray(ids[start:end]))
-            logits = gpt(x[:, :-1])[0]                               # (L, V) float32
-            # log p(target) = logit(target) - logsumexp(logits), in float64 per position
-            lse = torch.logsumexp(logits, dim=-1).double()            # (L,)
-            lp = logits.gather(-1, x[0, 1:, None])[:, 0].double() - lse
-            out[first:end] = -lp[first - start:].numpy() / math.log(2)
-    return out
-
-
 def evaluate(model, data: bytes, context: int = 2048, dtype: str = "auto",
              threads: int = 1, stride: int | None = None, name: str = "") -> EvalResult:
     t0 = time.perf_counter()
     context = min(context, model.config.context_length)
-    ids = model.tokenizer.encode(data)
+    ids = tokenizer_for(model).encode(data)
     bits = token_bits(model, ids, context, dtype, threads, stride)
     return EvalResult(model.name, name, len(data), len(ids), float(bits.sum()),
                       time.perf_counter() - t0, context, stride)
@@ -124,6 +90,7 @@ def run_cli(args) -> int:
     results = []
     for spec in args.model or [None]:
         model = load_model(spec)
+        tokenizer_for(model)                # built here, outside the timed evaluate()
         for path in files:
             with open(path, "rb") as f:
                 data = f.read()

@@ -3,7 +3,7 @@
     llmzip scale --corpus ../shared/corpus/tinyshakespeare.txt \\
         --sizes 64K,128K,256K,640K --presets xs,s,m,l --out scale.jsonl --plots docs/img
 
-(`python -m llmzip.scale` takes the same arguments.)
+(`python -m llmzip.tools.scale` takes the same arguments.)
 
 Each run compresses the first D bytes of the corpus with one preset (N parameters) in
 online mode and appends one JSON row to the JSONL file; rows already there are skipped, so
@@ -65,7 +65,7 @@ def run_sweep(corpus: str, sizes, presets, out_path: str, seed: int = 0,
     """Compress every (preset, prefix size) pair not yet in out_path; return all rows.
 
     sizes: ints or strings like "64K"; presets: names from online.PRESETS.
-    progress(label, total_bytes) -> callable(n_bytes) with a close() (cli.Progress), or
+    progress(label, total_bytes) -> callable(n_bytes) with a close() (progress.Progress), or
     None: one bar per run.
     """
     from ..codec.online import PRESETS, compress_online, decompress_online, online_accounting
@@ -204,7 +204,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 def run_cli(a) -> int:
     """Run the sweep (or not, with --no-run), then fit and plot; raises UsageError and
     OSError for the caller to report."""
-    from ..cli import Progress
+    from ..progress import Progress
     sizes = [parse_size(s) for s in a.sizes.split(",") if s.strip()]
     presets = [p.strip() for p in a.presets.split(",") if p.strip()]
     if not sizes or not presets:
@@ -231,7 +231,7 @@ def run_cli(a) -> int:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m llmzip.scale", description=__doc__.split(
+    ap = argparse.ArgumentParser(prog="python -m llmzip.tools.scale", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(ap)
     a = ap.parse_args(argv)

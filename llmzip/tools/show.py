@@ -7,7 +7,7 @@ under the model, with the token, its bits and the model's top alternatives in a 
 per token, and the file's totals next to xz -9e and zstd -19. The same numbers go to a
 JSON file next to the page (``page.json`` for ``page.html``).
 
-Scoring is the one `llmzip eval` (evaluate.token_bits with stride=None) does and
+Scoring is the one `llmzip eval` (engine/score.token_bits with stride=None) does and
 `llmzip compress` codes with: the text is tokenized as compress does, cut into chunks of
 ``context - 1`` tokens, each scored after a BOS with one full-sequence forward.
 
@@ -136,12 +136,13 @@ def surprise(model, data: bytes, context: int = DEFAULT_CONTEXT, top_k: int = TO
     for the result). `progress(n)` is called with the number of tokens scored so far."""
     import torch
 
+    from ..codec.tokenizer import tokenizer_for
     from ..engine.float_engine import DTYPES, resolve_dtype, torch_threads
     if threads is None:
         from ..codec.api import default_threads
         threads = default_threads()
     t0 = time.perf_counter()
-    tok = model.tokenizer
+    tok = tokenizer_for(model)
     context = max(2, min(int(context), model.config.context_length))
     ids, truncated = _encode_capped(tok, data, max_tokens)
     ids = np.asarray(ids, dtype=np.int64)
@@ -166,7 +167,7 @@ def surprise(model, data: bytes, context: int = DEFAULT_CONTEXT, top_k: int = TO
                 x[0, 0] = model.bos_id
                 x[0, 1:] = torch.from_numpy(ids[start:end])
                 logits = gpt(x[:, :-1])[0]                          # (L, V) float32
-                # as evaluate.token_bits: logit(target) - logsumexp(logits), float64
+                # as score.token_bits: logit(target) - logsumexp(logits), float64
                 lse = torch.logsumexp(logits, dim=-1).double()       # (L,)
                 tl = logits.gather(-1, x[0, 1:, None])               # (L, 1) float32
                 lp = tl[:, 0].double() - lse
@@ -258,8 +259,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_cli(args) -> int:
     """`llmzip show FILE [--model M] [-o page.html]`."""
-    from ..errors import UsageError
+    from ..codec.tokenizer import tokenizer_for
     from ..engine.models.registry import load_model
+    from ..errors import UsageError
     path = args.input
     out = getattr(args, "output", None)
     if out is None:
@@ -281,6 +283,7 @@ def run_cli(args) -> int:
         except OSError as e:
             raise UsageError(f"cannot read {path}: {e.strerror}") from None
     model = load_model(getattr(args, "model", None))
+    tokenizer_for(model)                        # built here, outside the timed scoring
     name = "stdin" if path == "-" else os.path.basename(path)
     res = surprise(model, data, context=context, max_tokens=max_tokens or None,
                    threads=getattr(args, "threads", None), name=name)
@@ -297,7 +300,7 @@ def run_cli(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m llmzip.show FILE ...` (the same as `llmzip show FILE ...`)."""
+    """`python -m llmzip.tools.show FILE ...` (the same as `llmzip show FILE ...`)."""
     from ..errors import LlmzipError
     p = argparse.ArgumentParser(prog="llmzip show",
                                 description="Per-token surprise page (HTML + JSON).")

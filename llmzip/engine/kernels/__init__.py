@@ -23,6 +23,7 @@ import threading
 import torch
 
 from ...errors import KernelUnavailableError
+from ..host import cache_root, cpu_flags_line
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "attend_bf16.c")
@@ -44,8 +45,6 @@ def _compiler() -> str:
 
 
 def _build(cc: str) -> str:
-    from ..float_engine import cpu_flags_line
-    from ..models.registry import cache_root
     with open(SOURCE, "rb") as f:
         src = f.read()
     try:

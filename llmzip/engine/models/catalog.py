@@ -1,4 +1,5 @@
-"""Which models llmzip can find, user-registered names, and `--model auto`.
+"""Which models llmzip can find, and user-registered names (`--model auto`, which picks
+among them, is the codec's: codec/api.choose_auto).
 
 Users register a GGUF file under a name with `llmzip models add NAME PATH`; the names
 live in $LLMZIP_HOME/models.json (default ~/.config/llmzip/models.json) and resolve like
@@ -90,25 +91,3 @@ def list_models() -> list[dict]:
                          "status": f"unusable: {e}"})
     return rows
 
-
-def choose_auto(data: bytes, sample_bytes: int = 8192) -> tuple[str, dict]:
-    """The installed model that codes a sample of `data` in the fewest bits.
-
-    The sample is the first `sample_bytes` of the first text run; returns (name,
-    {name: ideal bits per byte of the sample}).
-    """
-    from ...tools.evaluate import evaluate
-    from ...codec.segment import split_text_binary
-    from .registry import load_model
-    runs = [(s, e) for s, e, text in split_text_binary(data) if text]
-    sample = data[runs[0][0]:runs[0][0] + sample_bytes] if runs else b""
-    candidates = [r["name"] for r in list_models() if r.get("status") == "ok"]
-    if not candidates:
-        raise ModelError("--model auto: no installed model found (see `llmzip models`)")
-    if not sample:
-        return candidates[0], {}
-    scores = {}
-    for name in candidates:
-        m = load_model(name)
-        scores[name] = evaluate(m, sample, context=2048).bits_per_byte
-    return min(scores, key=scores.get), scores

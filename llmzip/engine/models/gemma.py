@@ -124,7 +124,7 @@ class Attention(nn.Module):
         S = k.shape[2]
         scale = self.cfg.attn_scale
         if cache is None and T > 1 and torch.is_inference_mode_enabled():
-            # scoring a whole sequence (evaluate.py): fused attention kernel
+            # scoring a whole sequence (score.py): fused attention kernel
             if self.window and T > self.window:
                 mask = attention_mask(torch.arange(T), torch.arange(T), self.window)
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,

@@ -1,4 +1,5 @@
-"""Read a GGUF file into our transformer and our tokenizer (tokenizer.py).
+"""Read a GGUF file into our transformer and the vocabulary data that the codec's
+tokenizer (codec/tokenizer.py) is built from.
 
 Two architectures, chosen by ``general.architecture``: ``llama`` (gpt.py) and ``gemma3``
 (gemma.py). Weights are dequantised with ``gguf.quants.dequantize`` (the reference

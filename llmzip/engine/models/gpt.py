@@ -87,8 +87,8 @@ class KVCache(_CachedKV):
 
 class KernelKVCache(_CachedKV):
     """Keys and values in bfloat16 in the layout of llmzip's attention kernel
-    (llmzip/kernels/attend_bf16.c): keys (B, K, T_max/16, D, 16), values (B, K, T_max, D),
-    T_max rounded up to a multiple of 16 and D to a multiple of 16 (zero padding: adds
+    (llmzip/engine/kernels/attend_bf16.c): keys (B, K, T_max/16, D, 16), values
+    (B, K, T_max, D), T_max rounded up to a multiple of 16 and D to a multiple of 16 (zero padding: adds
     exact zeros to every dot product). Half the bytes of KVCache to read per step, and
     attention whose arithmetic is fixed by our source and independent of `threads`."""
 
@@ -153,7 +153,7 @@ class Attention(nn.Module):
             k = cache.k[layer][:, :, :pos + T]               # (B, K, S, D), S = pos + T
             v = cache.v[layer][:, :, :pos + T]
         if cache is None and T > 1 and torch.is_inference_mode_enabled():
-            # scoring a whole sequence (evaluate.py): the fused causal kernel skips the
+            # scoring a whole sequence (score.py): the fused causal kernel skips the
             # masked half and never materialises (T, T) scores
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=K < H)
             return self.wo(y.transpose(1, 2).reshape(B, T, H * D).to(x.dtype))

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from ...errors import ModelError
+from ..host import cache_root
 from .gguf_loader import GGUFContents, build_gpt, file_sha256, make_buffers, new_model, read_gguf
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -56,13 +57,6 @@ def _package_file(name: str, dist_name: str, rel: str, install: str) -> str:
     if not os.path.isfile(path):
         raise ModelError(f"package {dist_name} is installed but {rel} is missing; reinstall it")
     return path
-
-
-def cache_root() -> str | None:
-    """$LLMZIP_CACHE or ~/.cache/llmzip; None if caching is off ("", "0" or "off")."""
-    root = os.environ.get("LLMZIP_CACHE", os.path.join(os.path.expanduser("~"), ".cache",
-                                                       "llmzip"))
-    return None if root in ("", "0", "off") else root
 
 
 def packaged_path(name: str) -> str:
@@ -135,12 +129,14 @@ def resolve(spec: str | None) -> tuple[str, str]:
 
 @dataclass
 class LoadedModel:
-    """A model file's identity, tokenizer and (lazily) its weights."""
+    """A model file's identity, metadata and vocabulary, and (lazily) its weights.
+
+    The tokenizer built from the vocabulary belongs to the codec:
+    codec.tokenizer.tokenizer_for(model)."""
     name: str
     path: str
     fingerprint: str                 # SHA-256 of the GGUF file (weights + tokenizer)
-    contents: GGUFContents           # metadata and tokenizer data (no tensors)
-    tokenizer: object
+    contents: GGUFContents           # metadata and vocabulary data (no tensors)
     bos_id: int
     _gpt: dict = field(default_factory=dict, repr=False)
     load_seconds: float = 0.0        # time spent reading and dequantising weights
@@ -231,8 +227,7 @@ _CACHE: dict = {}
 
 
 def load_model(spec: str | None = None) -> LoadedModel:
-    """Resolve and load a model's metadata and tokenizer (weights load on first use)."""
-    from ...codec.tokenizer import ByteTokenizer, SpmTokenizer
+    """Resolve and load a model's metadata and vocabulary (weights load on first use)."""
     name, path = resolve(spec)
     st = os.stat(path)
     key = (name, path, st.st_size, st.st_mtime_ns)     # the name too: it goes in headers
@@ -245,12 +240,7 @@ def load_model(spec: str | None = None) -> LoadedModel:
             _CACHE[key] = model
             return model
     contents = read_gguf(path, weights=False)
-    if contents.tok_model == "llama":       # SentencePiece-style vocabulary (Gemma)
-        tok = SpmTokenizer(contents.tokens, contents.scores, contents.token_types)
-    else:
-        tok = ByteTokenizer(contents.tokens, contents.merges, contents.pre,
-                            contents.token_types, special_ids=(contents.bos_id,))
     model = LoadedModel(name=name, path=path, fingerprint=file_sha256(path),
-                        contents=contents, tokenizer=tok, bos_id=contents.bos_id)
+                        contents=contents, bos_id=contents.bos_id)
     _CACHE[key] = model
     return model

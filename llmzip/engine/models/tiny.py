@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...codec.tokenizer import bytes_to_unicode
+from .vocab import bytes_to_unicode
 
 # a few merges so BPE has real work to do
 _MERGES = ["Ġ t", "h e", "Ġt he", "Ġ a", "i n", "e r", "o n", "Ġ s", "Ġ w", "r e",
