@@ -1,9 +1,9 @@
 """Command line: gzip/xz/zstd conventions plus llmzip's own subcommands.
 
-    llmzip compress IN [-o OUT]     llmzip decompress IN [-o OUT]     llmzip info ARCHIVE
-    llmzip bench FILE               llmzip FILE... [-d] [-c] [-t] [-k] [-f] [-q] [-v]
+    llmzip FILE... [-d] [-c] [-t] [-k] [-f] [-q] [-v]      gzip-style
+    llmzip COMMAND ...      compress, decompress, info, bench, eval, show, models, scale
 
-Exit codes: 0 ok, 1 error, 2 corrupt or unusable archive, 130 interrupted.
+Exit codes: 0 ok, 1 error, 2 corrupt or unusable archive, 130 interrupted, 143 terminated.
 """
 
 from __future__ import annotations
@@ -18,7 +18,18 @@ from .errors import ArchiveError, LlmzipError, UsageError
 from .progress import Progress
 
 SUFFIX = ".llmz"
-SUBCOMMANDS = ("compress", "decompress", "info", "bench", "eval", "show", "models", "scale")
+# the subcommands and their one-line help, for `llmzip COMMAND -h` and `llmzip --help`
+COMMANDS = {
+    "compress": "compress a file",
+    "decompress": "decompress an archive",
+    "info": "describe an archive",
+    "bench": "every codec on every file, round trips verified; tables and plot",
+    "eval": "ideal bits per byte of models on files (no coding)",
+    "show": "HTML page of the bits each token costs (+ JSON)",
+    "models": "list the models llmzip can find; register a GGUF",
+    "scale": "online-mode scaling study: model x data size, fitted law, plots",
+}
+SUBCOMMANDS = tuple(COMMANDS)
 
 
 def _size(text: str) -> int:
@@ -82,21 +93,21 @@ def _mode(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmzip", description="Lossless compression with a GPT.")
     sub = p.add_subparsers(dest="cmd")
-    c = sub.add_parser("compress", help="compress a file")
+    c = sub.add_parser("compress", help=COMMANDS["compress"])
     c.add_argument("input", help="file to compress ('-' for stdin)")
     _io(c)
     _common(c)
     _mode(c)
-    d = sub.add_parser("decompress", help="decompress an archive")
+    d = sub.add_parser("decompress", help=COMMANDS["decompress"])
     d.add_argument("input", help="archive ('-' for stdin)")
     d.add_argument("-t", "--test", action="store_true", help="check only, write nothing")
     _io(d)
     _common(d)
-    i = sub.add_parser("info", help="describe an archive")
+    i = sub.add_parser("info", help=COMMANDS["info"])
     i.add_argument("input")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.add_argument("-v", "--verbose", action="store_true", help="list every chunk")
-    b = sub.add_parser("bench", help="benchmark compress/decompress against xz")
+    b = sub.add_parser("bench", help=COMMANDS["bench"])
     b.add_argument("input", nargs="+")
     b.add_argument("--json", help="also write result rows to this JSONL file")
     b.add_argument("--out", help="result directory (default ./bench-results)")
@@ -106,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--report", action="store_true", help="run nothing: table, CSV, Markdown "
                    "and plot from every cell already recorded for these files in --out")
     _common(b)
-    e = sub.add_parser("eval", help="ideal bits per byte of models on files (no coding)")
+    e = sub.add_parser("eval", help=COMMANDS["eval"])
     e.add_argument("input", nargs="+", help="files or folders")
     e.add_argument("--model", action="append", help="model name or GGUF path (repeatable)")
     e.add_argument("--context", type=int, default=2048, help="tokens per window, BOS included")
@@ -115,25 +126,34 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     e.add_argument("--threads", type=int)
     e.add_argument("--json", help="append one JSON row per (model, file) to this file")
-    mo = sub.add_parser("models", help="list the models llmzip can find; register a GGUF")
+    mo = sub.add_parser("models", help=COMMANDS["models"])
     mo.add_argument("action", nargs="?", choices=["list", "add", "remove"], default="list")
     mo.add_argument("name", nargs="?", help="add/remove: the model's name")
     mo.add_argument("path", nargs="?", help="add: the GGUF file")
     mo.add_argument("--json", action="store_true")
     from .tools.show import add_arguments as add_show_arguments
-    add_show_arguments(sub.add_parser(
-        "show", help="HTML page of the bits each token costs (+ JSON)"))
+    add_show_arguments(sub.add_parser("show", help=COMMANDS["show"]))
     from .tools.scale import add_arguments as add_scale_arguments
-    add_scale_arguments(sub.add_parser(
-        "scale", help="online-mode scaling study: model size x data size, fitted law, plots"))
+    add_scale_arguments(sub.add_parser("scale", help=COMMANDS["scale"]))
     return p
 
 
 def build_short_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llmzip", description="llmzip FILE... (gzip-style)")
-    p.add_argument("files", nargs="*", default=["-"])
-    p.add_argument("-d", "--decompress", action="store_true")
-    p.add_argument("-t", "--test", action="store_true")
+    """The gzip-style parser (`llmzip FILE...`); its --help lists the subcommands too."""
+    width = max(map(len, COMMANDS)) + 2
+    commands = "\n".join(f"  {name:{width}s}{text}" for name, text in COMMANDS.items())
+    p = argparse.ArgumentParser(
+        prog="llmzip", formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="llmzip [options] [FILE ...]\n       llmzip COMMAND [-h] ...",
+        description="Lossless compression with a GPT.\n\n"
+        "gzip-style: llmzip FILE writes FILE.llmz; -d decompresses, -t tests, -c writes\n"
+        "to stdout (options below). Commands (llmzip COMMAND -h for their options):\n\n"
+        f"{commands}")
+    p.add_argument("files", nargs="*", default=["-"], metavar="FILE",
+                   help="files to compress or, with -d/-t, archives ('-' or none: stdin)")
+    p.add_argument("-d", "--decompress", action="store_true", help="decompress")
+    p.add_argument("-t", "--test", action="store_true",
+                   help="decode and verify archives, write nothing")
     _io(p)
     _common(p)
     _mode(p)

@@ -1,7 +1,10 @@
 """The command line, called in-process through llmzip.cli.main."""
 
+import argparse
 import io
 import os
+import re
+import subprocess
 import sys
 
 import pytest
@@ -182,3 +185,37 @@ def test_cli_imports_without_torch():
     r = subprocess.run([sys.executable, "-c", "import sys, llmzip.cli; "
                         "print('torch' in sys.modules)"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_top_level_help_lists_the_subcommands(flag, capsys):
+    """`llmzip --help` shows every subcommand with its one-line help (the one
+    `llmzip COMMAND -h` is listed under) next to the gzip-style options."""
+    from llmzip.cli import COMMANDS, SUBCOMMANDS, build_parser
+    with pytest.raises(SystemExit) as e:
+        main([flag])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(sub.choices) == sorted(SUBCOMMANDS) == sorted(COMMANDS)
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    for cmd in SUBCOMMANDS:
+        assert re.search(rf"^  {cmd} +{re.escape(helps[cmd])}$", out, re.M), cmd
+    for option in ("--decompress", "--test", "--stdout", "--output", "--model", "--force"):
+        assert option in out
+
+
+def test_help_from_the_command_line_and_short_forms_still_parse():
+    """The installed entry point prints the same page; the gzip-style forms still parse."""
+    from llmzip.cli import build_short_parser
+    r = subprocess.run([sys.executable, "-m", "llmzip", "--help"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and re.search(r"^  scale +\S", r.stdout, re.M), r.stderr
+    p = build_short_parser()
+    a = p.parse_args(["f.txt"])
+    assert a.files == ["f.txt"] and not a.decompress and not a.test and not a.stdout
+    a = p.parse_args(["-d", "f.txt.llmz", "-c"])
+    assert a.files == ["f.txt.llmz"] and a.decompress and a.stdout
+    a = p.parse_args(["-t", "a.llmz", "b.llmz"])
+    assert a.files == ["a.llmz", "b.llmz"] and a.test
+    assert p.parse_args([]).files == ["-"]
