@@ -45,24 +45,39 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model name (default smollm2-135m; `llmzip models` lists "
                    "them), a GGUF file path, or 'auto' (the best on a sample of the input)")
     p.add_argument("--threads", type=int,
-                   help="torch threads (default $LLMZIP_THREADS, else up to 2; decoding: "
-                   "the archive's)")
+                   help="threads (default: the exact engine follows the machine's load, "
+                   "results do not depend on it; float engine: $LLMZIP_THREADS, else up "
+                   "to 2, and decoding uses the archive's)")
+    # the names of exact.KERNELS, written out so that the CLI starts without torch
+    # (tests/test_cli.py checks the two agree)
+    p.add_argument("--engine", choices=["exact", "float"], default="exact",
+                   help="exact (default): integer arithmetic, archives decode on any "
+                   "machine; float: llmzip 0.1's engine, archives decode only on a machine "
+                   "like the one that wrote them (decoding reads the archive's engine)")
+    p.add_argument("--kernel", default="auto",
+                   choices=["auto", "reference", "portable", "avx2", "avx512bw", "avx512vnni",
+                            "avxvnni"],
+                   help="exact engine: force a kernel path (all give the same integers; "
+                   "auto: the widest this CPU has; reference: plain torch, slow)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cpu (cuda is refused until it has been tested; docs/engine.md)")
     p.add_argument("--batch", type=int, default=64, help="most segments coded in lockstep")
     p.add_argument("--seg-len", type=int, help="most tokens per segment (default 2048, or "
                    "the model's context if shorter)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
-                   help="model arithmetic, recorded in the archive (auto: bfloat16 where "
-                   "the CPU has native bf16, else float32)")
+                   help="float engine: model arithmetic, recorded in the archive (auto: "
+                   "bfloat16 where the CPU has native bf16, else float32)")
     # the names of engine.ATTENTIONS, written out so that the CLI starts without torch
     # (tests/test_cli.py checks the two agree)
     p.add_argument("--attention", choices=["auto", "bf16-kernel", "torch-f32"],
-                   default="auto", help="KV cache and attention, recorded in the archive "
+                   default="auto", help="float engine: KV cache and attention, recorded in the archive "
                    "(auto: llmzip's bf16 kernel where a C compiler can build it, else "
                    "torch's float32 bmm)")
     p.add_argument("--memory-limit", type=_size, default=8 << 30,
                    help="most bytes decoding may allocate for the KV cache (e.g. 16G)")
     p.add_argument("--ignore-engine-mismatch", action="store_true",
-                   help="decode even if torch/CPU differ from the archive's (still verified)")
+                   help="float-engine archives: decode even if torch/CPU differ from the "
+                   "archive's (still verified)")
     p.add_argument("--no-fallback", action="store_true",
                    help="keep model-coded chunks even where zstd or xz (on the chunk or "
                    "over the whole input) would be smaller (for measurements)")
@@ -216,7 +231,8 @@ def do_compress(args, path: str, out: str | None) -> None:
             comp = Compressor(args.model, dtype=args.dtype, threads=args.threads,
                               seg_len=args.seg_len, batch=args.batch,
                               memory_limit=args.memory_limit,
-                              fallback=not args.no_fallback, attention=args.attention)
+                              fallback=not args.no_fallback, attention=args.attention,
+                              engine=args.engine, kernel=args.kernel, device=args.device)
             blob = comp.compress(data, progress=bar)
             st = comp.stats
     finally:
@@ -225,7 +241,8 @@ def do_compress(args, path: str, out: str | None) -> None:
         from .codec.api import Decompressor
         from .errors import ChecksumError
         back = Decompressor(comp.model if comp else None, threads=args.threads,
-                            memory_limit=args.memory_limit).decompress(blob)
+                            memory_limit=args.memory_limit, kernel=args.kernel,
+                            device=args.device).decompress(blob)
         if back != data:
             raise ChecksumError("verification (decode after compress)", "input", "other bytes")
     if out is None:
@@ -245,7 +262,8 @@ def do_decompress(args, path: str, out: str | None, test: bool) -> None:
     from .codec.api import Decompressor
     blob = _read_input(path)
     dec = Decompressor(args.model, threads=args.threads, memory_limit=args.memory_limit,
-                       allow_engine_mismatch=args.ignore_engine_mismatch)
+                       allow_engine_mismatch=args.ignore_engine_mismatch, kernel=args.kernel,
+                       device=args.device)
     from .codec import container as ct
     total = ct.scan(blob).footer.original_len
     bar = Progress(total, os.path.basename(path), args.quiet)
@@ -307,8 +325,14 @@ def do_info(args) -> None:
     if isinstance(m, dict):
         print(f"model         {m.get('name')} ({m.get('file')}, {m.get('params', 0):,} "
               f"params, vocab {m.get('vocab')}) sha256 {str(m.get('fingerprint'))[:16]}…")
-    if isinstance(e, dict):
-        print(f"engine        dtype {e.get('dtype')}, attention "
+    if isinstance(e, dict) and e.get("kind") == "exact":
+        print(f"engine        exact (integer arithmetic version {e.get('arith')}, integer "
+              f"weights {e.get('weights')}; decodes on any machine), segments of "
+              f"<= {e.get('seg_len')} tokens x {e.get('batch')}, {e.get('precision')}-bit "
+              f"tables")
+    elif isinstance(e, dict):
+        print(f"engine        float (llmzip 0.1; decodes where CPU, threads and torch match): "
+              f"dtype {e.get('dtype')}, attention "
               f"{e.get('attention', 'torch-f32')}, threads {e.get('threads')}, segments of "
               f"<= {e.get('seg_len')} tokens x {e.get('batch')}, {e.get('precision')}-bit "
               f"tables, torch {e.get('torch')}, constriction {e.get('constriction')}")

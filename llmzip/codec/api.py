@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..engine.exact import ARITH_VERSION, KERNELS, ExactEngine, ExactProfile
 from ..engine.float_engine import (ATTENTIONS, Engine, EngineProfile, resolve_attention,
                                    resolve_dtype)
 from ..engine.models.registry import PACKAGED, LoadedModel, load_model
@@ -27,6 +28,19 @@ MAX_SEGMENTS = 4096                    # per model chunk (decoder limit)
 DEFAULT_MEMORY_LIMIT = 8 << 30         # bytes the decoder may allocate for the KV cache
 MAX_DEFAULT_THREADS = 2                # see default_threads()
 _CHECKED_ENGINE_FIELDS = ("torch", "constriction", "cpu")
+ENGINES = ("exact", "float")           # exact: integer arithmetic, archives open anywhere
+DEVICES = ("cpu", "cuda")
+
+
+def check_device(device: str) -> None:
+    """Only the CPU is tested; CUDA is refused with the reason (docs/engine.md, GPU)."""
+    if device == "cpu":
+        return
+    if device == "cuda":
+        raise UsageError("--device cuda: the exact engine's arithmetic is written to give the "
+                         "same integers on a GPU (docs/engine.md, 'GPU'), but it has not been "
+                         "tested on one yet, so llmzip refuses it; use --device cpu")
+    raise UsageError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
 
 
 def default_threads() -> int:
@@ -125,14 +139,29 @@ class Compressor:
     def __init__(self, model: str | LoadedModel | None = None, *, dtype: str = "auto",
                  threads: int | None = None, seg_len: int | None = None, batch: int = 64,
                  memory_limit: int = DEFAULT_MEMORY_LIMIT, fallback: bool = True,
-                 attention: str = "auto"):
-        """fallback=False keeps model-coded chunks even where zstd, xz or storing would be
+                 attention: str = "auto", engine: str = "exact", kernel: str = "auto",
+                 device: str = "cpu"):
+        """engine="exact" (the default) computes in integers, so its archives decode on any
+        machine, with any thread count; "float" is the float engine of llmzip 0.1, whose
+        archives decode only where the CPU, threads and torch match (dtype and attention
+        apply to it only). kernel forces one of the exact engine's kernel paths (KERNELS).
+        threads: None follows the machine's load (exact) or default_threads() (float).
+        fallback=False keeps model-coded chunks even where zstd, xz or storing would be
         smaller (for tests and measurements; archives stay valid either way)."""
+        check_device(device)
+        if engine not in ENGINES:
+            raise UsageError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        if engine == "exact" and (dtype != "auto" or attention != "auto"):
+            raise UsageError("dtype and attention choose the float engine's arithmetic; "
+                             "add --engine float, or drop them (the exact engine has one)")
+        if kernel not in KERNELS:
+            raise UsageError(f"kernel must be one of {', '.join(KERNELS)}, not {kernel!r}")
         self.fallback = fallback
         self.auto = model == "auto"         # chosen per input, see compress()
         self.auto_scores: dict = {}
         self._settings = dict(dtype=dtype, threads=threads, seg_len=seg_len, batch=batch,
-                              memory_limit=memory_limit, attention=attention)
+                              memory_limit=memory_limit, attention=attention, engine=engine,
+                              kernel=kernel, device=device)
         if self.auto:
             model = None                    # placeholder until an input is seen
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
@@ -144,6 +173,14 @@ class Compressor:
                              f"(its context window, BOS included), not {seg_len}")
         if not 1 <= batch <= MAX_SEGMENTS:
             raise UsageError(f"batch must be 1..{MAX_SEGMENTS}, not {batch}")
+        if threads is not None and threads < 1:
+            raise UsageError("threads must be at least 1")
+        if engine == "exact":
+            self.profile = ExactProfile(seg_len=seg_len, batch=batch)
+            self.engine = ExactEngine(self.model, self.profile, kernel=kernel, threads=threads,
+                                      memory_limit=memory_limit)
+            self.stats = Stats()
+            return
         dtype = resolve_dtype(dtype)
         if dtype not in ("float32", "bfloat16"):
             raise UsageError(f"dtype must be auto, float32 or bfloat16, not {dtype!r}")
@@ -164,7 +201,7 @@ class Compressor:
         from .. import __version__
         h = {"format": FORMAT_NAME, "llmzip": __version__, "mode": "prior"}
         if uses_model:
-            h.update(model=self.model.describe(), engine=self.profile.to_dict())
+            h.update(model=self.model.describe(), engine=self.engine.profile.to_dict())
             if self.auto:
                 h["model"]["chosen_by"] = {"auto": {k: round(v, 4) for k, v in
                                                     self.auto_scores.items()}}
@@ -213,7 +250,8 @@ class Compressor:
     def _archive(self, data: bytes, chunks: list) -> bytes:
         """Header, the (method, chunk bytes) chunks, footer."""
         methods = {m for m, _ in chunks}
-        head = ct.header_bytes(self.header(ct.METHOD_MODEL in methods), ct.version_for(methods))
+        head = ct.header_bytes(self.header(ct.METHOD_MODEL in methods),
+                               ct.version_for(methods, self.engine.kind == "exact"))
         return b"".join([head, *(c for _, c in chunks),
                          ct.footer_bytes(len(chunks), len(data), ct.sha256(data))])
 
@@ -273,8 +311,15 @@ class Decompressor:
     """Decodes archives; loads the model an archive names (or the one given) on demand."""
 
     def __init__(self, model: str | LoadedModel | None = None, *, threads: int | None = None,
-                 memory_limit: int = DEFAULT_MEMORY_LIMIT, allow_engine_mismatch: bool = False):
+                 memory_limit: int = DEFAULT_MEMORY_LIMIT, allow_engine_mismatch: bool = False,
+                 kernel: str = "auto", device: str = "cpu"):
+        """threads: None follows the machine's load (exact engine) or uses the archive's
+        count (float engine). kernel forces one of the exact engine's kernel paths."""
+        check_device(device)
+        if kernel not in KERNELS:
+            raise UsageError(f"kernel must be one of {', '.join(KERNELS)}, not {kernel!r}")
         self._model_spec = model
+        self.kernel = kernel
         self.threads = threads
         self.memory_limit = memory_limit
         self.allow_engine_mismatch = allow_engine_mismatch
@@ -297,10 +342,12 @@ class Decompressor:
                                      model.name, model.fingerprint)
         return model
 
-    def _engine_for(self, header: dict, model: LoadedModel) -> Engine:
+    def _engine_for(self, header: dict, model: LoadedModel) -> Engine | ExactEngine:
         eng = header.get("engine")
         if not isinstance(eng, dict):
             raise FormatError("header lacks the engine profile")
+        if eng.get("kind") == "exact":
+            return self._exact_engine(eng, model)
         known = set(EngineProfile.__dataclass_fields__)
         try:
             archived = EngineProfile(**{k: v for k, v in eng.items() if k in known})
@@ -314,7 +361,11 @@ class Decompressor:
                 if getattr(archived, f) != getattr(local, f):
                     raise EngineMismatchError(
                         f, getattr(archived, f), getattr(local, f),
-                        "use --ignore-engine-mismatch to try anyway (the checksum still "
+                        "this archive was written by llmzip 0.1's float engine, whose "
+                        "results depend on the machine: decode it where it was written "
+                        "and compress it again with the exact engine (the default since "
+                        "0.2), whose archives open anywhere; or use "
+                        "--ignore-engine-mismatch to try anyway (the checksum still "
                         "guards the output)")
         from dataclasses import replace
         profile = replace(archived, threads=self.threads or archived.threads)
@@ -324,6 +375,24 @@ class Decompressor:
             raise FormatError(f"unsupported attention {profile.attention!r} (this build "
                               f"knows {', '.join(ATTENTIONS)})")
         return Engine(model, profile, self.memory_limit)
+
+    def _exact_engine(self, eng: dict, model: LoadedModel) -> ExactEngine:
+        known = set(ExactProfile.__dataclass_fields__)
+        try:
+            profile = ExactProfile(**{k: v for k, v in eng.items() if k in known})
+        except TypeError as e:
+            raise FormatError(f"bad engine profile: {e}") from None
+        if profile.arith != ARITH_VERSION:
+            raise FormatError(f"the archive's exact engine uses arithmetic version "
+                              f"{profile.arith!r}; this llmzip computes version "
+                              f"{ARITH_VERSION}: decode it with the llmzip that wrote it")
+        if (not isinstance(profile.precision, int) or not 8 < profile.precision <= 24
+                or not isinstance(profile.weights, str) or not profile.weights):
+            raise FormatError(f"bad exact engine profile {eng!r}")
+        engine = ExactEngine(model, profile, kernel=self.kernel, threads=self.threads,
+                             memory_limit=self.memory_limit)
+        engine.check_weights()              # a model that gives other integers: refuse now
+        return engine
 
     def _engine_lazy(self, header: dict, cache: dict) -> Engine:
         if "engine" not in cache:

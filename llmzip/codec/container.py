@@ -2,7 +2,7 @@
 
     header   magic(8) version(u16) flags(u16) body_len(u32) body(DEFLATE JSON) crc32(u32)
              (the DEFLATE stream uses a preset dictionary: HEADER_DICT in version 2,
-             HEADER_DICT_V3 in version 3)
+             HEADER_DICT_V3 in versions 3 and 4, HEADER_DICT_V5 in version 5)
     chunk*   method(u8) raw_len(u32) coded_len(u32) raw_crc(u32) coded_crc(u32) rec_crc(u32)
              coded bytes
     end      method 0xFF
@@ -26,10 +26,10 @@ from ..errors import (ChecksumError, FormatError, LimitError, TruncatedError,
 
 MAGIC = b"\x89LLMZ\r\n\x1a"          # 0x89 first: not ASCII, not valid UTF-8 (like PNG)
 END_MAGIC = b"LMZ\x00"
-VERSION = 4                           # the newest this llmzip writes (see version_for)
-READ_VERSIONS = (1, 2, 3, 4)          # what it reads: 1 differs only in the header body;
+VERSION = 5                           # the newest this llmzip writes (see version_for)
+READ_VERSIONS = (1, 2, 3, 4, 5)       # what it reads: 1 differs only in the header body;
                                       # 3 adds engine.attention (2 and 1 mean torch-f32);
-                                      # 4 adds the xz chunk method
+                                      # 4 adds the xz chunk method; 5 the exact engine
 
 METHOD_STORED, METHOD_ZSTD, METHOD_MODEL, METHOD_ONLINE, METHOD_XZ = 0, 1, 2, 3, 4
 METHOD_END = 0xFF
@@ -38,11 +38,14 @@ METHOD_NAMES = {METHOD_STORED: "stored", METHOD_ZSTD: "zstd", METHOD_MODEL: "mod
 METHOD_SINCE = {METHOD_XZ: 4}         # methods newer than version 1: the first version
 
 
-def version_for(methods) -> int:
+def version_for(methods, exact: bool = False) -> int:
     """The version an archive with these chunk methods is written as: the oldest that can
-    express them (3, or 4 when an xz chunk is present), so an archive that needs nothing
-    new still opens in an llmzip that reads only up to version 3."""
-    return max([3] + [METHOD_SINCE.get(m, 0) for m in methods])
+    express them (3, or 4 when an xz chunk is present, or 5 when model chunks come from the
+    exact engine), so an archive that needs nothing new still opens in an older llmzip,
+    and one that does is refused by it cleanly (UnsupportedVersionError) instead of being
+    decoded with the wrong engine."""
+    return max([5 if exact and METHOD_MODEL in methods else 3]
+               + [METHOD_SINCE.get(m, 0) for m in methods])
 
 MAX_HEADER_BODY = 1 << 16             # 64 KiB of header JSON (compressed and inflated)
 MAX_CHUNK_RAW = 1 << 26               # 64 MiB of original bytes per chunk
@@ -94,9 +97,21 @@ HEADER_DICT_V3 = HEADER_DICT + (
     b'","params":134515008,"vocab":49152}}'
 )
 HEADER_DICT_V3_SHA256 = "4eceb9bd5b6241dedaff0ad35107bb2babd776d1110d2af3cc918b694a13828f"
+# Version 5: version 3's dictionary followed by a default header of the exact engine
+# (SmolLM2), the last and so the cheapest thing to refer back to. Frozen with format
+# version 5 (SHA-256 in docs/format.md, checked by the tests).
+HEADER_DICT_V5 = HEADER_DICT_V3 + (
+    b'{"engine":{"arith":1,"batch":64,"kind":"exact","precision":24,"seg_len":2048,"weights'
+    b'":""},"format":"llmzip","llmzip":"0.2.0","mode":"prior","model":{"arch":"llama","file"'
+    b':"SmolLM2-135M-Instruct.Q4_1.gguf","fingerprint":"","name":"smollm2-135m","params":1'
+    b'34515008,"vocab":49152}}'
+)
+HEADER_DICT_V5_SHA256 = "62e5926137b64a915610c7aefc7f23e0b3126f33eeead1e2ed665c875bd1c0ee"
 
 
 def _header_dict(version: int) -> bytes:
+    if version >= 5:
+        return HEADER_DICT_V5
     return HEADER_DICT_V3 if version >= 3 else HEADER_DICT if version == 2 else b""
 
 

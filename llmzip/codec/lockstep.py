@@ -1,9 +1,11 @@
 """Range coding driven by the engine: token segments <-> range-coded words.
 
-The engine's lockstep (engine/float_engine.py) steps a batch of segments together and
-hands each step's integer frequency tables to a callback; here the encoder's callback
-codes the true tokens with them and the decoder's decodes the tokens from them. Both go
-through the same lockstep with the same shapes, so the tables are bit-identical.
+The decoder steps a batch of segments together (the engine's lockstep) and decodes each
+step's tokens from its integer frequency tables; the encoder codes the true tokens with the
+same tables in the same order (step t, then segment). The float engine (0.1) gets them
+through the very same lockstep with the same shapes; the exact engine computes them a
+block of positions at a time (encode_steps, a parallel prefill), which its integer
+arithmetic makes bit-identical to the decoder's steps.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from ..errors import FormatError
 from .coder import RangeDecoder, RangeEncoder
 
 if TYPE_CHECKING:
+    from ..engine.exact import ExactEngine
     from ..engine.float_engine import Engine
 
 
-def encode_segments(engine: Engine, segments: list[np.ndarray], progress=None
+def encode_segments(engine: Engine | ExactEngine, segments: list[np.ndarray], progress=None
                     ) -> tuple[bytes, float]:
     """Code segments of token ids; returns (range-coded words, ideal bits)."""
     enc = RangeEncoder()
@@ -32,11 +35,15 @@ def encode_segments(engine: Engine, segments: list[np.ndarray], progress=None
         total_bits[0] += float(bits_of(freqs, symbols, engine.profile.precision).sum())
         return symbols
 
-    engine.lockstep([len(s) for s in segments], step, progress)
+    if hasattr(engine, "encode_steps"):
+        for t, live, freqs in engine.encode_steps(segments, progress):
+            step(t, live, freqs)
+    else:
+        engine.lockstep([len(s) for s in segments], step, progress)
     return enc.finish(), total_bits[0]
 
 
-def decode_segments(engine: Engine, lengths: list[int], payload: bytes, progress=None
+def decode_segments(engine: Engine | ExactEngine, lengths: list[int], payload: bytes, progress=None
                     ) -> list[np.ndarray]:
     """The token segments of the given lengths that encode_segments coded into payload."""
     dec = RangeDecoder(payload)

@@ -91,6 +91,8 @@ def torch_threads(n: int):
 class Engine:
     """Owns a model in one dtype and runs lockstep passes over batches of segments."""
 
+    kind = "float"
+
     def __init__(self, model, profile: EngineProfile, memory_limit: int = 8 << 30):
         if profile.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}")

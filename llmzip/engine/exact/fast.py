@@ -1,0 +1,134 @@
+"""The exact engine's fast forward pass: the reference's arithmetic (reference.py), run by
+llmzip's C kernels (kernels.py) on rows of (segment, position) pairs.
+
+Any set of rows can be computed together: B segments x T new positions for the encoder's
+prefill, one position of each live segment for the decoder's step. Each row's result
+depends only on its own inputs and the cached keys and values of its segment, never on
+which other rows ran with it, so both give the reference's integers bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from . import tables as T
+from .kernels import Kernels, p
+from .reference import ACT_FRAC, ATT_MULT_BITS, LOGIT_FRAC, RES_FRAC, rope_tabs
+from .weights import LOG2E, IntModel
+
+
+class KVCache:
+    """Keys and values of every layer for B segments of up to Smax positions: int8
+    (B, K, Smax, D) and one int64 scale per (segment, kv head, position)."""
+
+    def __init__(self, cfg, n_layer: int, batch: int, max_len: int):
+        shape = (batch, cfg.n_kv_head, max_len, cfg.head_dim)
+        self.kq = [torch.zeros(shape, dtype=torch.int8) for _ in range(n_layer)]
+        self.vq = [torch.zeros(shape, dtype=torch.int8) for _ in range(n_layer)]
+        self.ks = [torch.zeros(shape[:3], dtype=torch.int64) for _ in range(n_layer)]
+        self.vs = [torch.zeros(shape[:3], dtype=torch.int64) for _ in range(n_layer)]
+        self.batch, self.max_len = batch, max_len
+
+    @staticmethod
+    def nbytes(cfg, n_layer: int, batch: int, max_len: int) -> int:
+        return 2 * n_layer * batch * cfg.n_kv_head * max_len * (cfg.head_dim + 8)
+
+
+class _Linear:
+    def __init__(self, lin, kern: Kernels):
+        self.packed = kern.pack(lin.w)
+        self.mult = lin.mult.contiguous()
+        self.sb, self.levels, self.n = lin.sb, lin.levels, lin.w.shape[0]
+
+
+class FastModel:
+    """An IntModel with its weights packed for the kernels."""
+
+    def __init__(self, m: IntModel, kern: Kernels):
+        self.m, self.k, self.cfg = m, kern, m.cfg
+        self.gemma = m.arch == "gemma3"
+        self.layers = [{n: _Linear(getattr(L, n), kern) for n in ("qkv", "o", "gate_up", "down")}
+                       for L in m.layers]
+        self.head = _Linear(m.head, kern)
+        self.exp_t = torch.from_numpy(T.exp2_table())
+        self.act_t = torch.from_numpy(T.activation_table("gelu" if self.gemma else "silu"))
+        self.att_mult = round(m.attn_scale * LOG2E / 127 * (1 << ATT_MULT_BITS))
+        self.zshift = ATT_MULT_BITS + 2 * ACT_FRAC - LOGIT_FRAC - 16
+        self.q_width = math.isqrt(self.cfg.n_embd << 42)
+        self.q_head = math.isqrt(self.cfg.head_dim << 42)
+        self._tabs: dict = {}
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        return KVCache(self.cfg, len(self.m.layers), batch, max_len)
+
+    def _rope(self, n_pos: int) -> dict:
+        n = -(-max(n_pos, 1) // 1024) * 1024
+        if n not in self._tabs:
+            self._tabs = {n: {k: (c.contiguous(), s.contiguous())
+                              for k, (c, s) in rope_tabs(self.m, n).items()}}
+        return self._tabs[n]
+
+    def forward(self, tokens: torch.Tensor, seg: torch.Tensor, pos: int, cache: KVCache,
+                threads: int = 1, precision: int = 24) -> torch.Tensor:
+        """tokens (B, T) at positions pos..pos+T-1 of the cache's segments `seg` (B,) ->
+        frequency tables (B, T, V) int32 (the cache is filled for those positions)."""
+        B, Tn = tokens.shape
+        x, rows = self.hidden(tokens, seg, pos, cache, threads)
+        return self.freqs(x, threads, precision).view(B, Tn, -1)
+
+    def hidden(self, tokens, seg, pos, cache, threads):
+        """The final hidden states, quantised for the output layer: (a int16, e int32)."""
+        c, m, k = self.cfg, self.m, self.k
+        B, Tn = tokens.shape
+        M = B * Tn
+        H, K, D, F = c.n_head, c.n_kv_head, c.head_dim, c.ffn_hidden
+        row_b = seg.to(torch.int32).repeat_interleave(Tn)
+        row_pos = (torch.arange(Tn, dtype=torch.int32) + pos).repeat(B)
+        tok = tokens.reshape(-1)
+        e = m.emb
+        x = k.embed(e.w, e.mult, e.sb, tok)                         # (M, C) int64, Q16
+        tabs = self._rope(cache.max_len)
+        for li, (L, W) in enumerate(zip(m.layers, self.layers)):
+            cos, sin = tabs[L.rope]
+            a, ea = k.norm_quant(x, L.attn_norm, ACT_FRAC, self.q_width, W["qkv"].levels, threads)
+            qkv = k.requant(k.gemm(a, W["qkv"].packed, threads), W["qkv"], ea,
+                            ACT_FRAC, ACT_FRAC, threads)
+            if self.gemma:
+                k.qk_norm(qkv, H, K, D, L.q_norm, L.k_norm, ACT_FRAC, self.q_head, threads)
+            q16, eq = k.qkv(qkv, H, K, D, row_b, row_pos, cos, sin, self.gemma, cache, li,
+                            threads)
+            y = k.attention(q16, eq, H, K, D, row_b, row_pos, cache, li, L.window,
+                            self.att_mult, self.zshift, self.exp_t, threads)
+            a, ea = k.quant(y, W["o"].levels, threads)
+            acc = k.gemm(a, W["o"].packed, threads)
+            if self.gemma:
+                o = k.requant(acc, W["o"], ea, ACT_FRAC, ACT_FRAC, threads)
+                x += k.rmsnorm(o, L.post_attn_norm, RES_FRAC, self.q_width, threads)
+            else:
+                k.requant(acc, W["o"], ea, ACT_FRAC, RES_FRAC, threads, out=x)
+            a, ea = k.norm_quant(x, L.ffn_norm, ACT_FRAC, self.q_width, W["gate_up"].levels,
+                                 threads)
+            acc = k.gemm(a, W["gate_up"].packed, threads)
+            a, ea = k.glu(acc, W["gate_up"], ea, self.act_t, ACT_FRAC, W["down"].levels, threads)
+            acc = k.gemm(a, W["down"].packed, threads)
+            if self.gemma:
+                o = k.requant(acc, W["down"], ea, ACT_FRAC, ACT_FRAC, threads)
+                x += k.rmsnorm(o, L.post_ffn_norm, RES_FRAC, self.q_width, threads)
+            else:
+                k.requant(acc, W["down"], ea, ACT_FRAC, RES_FRAC, threads, out=x)
+        return k.norm_quant(x, m.norm, ACT_FRAC, self.q_width, self.head.levels, threads), M
+
+    def freqs(self, hidden, threads: int, precision: int, block: int = 64) -> torch.Tensor:
+        """Output layer and frequency tables for quantised hidden states, `block` rows at
+        a time (the (rows, V) int32 sums of a block are the largest temporary)."""
+        a, e = hidden
+        M, V = a.shape[0], self.cfg.vocab_size
+        out = torch.empty((M, V), dtype=torch.int32)
+        for r in range(0, M, block):
+            acc = self.k.gemm(a[r:r + block], self.head.packed, threads)
+            self.k.freqs(acc, self.head, e[r:r + block], ACT_FRAC - LOGIT_FRAC, self.exp_t,
+                         precision, out[r:r + block], threads)
+        return out

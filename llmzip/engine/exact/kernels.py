@@ -1,0 +1,194 @@
+"""ctypes bindings of the exact engine's C kernels (engine/kernels/exact_ops.c and
+gemm_i8.c), built on first use without -march=native: one library holds the portable
+path and every SIMD path of the matrix product, chosen at run time from the CPU's
+features. Every path computes the same integers; `path` forces one (tests do).
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import torch
+
+from ...errors import KernelUnavailableError
+from ..kernels.build import load as load_library
+
+# matrix-product paths of gemm_i8.c (its PATH_* numbers)
+PATHS = {"auto": 0, "portable": 1, "avx2": 2, "avx512bw": 3, "avx512vnni": 4, "avxvnni": 5}
+FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-pthread", "-fopenmp", "-fno-fast-math",
+         "-ffp-contract=off", "-fwrapv", "-fvisibility=hidden"]
+SOURCES = ["exact_ops.c", "gemm_i8.c"]
+
+_i, _l, _v = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
+
+
+def p(t: torch.Tensor) -> ctypes.c_void_p:
+    """The data pointer of a contiguous tensor (the caller keeps the tensor alive)."""
+    return ctypes.c_void_p(t.data_ptr())
+
+
+def _setup(lib) -> None:
+    sig = {
+        "gemm_i8_supported_paths": (_i, []), "gemm_i8_best_path": (_i, []),
+        "gemm_i8_packed_size": (_l, [_l, _l]), "gemm_i8_pack": (_i, [_v, _l, _l, _l, _v]),
+        "gemm_i8": (_i, [_l, _l, _l, _v, _l, _v, _v, _l, _i, _i]),
+        "llmzip_ex_embed": (_i, [_i, _i, _v, _v, _i, _v, _v, _i]),
+        "llmzip_ex_quant": (_i, [_i, _i, _v, _l, _v, _v, _i]),
+        "llmzip_ex_rmsnorm": (_i, [_i, _i, _v, _v, _i, _l, _v, _i]),
+        "llmzip_ex_norm_quant": (_i, [_i, _i, _v, _v, _i, _l, _l, _v, _v, _i]),
+        "llmzip_ex_requant": (_i, [_i, _i, _v, _v, _i, _v, _v, _i, _i]),
+        "llmzip_ex_glu": (_i, [_i, _i, _v, _v, _i, _v, _v, _i, _l, _v, _v, _i]),
+        "llmzip_ex_qkv": (_i, [_i, _i, _i, _i, _v, _v, _v, _v, _v, _i, _v, _v, _v, _v, _v,
+                               _v, _i, _i]),
+        "llmzip_ex_qk_norm": (_i, [_i, _i, _i, _i, _v, _v, _v, _i, _l, _i]),
+        "llmzip_ex_attention": (_i, [_i, _i, _i, _i, _v, _v, _v, _v, _v, _v, _v, _v, _i, _i,
+                                     _l, _i, _v, _v, _i]),
+        "llmzip_ex_freqs": (_i, [_i, _i, _v, _v, _i, _v, _v, _i, _v, _i]),
+    }
+    for name, (res, args) in sig.items():
+        f = getattr(lib, name)
+        f.restype, f.argtypes = res, args
+
+
+def library() -> ctypes.CDLL:
+    return load_library("llmzip_exact", SOURCES, FLAGS, per_cpu=False, setup=_setup)
+
+
+def available() -> bool:
+    try:
+        library()
+        return True
+    except KernelUnavailableError:
+        return False
+
+
+def supported_paths() -> list[str]:
+    """The matrix-product paths this CPU can run, portable first."""
+    mask = library().gemm_i8_supported_paths()
+    return [n for n, i in PATHS.items() if i and mask >> i & 1]
+
+
+def best_path() -> str:
+    best = library().gemm_i8_best_path()
+    return next(n for n, i in PATHS.items() if i == best)
+
+
+def _check(rc: int, what: str) -> None:
+    if rc == 2:
+        raise MemoryError(f"{what}: out of memory")
+    if rc != 0:
+        raise RuntimeError(f"{what} failed ({rc})")
+
+
+class Packed:
+    """int8 weights (N, K) in the matrix product's layout (the same for every path)."""
+
+    def __init__(self, lib, w: torch.Tensor):
+        w = w.contiguous()
+        self.n, self.k = w.shape
+        self.buf = torch.empty(int(lib.gemm_i8_packed_size(self.n, self.k)), dtype=torch.int8)
+        _check(lib.gemm_i8_pack(p(w), self.n, self.k, self.k, p(self.buf)), "gemm_i8_pack")
+
+
+class Kernels:
+    """The kernels with one matrix-product path ("auto" or a name in PATHS)."""
+
+    def __init__(self, path: str = "auto"):
+        if path not in PATHS:
+            raise ValueError(f"unknown kernel path {path!r} (known: {', '.join(PATHS)})")
+        self.lib = library()
+        if path != "auto" and path not in supported_paths():
+            raise KernelUnavailableError(
+                f"kernel path {path} needs CPU features this machine lacks "
+                f"(it has: {', '.join(supported_paths())})")
+        self.path = path if path != "auto" else best_path()
+        self._path = PATHS[self.path]
+
+    def pack(self, w: torch.Tensor) -> Packed:
+        return Packed(self.lib, w)
+
+    def gemm(self, a: torch.Tensor, w: Packed, threads: int) -> torch.Tensor:
+        """a (M, K) int16 @ w^T -> (M, N) int32, exact."""
+        a = a.contiguous()
+        M = a.shape[0]
+        out = torch.empty((M, w.n), dtype=torch.int32)
+        if M:
+            rc = self.lib.gemm_i8(M, w.n, w.k, p(a), w.k, p(w.buf), p(out), w.n, threads,
+                                  self._path)
+            _check(rc, "gemm_i8")
+        return out
+
+    def embed(self, w, mult, sb, tok, res_frac=16):
+        M, C = tok.shape[0], w.shape[1]
+        out = torch.empty((M, C), dtype=torch.int64)
+        tok = tok.to(torch.int64).contiguous()
+        _check(self.lib.llmzip_ex_embed(M, C, p(w), p(mult), sb - res_frac, p(tok), p(out), 1),
+               "embed")
+        return out
+
+    def quant(self, y, levels, threads):
+        M, K = y.shape
+        a, e = torch.empty((M, K), dtype=torch.int16), torch.empty(M, dtype=torch.int32)
+        _check(self.lib.llmzip_ex_quant(M, K, p(y), levels, p(a), p(e), threads), "quant")
+        return a, e
+
+    def rmsnorm(self, x, gain, out_frac, q, threads):
+        M, C = x.shape
+        y = torch.empty_like(x)
+        _check(self.lib.llmzip_ex_rmsnorm(M, C, p(x), p(gain), out_frac, q, p(y), threads),
+               "rmsnorm")
+        return y
+
+    def norm_quant(self, x, gain, out_frac, q, levels, threads):
+        M, C = x.shape
+        a, e = torch.empty((M, C), dtype=torch.int16), torch.empty(M, dtype=torch.int32)
+        _check(self.lib.llmzip_ex_norm_quant(M, C, p(x), p(gain), out_frac, q, levels, p(a),
+                                             p(e), threads), "norm_quant")
+        return a, e
+
+    def requant(self, acc, lin, e, in_frac, out_frac, threads, out=None):
+        M, N = acc.shape
+        add = out is not None
+        if out is None:
+            out = torch.empty((M, N), dtype=torch.int64)
+        _check(self.lib.llmzip_ex_requant(M, N, p(acc), p(lin.mult), lin.sb + in_frac - out_frac,
+                                          p(e), p(out), int(add), threads), "requant")
+        return out
+
+    def glu(self, acc, lin, e, table, frac, levels, threads):
+        M, F = acc.shape[0], acc.shape[1] // 2
+        a, ea = torch.empty((M, F), dtype=torch.int16), torch.empty(M, dtype=torch.int32)
+        _check(self.lib.llmzip_ex_glu(M, F, p(acc), p(lin.mult), lin.sb, p(e), p(table), frac,
+                                      levels, p(a), p(ea), threads), "glu")
+        return a, ea
+
+    def qk_norm(self, qkv, H, K, D, qg, kg, frac, q, threads):
+        _check(self.lib.llmzip_ex_qk_norm(qkv.shape[0], H, K, D, p(qkv), p(qg), p(kg), frac, q,
+                                          threads), "qk_norm")
+
+    def qkv(self, qkv, H, K, D, row_b, row_pos, cos, sin, halves, cache, li, threads):
+        M = qkv.shape[0]
+        q16 = torch.empty((M, H, D), dtype=torch.int16)
+        eq = torch.empty((M, H), dtype=torch.int32)
+        _check(self.lib.llmzip_ex_qkv(M, H, K, D, p(qkv), p(row_b), p(row_pos), p(cos), p(sin),
+                                      int(halves), p(q16), p(eq), p(cache.kq[li]),
+                                      p(cache.ks[li]), p(cache.vq[li]), p(cache.vs[li]),
+                                      cache.max_len, threads), "qkv")
+        return q16, eq
+
+    def attention(self, q16, eq, H, K, D, row_b, row_pos, cache, li, window, att_mult,
+                  zshift, exp_t, threads):
+        M = q16.shape[0]
+        y = torch.empty((M, H * D), dtype=torch.int64)
+        _check(self.lib.llmzip_ex_attention(M, H, K, D, p(q16), p(eq), p(row_b), p(row_pos),
+                                            p(cache.kq[li]), p(cache.ks[li]), p(cache.vq[li]),
+                                            p(cache.vs[li]), cache.max_len, window, att_mult,
+                                            zshift, p(exp_t), p(y), threads), "attention")
+        return y
+
+    def freqs(self, acc, lin, e, frac_drop, exp_t, precision, out, threads):
+        M, V = acc.shape
+        e = e.contiguous()
+        _check(self.lib.llmzip_ex_freqs(M, V, p(acc), p(lin.mult), lin.sb + frac_drop, p(e),
+                                        p(exp_t), precision, p(out), threads), "freqs")

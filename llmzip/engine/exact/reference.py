@@ -1,0 +1,228 @@
+"""The exact engine's reference forward pass: the spec (docs/engine.md) as plain torch
+integer code, written for reading. The fast paths must equal it bit for bit.
+
+Fixed-point formats (value = integer * 2^-frac):
+  residual stream   RES_FRAC = 16 (int64)
+  norm outputs, q/k/v, attention outputs, MLP hidden: ACT_FRAC = 12
+  attention scores and logits: LOGIT_FRAC = 10, in units of log2 (bits), not nats
+Shapes: B batch, T new positions, S cached positions, C width, H query heads, K kv heads,
+G = H // K, D head size, F MLP width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import tables as T
+from .intops import (exp2_neg, floor_div, isqrt, lut_activation, quant_pow2,
+                     round_div, rshift_round)
+from .weights import GAIN_FRAC, LOG2E, IntLinear, IntModel
+
+RES_FRAC = 16
+ACT_FRAC = 12
+LOGIT_FRAC = 10
+NORM_IN_LEVELS = (1 << 20) - 1      # the norm's input is first reduced to 21-bit integers
+NORM_FRAC = 16                      # x / rms(x) in Q16
+ATT_CLAMP = (1 << 24) - 1          # q, k, v are clamped to +-ATT_CLAMP (Q12) for attention
+KV_LEVELS = 127                     # keys and values: int8 per (position, kv head)
+PROB_FRAC = 16                      # attention weights in Q16
+ATT_MULT_BITS = 30
+FREQ_SHIFT = 38
+
+
+def linear(x: torch.Tensor, lin: IntLinear, in_frac: int, out_frac: int) -> torch.Tensor:
+    """x (..., K) int64 in Q`in_frac` -> x W^T (..., N) int64 in Q`out_frac`.
+
+    The input is quantised per row to |a| <= lin.levels with a power-of-two step 2^e; the
+    integer product a W^T is exact in int32 (the levels bound keeps every partial sum
+    below 2^31); each output is rshift_round(acc * mult_n, sb + in_frac - out_frac - e)."""
+    a, e = quant_pow2(x, lin.levels)
+    acc = (a.double() @ _f64(lin)).long()                   # exact: |acc| < 2^31
+    return rshift_round(acc * lin.mult, lin.sb + in_frac - out_frac - e)
+
+
+def _f64(lin: IntLinear) -> torch.Tensor:
+    """W^T as float64 (exact for int8), converted once per matrix: the reference's
+    matrix products run in float64, exact for integers below 2^53."""
+    if getattr(lin, "_w64", None) is None:
+        lin._w64 = lin.w.double().t()
+    return lin._w64
+
+
+def rmsnorm(x: torch.Tensor, gain: torch.Tensor, out_frac: int) -> torch.Tensor:
+    """x / rms(x) * gain over the last dim, for x in any fixed point (it cancels).
+
+    xs = x reduced to 21-bit integers (quant_pow2); ss = sum xs^2 (exact);
+    r = isqrt(ss * 2^10) ~ rms * sqrt(C) * 2^5; t = floor(xs * Q / r) with
+    Q = isqrt(C * 2^42): x / rms(x) in Q16; then rshift_round(t * gain, 16 + 16 - out_frac).
+    epsilon is not used (it matters only for a vector within 1e-5 of zero); r >= 1."""
+    C = x.shape[-1]
+    xs, _ = quant_pow2(x, NORM_IN_LEVELS)
+    ss = (xs * xs).sum(-1, keepdim=True)
+    r = isqrt(ss << 10).clamp(min=1)
+    t = floor_div(xs * math.isqrt(C << 42), r)
+    return rshift_round(t * gain, NORM_FRAC + GAIN_FRAC - out_frac)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, halves: bool) -> torch.Tensor:
+    """Rotate pairs of x (B, T, h, D) by Q15 tables cos/sin (T, D/2): adjacent pairs
+    (2i, 2i+1) for Llama, halves (i, i + D/2) for Gemma."""
+    if halves:
+        a, b = x.chunk(2, dim=-1)
+    else:
+        a, b = x[..., 0::2], x[..., 1::2]
+    c, s = cos[:, None, :], sin[:, None, :]
+    ra = rshift_round(a * c - b * s, T.ROPE_FRAC)
+    rb = rshift_round(a * s + b * c, T.ROPE_FRAC)
+    if halves:
+        return torch.cat((ra, rb), dim=-1)
+    return torch.stack((ra, rb), dim=-1).flatten(-2)
+
+
+def quant_kv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (..., D) int64 -> (int8-valued q, scale sigma (...,)): sigma = max|x|,
+    q = round_div(127 x, sigma) (0 where sigma is 0)."""
+    sigma = x.abs().amax(-1)
+    q = round_div(KV_LEVELS * x, sigma.clamp(min=1)[..., None])
+    return q, sigma
+
+
+class Cache:
+    """Keys and values of every layer: int8 values and a scale per (position, kv head)."""
+
+    def __init__(self, m: IntModel, batch: int, max_len: int):
+        c = m.cfg
+        shape = (batch, c.n_kv_head, max_len, c.head_dim)
+        self.kq = [torch.zeros(shape, dtype=torch.int8) for _ in m.layers]
+        self.vq = [torch.zeros(shape, dtype=torch.int8) for _ in m.layers]
+        self.ks = [torch.zeros(shape[:3], dtype=torch.int64) for _ in m.layers]
+        self.vs = [torch.zeros(shape[:3], dtype=torch.int64) for _ in m.layers]
+        self.batch, self.max_len = batch, max_len
+
+
+def attention(m: IntModel, q: torch.Tensor, cache: Cache, seg: torch.Tensor, li: int,
+              pos: int, window: int) -> torch.Tensor:
+    """Causal attention of new queries q (B, T, H, D) in Q12 at positions pos..pos+T-1
+    over cached positions 0..pos+T-1. Returns (B, T, H*D) in Q12.
+
+    q is quantised per (position, head) to 16 bits (quant_pow2, step 2^eq); scores
+    dot = q . k_int8 (exact), z = rshift_round(rshift_round(dot * sigma_k, 16) * A,
+    28 - eq) in Q10 log2 units, A = rint(scale * log2(e) / 127 * 2^30);
+    weights e_s = exp2_neg(max z - z_s) (0 outside the causal window), p_s =
+    (e_s * floor(2^62 / sum e)) >> 46; output floor(sum_s p_s sigma_v,s v_int8 / (127 * 2^16))."""
+    B, T, H, D = q.shape
+    K = m.cfg.n_kv_head
+    G, S = H // K, pos + T
+    q16, eq = quant_pow2(q, 32767)                             # (B, T, H, D), (B, T, H, 1)
+    qg = q16.permute(0, 2, 1, 3).reshape(B, K, G * T, D)       # rows: head-major, then t
+    eqg = eq.permute(0, 2, 1, 3).reshape(B, K, G * T, 1)
+    kq, ks = cache.kq[li][seg, :, :S].long(), cache.ks[li][seg, :, :S]
+    vq, vs = cache.vq[li][seg, :, :S].long(), cache.vs[li][seg, :, :S]
+    dot = (qg.double() @ kq.double().transpose(-1, -2)).long()  # (B, K, G*T, S) exact
+    A = round(m.attn_scale * LOG2E / KV_LEVELS * (1 << ATT_MULT_BITS))
+    t1 = rshift_round(dot * ks[:, :, None, :], 16)
+    z = rshift_round(t1 * A, ATT_MULT_BITS + 2 * ACT_FRAC - LOGIT_FRAC - 16 - eqg)
+    qpos = (torch.arange(T) + pos).repeat(G)[:, None]          # (G*T, 1)
+    kpos = torch.arange(S)[None, :]
+    ok = kpos <= qpos
+    if window:
+        ok &= kpos > qpos - window
+    zmax = torch.where(ok, z, torch.iinfo(torch.int64).min).amax(-1, keepdim=True)
+    e = torch.where(ok, exp2_neg((zmax - z).clamp(min=0)), 0)
+    recip = floor_div(torch.full_like(zmax, 1 << 62), e.sum(-1, keepdim=True))
+    p = (e * recip) >> (62 - PROB_FRAC)                           # Q16, sum <= 2^16
+    num = ((p * vs[:, :, None, :]).double() @ vq.double()).long()   # exact: < 2^53
+    y = floor_div(num, KV_LEVELS << PROB_FRAC)                      # (B, K, G*T, D) Q12
+    return y.view(B, K, G, T, D).permute(0, 3, 1, 2, 4).reshape(B, T, H * D)
+
+
+def forward(m: IntModel, tokens: torch.Tensor, cache: Cache, pos: int, tabs: dict,
+            seg: torch.Tensor | None = None) -> torch.Tensor:
+    """tokens (B, T) at positions pos..pos+T-1 of the cache's segments `seg` (default:
+    0..B-1) -> logits (B, T, V) int64 in Q10 log2 units (the cache is filled for those
+    positions)."""
+    c = m.cfg
+    gemma = m.arch == "gemma3"
+    B, Tn = tokens.shape
+    H, K, D = c.n_head, c.n_kv_head, c.head_dim
+    seg = torch.arange(B) if seg is None else seg
+    e = m.emb
+    x = rshift_round(e.w[tokens].long() * e.mult[tokens][..., None], e.sb - RES_FRAC)
+    for li, L in enumerate(m.layers):
+        cos, sin = tabs[L.rope]
+        cos, sin = cos[pos:pos + Tn], sin[pos:pos + Tn]
+        h = rmsnorm(x, L.attn_norm, ACT_FRAC)
+        qkv = linear(h, L.qkv, ACT_FRAC, ACT_FRAC).view(B, Tn, H + 2 * K, D)
+        q, k, v = qkv[:, :, :H], qkv[:, :, H:H + K], qkv[:, :, H + K:]
+        if gemma:
+            q, k = rmsnorm(q, L.q_norm, ACT_FRAC), rmsnorm(k, L.k_norm, ACT_FRAC)
+        q, k = rope(q, cos, sin, gemma), rope(k, cos, sin, gemma)
+        q, k, v = (t.clamp(-ATT_CLAMP, ATT_CLAMP) for t in (q, k, v))
+        kq, ks = quant_kv(k.transpose(1, 2))                     # (B, K, T, D), (B, K, T)
+        vq, vs = quant_kv(v.transpose(1, 2))
+        cache.kq[li][seg, :, pos:pos + Tn] = kq.to(torch.int8)
+        cache.ks[li][seg, :, pos:pos + Tn] = ks
+        cache.vq[li][seg, :, pos:pos + Tn] = vq.to(torch.int8)
+        cache.vs[li][seg, :, pos:pos + Tn] = vs
+        y = attention(m, q, cache, seg, li, pos, L.window)
+        if gemma:
+            o = linear(y, L.o, ACT_FRAC, ACT_FRAC)
+            x = x + rmsnorm(o, L.post_attn_norm, RES_FRAC)
+        else:
+            x = x + linear(y, L.o, ACT_FRAC, RES_FRAC)
+        h = rmsnorm(x, L.ffn_norm, ACT_FRAC)
+        gu = linear(h, L.gate_up, ACT_FRAC, ACT_FRAC)
+        gate, up = gu.split(c.ffn_hidden, dim=-1)
+        act = lut_activation(gate, "gelu" if gemma else "silu", ACT_FRAC)
+        z = rshift_round(act * up, ACT_FRAC)
+        if gemma:
+            x = x + rmsnorm(linear(z, L.down, ACT_FRAC, ACT_FRAC), L.post_ffn_norm, RES_FRAC)
+        else:
+            x = x + linear(z, L.down, ACT_FRAC, RES_FRAC)
+    h = rmsnorm(x, m.norm, ACT_FRAC)
+    return linear(h, m.head, ACT_FRAC, LOGIT_FRAC)
+
+
+def rope_tabs(m: IntModel, n_pos: int) -> dict:
+    c = m.cfg
+    to_t = lambda cs: tuple(torch.from_numpy(a) for a in cs)
+    if m.arch == "gemma3":
+        return {"global": to_t(T.rope_tables(c.head_dim, c.rope_base, n_pos, c.rope_scale)),
+                "local": to_t(T.rope_tables(c.head_dim, c.rope_base_local, n_pos))}
+    return {"global": to_t(T.rope_tables(c.head_dim, c.rope_base, n_pos))}
+
+
+def freqs(logits: torch.Tensor, precision: int = 24) -> torch.Tensor:
+    """Integer logits (..., V) in Q10 log2 units -> frequencies, each >= 1, each row
+    summing to 2^precision: e_v = exp2_neg(max - l_v); f_v = 1 + (e_v * R >> 38) with
+    R = floor((2^p - V) * 2^38 / sum e); the remainder goes to the first most probable symbol."""
+    V = logits.shape[-1]
+    spare = (1 << precision) - V
+    top = logits.amax(-1, keepdim=True)
+    e = exp2_neg(top - logits)
+    recip = floor_div(torch.full_like(top, spare << FREQ_SHIFT), e.sum(-1, keepdim=True))
+    f = 1 + ((e * recip) >> FREQ_SHIFT)
+    rem = (1 << precision) - f.sum(-1, keepdim=True)
+    first = torch.argmax((logits == top).to(torch.uint8), dim=-1, keepdim=True)
+    return f.scatter_add(-1, first, rem)
+
+
+class ReferenceModel:
+    """The reference with the fast path's interface (fast.FastModel): the oracle of the
+    tests, and the engine where no C compiler is available."""
+
+    def __init__(self, m: IntModel):
+        self.m, self.cfg = m, m.cfg
+        self._tabs: dict = {}
+
+    def new_cache(self, batch: int, max_len: int) -> Cache:
+        return Cache(self.m, batch, max_len)
+
+    def forward(self, tokens, seg, pos, cache, threads=1, precision=24) -> torch.Tensor:
+        n = -(-max(cache.max_len, 1) // 1024) * 1024
+        if n not in self._tabs:
+            self._tabs = {n: rope_tabs(self.m, n)}
+        logits = forward(self.m, tokens.long(), cache, pos, self._tabs[n], seg.long())
+        return freqs(logits, precision).to(torch.int32)
