@@ -5,6 +5,9 @@ Good archives must keep decoding to their originals in every later version; bad 
 must each fail for their own named reason. tests/test_golden.py checks both. Re-run only
 when the format version changes (and bump container.VERSION then).
 
+`--real` writes tests/golden/real/ instead: archives of the first 1,500 bytes of
+alice29.txt made with the real default models (SmolLM2, Gemma 3) by the exact engine.
+
 Archives of earlier format versions live in tests/golden/v<N>/ (made by this script as it
 was at that version; see git history). They are never rewritten: the script lists them
 in the manifest under "legacy", and the tests decode them with today's code. Before
@@ -47,9 +50,7 @@ def main() -> None:
     }
     manifest = {"good": {}, "bad": {}}
     for name, (data, kw) in good.items():
-        blob = llmzip.compress(data, model=model, batch=3, seg_len=96, threads=1,
-                               dtype="float32", attention="bf16-kernel",
-                               **kw)    # float32: exact on more CPUs
+        blob = llmzip.compress(data, model=model, batch=3, seg_len=96, **kw)  # exact engine
         assert llmzip.decompress(blob, model=model) == data
         open(os.path.join(OUT, f"{name}.orig"), "wb").write(data)
         open(os.path.join(OUT, f"{name}.llmz"), "wb").write(blob)
@@ -84,8 +85,7 @@ def main() -> None:
     bad["content_sha256"] = (body + ct.footer_bytes(len(info.chunks), info.footer.original_len,
                                                     bytes(32)), "ChecksumError")
     # model mismatch: a real archive made with another model than tiny.gguf
-    other = llmzip.compress(TEXT, model=wrong_model, batch=3, seg_len=96, threads=1,
-                            dtype="float32", fallback=False)
+    other = llmzip.compress(TEXT, model=wrong_model, batch=3, seg_len=96, fallback=False)
     bad["model_mismatch"] = (other, "ModelMismatchError")
     # a chunk claiming 4 GiB of output: refused before allocation
     huge = ct._CHUNK.pack(ct.METHOD_ZSTD, 0xFFFFFFFF, 10, 0, 0)
@@ -100,13 +100,32 @@ def main() -> None:
         for f in sorted(os.listdir(os.path.join(OUT, sub))):
             name = f[:-len(".llmz")]
             if f.endswith(".llmz") and name in good:
+                blob = open(os.path.join(OUT, sub, f), "rb").read()
                 manifest["legacy"][f"{sub}/{name}"] = {"original": f"{name}.orig",
-                                                      "version": int(sub[1:])}
+                                                      "version": ct.scan(blob).version}
     with open(os.path.join(OUT, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
     print(f"wrote {len(good)} good and {len(bad)} bad archives to {os.path.abspath(OUT)}; "
           f"kept {len(manifest['legacy'])} of earlier versions")
 
 
+REAL_SAMPLE = 1500        # bytes of alice29.txt in each real-model golden archive
+
+
+def real() -> None:
+    """Golden archives made with the real models by the exact engine (tests/golden/real/):
+    the slow tests decode them on whatever machine runs them."""
+    corpus = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpus")
+    data = open(os.path.join(corpus, "alice29.txt"), "rb").read()[:REAL_SAMPLE]
+    out = os.path.join(OUT, "real")
+    os.makedirs(out, exist_ok=True)
+    for name in ("smollm2-135m", "gemma3-270m"):
+        c = llmzip.Compressor(name, fallback=False)
+        blob = c.compress(data)
+        assert llmzip.decompress(blob) == data
+        open(os.path.join(out, f"{name}.llmz"), "wb").write(blob)
+        print(f"{name}: {len(data)} -> {len(blob)} bytes (kernel {c.engine.kernel_name})")
+
+
 if __name__ == "__main__":
-    main()
+    real() if sys.argv[1:] == ["--real"] else main()

@@ -107,7 +107,8 @@ def test_binary_growth_is_small(tiny_model):
 
 def test_bfloat16_round_trip(tiny_model):
     data = corpus_bytes("alice29.txt", 2000)
-    c = llmzip.Compressor(tiny_model, dtype="bfloat16", batch=3, seg_len=128, fallback=False)
+    c = llmzip.Compressor(tiny_model, dtype="bfloat16", batch=3, seg_len=128, fallback=False,
+                          engine="float")
     blob = c.compress(data)
     assert llmzip.decompress(blob, model=tiny_model) == data
 
@@ -131,15 +132,17 @@ def test_wrong_model_refused(tiny_model, tmp_path):
 
 
 def test_engine_mismatch_refused_then_allowed(tiny_model):
+    """The float engine (0.1): its archives name the CPU, torch and threads they need."""
     data = b"engine profile check " * 80
-    blob = llmzip.compress(data, model=tiny_model, batch=2, seg_len=64, fallback=False)
+    blob = llmzip.compress(data, model=tiny_model, batch=2, seg_len=64, fallback=False,
+                           engine="float")
     info = ct.scan(blob)
     # rewrite the header as if made with another torch build
     header = dict(info.header)
     header["engine"] = dict(header["engine"], torch="0.0.0-other")
     first = info.chunks[0].offset - ct._CHUNK.size - 4
-    forged = ct.header_bytes(header) + blob[first:]
-    with pytest.raises(llmzip.EngineMismatchError):
+    forged = ct.header_bytes(header, info.version) + blob[first:]
+    with pytest.raises(llmzip.EngineMismatchError, match="compress it again with the exact"):
         llmzip.decompress(forged, model=tiny_model)
     assert llmzip.decompress(forged, model=tiny_model, allow_engine_mismatch=True) == data
 
@@ -203,7 +206,8 @@ def test_dtype_auto_resolves_and_is_recorded(tiny_model):
     expect = "bfloat16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "float32"
     assert resolve_dtype("auto") == expect and resolve_dtype("float32") == "float32"
     data = b"dtype auto is recorded as what it resolved to. " * 4
-    c = llmzip.Compressor(tiny_model, batch=2, seg_len=64, threads=1, fallback=False)
+    c = llmzip.Compressor(tiny_model, batch=2, seg_len=64, threads=1, fallback=False,
+                          engine="float")
     blob = c.compress(data)
     assert ct.scan(blob).header["engine"]["dtype"] == expect
     assert llmzip.decompress(blob, model=tiny_model) == data

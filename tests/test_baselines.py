@@ -89,8 +89,8 @@ def test_llmzip_codec_round_trip_tiny_model(tiny_gguf):
         assert c.decompress(blob) == data
     assert c.last_stats is not None
     p = c.params()
-    from llmzip.engine.float_engine import resolve_dtype
-    assert p["batch"] == 2 and p["seg_len"] == 64 and p["dtype"] == resolve_dtype("auto")
+    assert p["batch"] == 2 and p["seg_len"] == 64 and p["engine"] == "exact"
+    assert p["arith"] == 1 and "dtype" not in p
 
 
 def test_llmzip_codec_accepts_loaded_model(tiny_model):

@@ -150,9 +150,7 @@ def test_run_bench_llmzip_codec_records_model_fields(two_files, tiny_gguf, tmp_p
     assert r["round_trip"] is True and r["kind"] == "llm"
     assert r["ideal_bits_per_byte"] > 0 and r["model_tokens"] > 0
     assert r["model_load_seconds"] >= 0
-    from llmzip.engine.float_engine import resolve_dtype
-    assert (r["dtype"], r["threads"], r["batch"], r["seg_len"]) == (resolve_dtype("auto"), 1,
-                                                                   2, 64)
+    assert (r["engine"], r["threads"], r["batch"], r["seg_len"]) == ("exact", 1, 2, 64)
     lines = bench.summary_lines(rows)
     assert len(lines) == 1 and "a.txt: llmzip-tiny" in lines[0] and "xz -9e" in lines[0]
 
@@ -162,7 +160,7 @@ def test_run_cli(two_files, tiny_gguf, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = argparse.Namespace(input=[str(two_files / "a.txt")], json=str(tmp_path / "r.jsonl"),
                               model=tiny_gguf, threads=1, batch=2, seg_len=64,
-                              dtype="float32", memory_limit=1 << 30, quiet=True,
+                              engine="float", dtype="float32", memory_limit=1 << 30, quiet=True,
                               verbose=False)
     assert bench.run_cli(args) == 0
     out = capsys.readouterr().out
@@ -215,7 +213,7 @@ def test_core_benchmark(tiny_model, tmp_path):
     assert r["model_gflops_compress"] == pytest.approx(
         2 * r["n_params"] * r["tokens"] / r["compress_seconds"] / 1e9)
     assert 0 < r["share_of_peak_compress"] < 1
-    from llmzip.engine.float_engine import resolve_dtype
+    from llmzip.engine.float_engine import resolve_dtype          # the float engine's bench
     assert (r["dtype"], r["threads"], r["batch"], r["seg_len"]) == (resolve_dtype("auto"), 1,
                                                                    2, 64)
     json.dumps(r)                                     # JSON-serialisable as is

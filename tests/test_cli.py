@@ -158,7 +158,8 @@ def test_python_dash_m(tiny_gguf, text_file):
 @pytest.mark.parametrize("attention", ["torch-f32", "bf16-kernel"])
 def test_attention_option_recorded_and_shown(tiny_gguf, text_file, capsys, attention):
     arc = str(text_file) + ".llmz"
-    assert main(_args(tiny_gguf, "compress", str(text_file), "--attention", attention,
+    assert main(_args(tiny_gguf, "compress", str(text_file), "--engine", "float",
+                      "--attention", attention,
                       "--no-fallback")) == 0
     assert ct.scan(open(arc, "rb").read()).header["engine"]["attention"] == attention
     assert main(["info", arc]) == 0
@@ -177,6 +178,26 @@ def test_attention_choices_match_engine():
     action = next(a for a in p._actions if a.dest == "attention")
     assert action.choices[0] == "auto"
     assert sorted(action.choices[1:]) == sorted(ATTENTIONS)
+
+
+def test_kernel_choices_match_engine():
+    import argparse
+    from llmzip.cli import _common
+    from llmzip.engine.exact import KERNELS
+    p = argparse.ArgumentParser()
+    _common(p)
+    assert tuple(next(a for a in p._actions if a.dest == "kernel").choices) == KERNELS
+
+
+def test_exact_engine_shown_and_cuda_refused(tiny_gguf, text_file, capsys):
+    arc = str(text_file) + ".llmz"
+    assert main(_args(tiny_gguf, "compress", str(text_file), "--no-fallback",
+                      "--kernel", "portable")) == 0
+    assert main(["info", arc]) == 0
+    assert "exact (integer arithmetic version 1" in capsys.readouterr().out
+    assert main(_args(tiny_gguf, "decompress", arc, "-t", "--kernel", "reference")) == 0
+    assert main(_args(tiny_gguf, "decompress", arc, "-t", "--device", "cuda")) == 1
+    assert "not been tested" in capsys.readouterr().err
 
 
 def test_cli_imports_without_torch():

@@ -1,7 +1,9 @@
 """Determinism matrix: archives made with one configuration, decoded with another.
 
 Each row says what the format promises (decode exactly, or refuse with a named error) and
-the test checks it; the rows are printed as a table (pytest -s shows it).
+the test checks it; the rows are printed as a table (pytest -s shows it). The exact engine
+(the default) promises "exact" everywhere; llmzip 0.1's float engine promises it only on
+a machine like the one that wrote the archive, and refuses elsewhere.
 """
 
 import subprocess
@@ -19,6 +21,13 @@ ROWS = []
 
 @pytest.fixture(scope="module")
 def archive(tiny_model):
+    """The float engine's archive (llmzip 0.1): rows below check what it promises."""
+    return llmzip.compress(DATA, model=tiny_model, threads=1, batch=4, seg_len=96,
+                           fallback=False, engine="float")
+
+
+@pytest.fixture(scope="module")
+def exact_archive(tiny_model):
     return llmzip.compress(DATA, model=tiny_model, threads=1, batch=4, seg_len=96,
                            fallback=False)
 
@@ -51,7 +60,7 @@ def test_fresh_process(tiny_gguf, archive, tmp_path):
 def test_compress_threads_2_is_identical(tiny_model, archive):
     """Threads do not change the archive at all here (same kernels, same results)."""
     other = llmzip.compress(DATA, model=tiny_model, threads=2, batch=4, seg_len=96,
-                            fallback=False)
+                            fallback=False, engine="float")
     got = _row("compress with 2 threads vs 1: archives identical apart from the header",
                "exact", lambda: llmzip.decompress(other, model=tiny_model, threads=1))
     assert got == "exact"
@@ -71,10 +80,11 @@ def _forged(archive, **engine):
     info = ct.scan(archive)
     header = dict(info.header, engine=dict(info.header["engine"], **engine))
     start = info.chunks[0].offset - ct._CHUNK.size - 4
-    return ct.header_bytes(header) + archive[start:]
+    return ct.header_bytes(header, info.version) + archive[start:]
 
 
-@pytest.mark.parametrize("field,value", [("torch", "2.99.0+cpu"), ("cpu", "avx2"),
+# values no machine has, so that each row holds on every kind of machine
+@pytest.mark.parametrize("field,value", [("torch", "2.99.0+cpu"), ("cpu", "avx2,no-such-cpu"),
                                          ("constriction", "0.0.1")])
 def test_other_build_refused(tiny_model, archive, field, value):
     forged = _forged(archive, **{field: value})
@@ -95,6 +105,47 @@ def test_other_dtype_in_header_never_wrong(tiny_model, archive):
                lambda: llmzip.decompress(forged, model=tiny_model))
     assert got.startswith("refused") or got == "exact"
     assert got != "WRONG OUTPUT"
+
+
+# ---------------------------------------------------------------- the exact engine
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_exact_any_threads(tiny_model, exact_archive, threads):
+    assert _row(f"exact engine: decode with {threads} thread(s) (made with 1)", "exact",
+                lambda: llmzip.decompress(exact_archive, model=tiny_model,
+                                          threads=threads)) == "exact"
+
+
+@pytest.mark.parametrize("kernel", ["reference", "portable", "auto"])
+def test_exact_any_kernel(tiny_model, exact_archive, kernel):
+    assert _row(f"exact engine: decode with kernel {kernel}", "exact",
+                lambda: llmzip.decompress(exact_archive, model=tiny_model,
+                                          kernel=kernel)) == "exact"
+
+
+def test_exact_fresh_process(tiny_gguf, exact_archive, tmp_path):
+    p = tmp_path / "e.llmz"
+    p.write_bytes(exact_archive)
+    code = (f"import sys, llmzip; sys.stdout.buffer.write(llmzip.decompress("
+            f"open({str(p)!r}, 'rb').read(), model={tiny_gguf!r}, threads=2))")
+    assert _row("exact engine: decode in a fresh process", "exact", lambda: subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, check=True).stdout) == "exact"
+
+
+def test_exact_ignores_the_writers_machine(tiny_model, exact_archive):
+    """The exact engine's archive names no CPU, threads or torch: a header claiming them
+    changes nothing."""
+    forged = _forged(exact_archive, cpu="avx2,no-such-cpu", torch="2.99.0", threads=7)
+    assert _row("exact engine: header claims another CPU, torch and threads", "exact",
+                lambda: llmzip.decompress(forged, model=tiny_model)) == "exact"
+
+
+def test_exact_compress_identical_whatever_the_threads(tiny_model, exact_archive):
+    other = llmzip.compress(DATA, model=tiny_model, threads=3, batch=4, seg_len=96,
+                            fallback=False, kernel="portable")
+    got = _row("exact engine: compress with 3 threads and the portable kernel",
+               "byte-identical archive", lambda: DATA if other == exact_archive else b"")
+    assert got == "exact"
 
 
 def test_print_matrix():

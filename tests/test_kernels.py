@@ -129,7 +129,7 @@ def test_kernel_cache_gemma_sliding_window(tmp_path_factory):
 def test_compress_records_attention_and_round_trips(tiny_model, attention):
     data = corpus_bytes("alice29.txt", 1500) + "压缩就是理解。".encode()
     blob = llmzip.compress(data, model=tiny_model, batch=3, seg_len=64, fallback=False,
-                           attention=attention)
+                           attention=attention, engine="float")
     info = ct.scan(blob)
     assert info.version == 3 and ct.METHOD_MODEL in [c.method for c in info.chunks]
     header = info.header
@@ -145,9 +145,9 @@ def test_kernel_archive_without_compiler_is_refused_clearly(tiny_model, tmp_path
     from llmzip.cli import main
     data = corpus_bytes("alice29.txt", 700)
     blob = llmzip.compress(data, model=tiny_model, batch=2, seg_len=64, fallback=False,
-                           attention="bf16-kernel")
+                           attention="bf16-kernel", engine="float")
     plain = llmzip.compress(data, model=tiny_model, batch=2, seg_len=64, fallback=False,
-                            attention="torch-f32")
+                            attention="torch-f32", engine="float")
     monkeypatch.setattr(kernels, "_lib", None)
     monkeypatch.setenv("LLMZIP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))

@@ -27,10 +27,10 @@ def text_archive():
 def _rebuild(blob: bytes, edit) -> bytes:
     """The same archive with its header JSON changed by edit(header)."""
     info = ct.scan(blob)
-    old = len(ct.header_bytes(info.header))
+    old = len(ct.header_bytes(info.header, info.version))
     header = json.loads(json.dumps(info.header))
     edit(header)
-    return ct.header_bytes(header) + blob[old:]
+    return ct.header_bytes(header, info.version) + blob[old:]
 
 
 @pytest.mark.parametrize("data", [b"", b"x"], ids=["empty", "one-byte"])

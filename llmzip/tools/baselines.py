@@ -246,9 +246,9 @@ class UnavailableCodec(Codec):
 class LlmzipCodec(Codec):
     """llmzip with a model (registered name, GGUF path or LoadedModel) and engine settings.
 
-    ``compressor_kwargs`` go to :class:`llmzip.api.Compressor` (dtype, threads, batch,
-    seg_len, memory_limit, fallback, attention). ``last_stats`` holds the Stats of the
-    last compress.
+    ``compressor_kwargs`` go to :class:`llmzip.api.Compressor` (engine, kernel, threads,
+    batch, seg_len, memory_limit, fallback; dtype and attention for the float engine).
+    ``last_stats`` holds the Stats of the last compress.
     """
     kind = "llm"
 
@@ -256,8 +256,8 @@ class LlmzipCodec(Codec):
         super().__init__()
         from ..engine.models.registry import DEFAULT_MODEL, LoadedModel
         self.model_spec = model_spec if model_spec is not None else DEFAULT_MODEL
-        self.kwargs = dict(compressor_kwargs)
-        self.kwargs.setdefault("dtype", "auto")
+        self.kwargs = {k: v for k, v in compressor_kwargs.items() if v is not None}
+        self.kwargs.setdefault("engine", "exact")
         self._model = model_spec if isinstance(model_spec, LoadedModel) else None
         self._comp = None
         self._decomp = None
@@ -316,17 +316,21 @@ class LlmzipCodec(Codec):
         return self._comp
 
     def prepare(self) -> float:
-        """Load metadata, tokenizer and the weights in the codec's dtype, so that timed
-        compress calls exclude them; returns what loading cost this codec (the same on
-        every call; about 0 where the model was already loaded in this process)."""
+        """Load metadata, tokenizer and the weights the engine uses (the exact engine's
+        integer weights, packed for its kernels; the float engine's in its dtype), so that
+        timed compress calls exclude them; returns what loading cost this codec (the same
+        on every call; about 0 where the model was already loaded in this process)."""
         import time
         from ..engine.float_engine import DTYPES, resolve_dtype
         self._require()
         m = self.model
-        self.compressor
+        comp = self.compressor
         if not self._weights_loaded:
             t0 = time.perf_counter()
-            m.gpt(DTYPES[resolve_dtype(self.kwargs["dtype"])])
+            if comp.engine.kind == "exact":
+                comp.engine.kernel
+            else:
+                m.gpt(DTYPES[resolve_dtype(self.kwargs.get("dtype", "auto"))])
             self.weights_seconds = time.perf_counter() - t0
             self._weights_loaded = True
         return self.metadata_seconds + self.weights_seconds
@@ -340,7 +344,11 @@ class LlmzipCodec(Codec):
     def _decompress(self, blob):
         if self._decomp is None:
             from ..codec.api import Decompressor
-            self._decomp = Decompressor(self.model, threads=self.compressor.profile.threads,
+            comp = self.compressor
+            threads = (self.kwargs.get("threads") if comp.engine.kind == "exact"
+                       else comp.profile.threads)
+            self._decomp = Decompressor(self.model, threads=threads,
+                                        kernel=self.kwargs.get("kernel", "auto"),
                                         memory_limit=self.kwargs.get("memory_limit",
                                                                      8 << 30))
         return self._decomp.decompress(blob)
@@ -349,14 +357,20 @@ class LlmzipCodec(Codec):
         p = {"model": self.name.removeprefix("llmzip-")}
         if self._comp is not None or self.available():
             try:
-                prof = self.compressor.profile
-                p.update(dtype=prof.dtype, threads=prof.threads, batch=prof.batch,
-                         seg_len=prof.seg_len, precision=prof.precision,
-                         attention=prof.attention)
+                comp = self.compressor
+                prof = comp.profile
+                p.update(engine=comp.engine.kind, batch=prof.batch, seg_len=prof.seg_len,
+                         precision=prof.precision)
+                if comp.engine.kind == "exact":
+                    p.update(arith=prof.arith, kernel=self.kwargs.get("kernel", "auto"),
+                             threads=self.kwargs.get("threads", "auto"))
+                else:
+                    p.update(dtype=prof.dtype, threads=prof.threads,
+                             attention=prof.attention)
                 p["fingerprint"] = self.model.fingerprint[:16]
             except Exception:
-                p.update({k: self.kwargs.get(k) for k in ("dtype", "threads", "batch",
-                                                          "seg_len", "attention")})
+                p.update({k: self.kwargs.get(k) for k in ("engine", "dtype", "threads",
+                                                          "batch", "seg_len", "attention")})
         if "fallback" in self.kwargs:
             p["fallback"] = self.kwargs["fallback"]
         return p

@@ -122,8 +122,9 @@ def run_cell(codec: Codec, path: str, data: bytes, min_seconds: float = 0.1,
                    chunks=dict(st.chunks))
         row["model_load_seconds"] = (row.get("model_load_seconds") or 0.0) \
             + st.model_load_seconds
-        row.update({k: row["params"].get(k) for k in ("dtype", "threads", "batch",
-                                                      "seg_len", "attention")})
+        row.update({k: row["params"].get(k) for k in ("engine", "kernel", "dtype",
+                                                      "threads", "batch", "seg_len",
+                                                      "attention")})
     try:
         out, dt = _timed(codec.decompress, blob, min_seconds, reps)
     except Exception as e:
@@ -317,7 +318,9 @@ def run_cli(args) -> int:
         write_outputs(rows, out_dir)
         print(format_table(rows), end="")
         return 0
-    kw = {"dtype": getattr(args, "dtype", "auto") or "auto",
+    kw = {"engine": getattr(args, "engine", "exact") or "exact",
+          "kernel": getattr(args, "kernel", "auto") or "auto",
+          "dtype": getattr(args, "dtype", "auto") or "auto",
           "threads": getattr(args, "threads", None),
           "batch": getattr(args, "batch", 64) or 64,
           "seg_len": getattr(args, "seg_len", None),

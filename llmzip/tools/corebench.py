@@ -72,7 +72,7 @@ def core_benchmark(path: str, model=None, dtype: str = "auto", threads: int | No
     tokenizer_for(loaded)
     meta_s = time.perf_counter() - t0
     codec = LlmzipCodec(loaded, dtype=dtype, threads=threads, batch=batch, seg_len=seg_len,
-                        fallback=fallback, attention=attention)
+                        fallback=fallback, attention=attention, engine="float")
     codec.prepare()                                   # weights in this dtype, untimed
     weights_s = codec.weights_seconds
     prof = codec.compressor.profile

@@ -1,0 +1,250 @@
+"""The exact engine: its building blocks, its tables, and the promise that every path
+(the torch reference, the portable C kernels, each SIMD path this CPU has), every thread
+count, every batch composition and prefill vs steps give the same integer tables.
+
+The real default model's version of these checks is tests/test_exact_default_model.py
+(slow); here the tiny random models run through the same code in seconds.
+"""
+
+import hashlib
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import llmzip
+from llmzip.codec import container as ct
+from llmzip.engine.exact import ExactEngine, intops, kernels, tables
+from llmzip.engine.exact import weights as W
+from llmzip.errors import EngineMismatchError, FormatError, UsageError
+from conftest import corpus_bytes
+
+DATA = corpus_bytes("alice29.txt", 3000)
+PATHS = kernels.supported_paths() if kernels.available() else []
+KERNELS = ["reference"] + PATHS
+
+
+# ------------------------------------------------------------------ building blocks
+
+def test_tables_are_pinned():
+    """The tables are part of the arithmetic: any change is a new arithmetic version."""
+    h = hashlib.sha256()
+    h.update(tables.exp2_table().tobytes())
+    h.update(tables.activation_table("silu").tobytes())
+    h.update(tables.activation_table("gelu").tobytes())
+    for a in tables.rope_tables(64, 100000.0, 256) + tables.rope_tables(256, 1e6, 256, 8.0):
+        h.update(a.tobytes())
+    assert h.hexdigest()[:16] == "b095d65ddbe517f6"
+
+
+def test_table_values():
+    e = tables.exp2_table()
+    assert e[0] == 1 << 30 and e[512] == round(2 ** 29.5) and np.all(np.diff(e) < 0)
+    s = tables.activation_table("silu")
+    assert s[1024] == 0 and s[1024 + 64] == round(65536 / (1 + math.exp(-1)))
+    g = tables.activation_table("gelu")
+    assert abs(g[1024 + 64] / 65536 - 0.8411920) < 2e-5
+    cos, sin = tables.rope_tables(64, 100000.0, 3000)
+    p = np.arange(3000)[:, None]
+    theta = 100000.0 ** (-np.arange(0, 64, 2) / 64)
+    assert np.abs(cos / 2 ** 15 - np.cos(p * theta)).max() < 2e-5
+    assert np.abs(sin / 2 ** 15 - np.sin(p * theta)).max() < 2e-5
+
+
+def test_isqrt_exact():
+    g = torch.Generator().manual_seed(0)
+    n = torch.cat([torch.randint(0, 1 << 62, (20000,), generator=g),
+                   torch.arange(0, 5000), torch.tensor([(1 << 62), (1 << 31) ** 2 - 1])])
+    r = intops.isqrt(n)
+    assert all(int(a) == math.isqrt(int(b)) for a, b in zip(r, n))
+
+
+def test_rshift_round_and_quant():
+    v = torch.arange(-1000, 1000)
+    for s in (0, 1, 3, 7):
+        want = torch.tensor([math.floor((int(x) + (1 << s >> 1)) / (1 << s)) for x in v])
+        assert torch.equal(intops.rshift_round(v, s), want)
+        assert torch.equal(intops.rshift_round(v, torch.full_like(v, s)), want)
+    assert torch.equal(intops.rshift_round(v, -2), v * 4)
+    g = torch.Generator().manual_seed(1)
+    y = torch.randint(-(1 << 40), 1 << 40, (50, 97), generator=g)
+    y[3] = 0
+    y[4] = 1000
+    for levels in (127, 5000, 32767):
+        q, e = intops.quant_pow2(y, levels)
+        assert int(q.abs().max()) <= levels
+        smaller = intops.rshift_round(y.abs().amax(-1, keepdim=True), (e - 1).clamp(min=0))
+        assert bool(((e == 0) | (smaller > levels)).all())          # e is the smallest
+
+
+def test_lut_activation_close_to_float():
+    x = torch.arange(-20 * 4096, 20 * 4096, 37)
+    for name, f in (("silu", torch.nn.functional.silu),
+                    ("gelu", lambda t: torch.nn.functional.gelu(t, approximate="tanh"))):
+        y = intops.lut_activation(x, name, 12).double() / 4096
+        assert (y - f(x.double() / 4096)).abs().max() < 3e-4
+
+
+def test_weights_quantisation_bound():
+    g = torch.Generator().manual_seed(2)
+    Wf = torch.randn(64, 300, generator=g) * torch.rand(64, 1, generator=g)
+    lin = W.int_linear(Wf)
+    l1 = lin.w.abs().long().sum(1).max()
+    assert int(l1) * lin.levels < 2 ** 31 and int(lin.mult.max()) < 2 ** 24
+    back = lin.w.double() * lin.mult[:, None].double() / 2.0 ** lin.sb
+    assert (back - Wf.double()).abs().max() <= Wf.abs().max() / 127
+
+
+# ------------------------------------------------------------------ engine paths
+
+def _segments(model, n_seg, length, offset=0):
+    from llmzip.codec.tokenizer import tokenizer_for
+    ids = tokenizer_for(model).encode(DATA)
+    return [np.asarray(ids[offset + i * 7: offset + i * 7 + length - (i % 3)])
+            for i in range(n_seg)]
+
+
+def _prefill(engine, segments):
+    return [f.copy() for _, _, f in engine.encode_steps(segments)]
+
+
+def _steps(engine, segments):
+    out = []
+
+    def choose(t, live, f):
+        out.append(f.copy())
+        return np.array([segments[i][t] for i in live])
+
+    engine.lockstep([len(s) for s in segments], choose)
+    return out
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.fixture(scope="module", params=["llama", "gemma"])
+def model(request, tiny_model, tmp_path_factory):
+    if request.param == "llama":
+        return tiny_model
+    from llmzip.engine.models.registry import load_model
+    from llmzip.engine.models.tiny import write_tiny_gemma_gguf
+    path = tmp_path_factory.mktemp("gemma") / "tiny-gemma.gguf"
+    return load_model(write_tiny_gemma_gguf(str(path), seed=3))
+
+
+@pytest.fixture(scope="module")
+def oracle(model):
+    segs = _segments(model, 3, 90)
+    return segs, _prefill(ExactEngine(model, kernel="reference"), segs)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_every_path_equals_the_reference(model, oracle, kernel):
+    segs, want = oracle
+    e = ExactEngine(model, kernel=kernel, threads=2)
+    assert _same(_prefill(e, segs), want)
+    assert _same(_steps(e, segs), want)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threads_do_not_matter(model, oracle, threads):
+    segs, want = oracle
+    assert _same(_prefill(ExactEngine(model, threads=threads), segs), want)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 7, 64])
+def test_batch_composition_does_not_matter(model, batch):
+    """Segment 0's tables are the same whatever other segments share its batch."""
+    alone = _prefill(ExactEngine(model, threads=1), _segments(model, 1, 60))
+    segs = _segments(model, batch, 60)
+    both = _prefill(ExactEngine(model, threads=2), segs)
+    assert _same([f[:1] for f in both], alone)
+
+
+def test_prefill_block_size_does_not_matter(model, oracle, monkeypatch):
+    from llmzip.engine.exact import engine as E
+    segs, want = oracle
+    monkeypatch.setattr(E, "FREQ_BLOCK_BYTES", 4 * model.config.vocab_size * 3 * 5)  # 5 rows
+    assert _same(_prefill(ExactEngine(model), segs), want)
+
+
+def test_two_processes(tiny_gguf, tiny_model):
+    code = ("import hashlib, numpy as np, sys; sys.path.insert(0, 'tests');"
+            "from test_exact import _segments, _prefill;"
+            "from llmzip.engine.models.registry import load_model;"
+            "from llmzip.engine.exact import ExactEngine;"
+            f"m = load_model({tiny_gguf!r});"
+            "h = hashlib.sha256(b''.join(f.tobytes() for f in "
+            "_prefill(ExactEngine(m), _segments(m, 3, 90))));"
+            "print(h.hexdigest())")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    here = hashlib.sha256(b"".join(f.tobytes() for f in _prefill(
+        ExactEngine(tiny_model), _segments(tiny_model, 3, 90)))).hexdigest()
+    assert other == here
+
+
+# ------------------------------------------------------------------ archives
+
+@pytest.fixture(scope="module")
+def archives(tiny_model):
+    return {k: llmzip.compress(DATA, model=tiny_model, kernel=k, batch=4, seg_len=200,
+                               fallback=False)
+            for k in (["reference"] + PATHS[:1] + PATHS[-1:])}
+
+
+def test_archives_identical_whatever_the_kernel(archives):
+    blobs = set(archives.values())
+    assert len(blobs) == 1
+    assert ct.scan(next(iter(blobs))).version == 5
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_archive_decodes_with_every_path(tiny_model, archives, kernel):
+    for blob in archives.values():
+        assert llmzip.decompress(blob, model=tiny_model, kernel=kernel, threads=3) == DATA
+        break
+
+
+def _forged(blob, **engine):
+    info = ct.scan(blob)
+    header = dict(info.header, engine=dict(info.header["engine"], **engine))
+    start = info.chunks[0].offset - ct._CHUNK.size - 4
+    return ct.header_bytes(header) + blob[start:]
+
+
+def test_other_integer_weights_refused(tiny_model, archives):
+    blob = _forged(next(iter(archives.values())), weights="0123456789abcdef")
+    with pytest.raises(EngineMismatchError, match="integer weights"):
+        llmzip.decompress(blob, model=tiny_model)
+
+
+def test_other_arithmetic_version_refused(tiny_model, archives):
+    blob = _forged(next(iter(archives.values())), arith=2)
+    with pytest.raises(FormatError, match="arithmetic version 2"):
+        llmzip.decompress(blob, model=tiny_model)
+
+
+def test_usage_errors(tiny_model):
+    with pytest.raises(UsageError, match="cuda"):
+        llmzip.Compressor(tiny_model, device="cuda")
+    with pytest.raises(UsageError, match="cuda"):
+        llmzip.Decompressor(tiny_model, device="cuda")
+    with pytest.raises(UsageError, match="engine float"):
+        llmzip.Compressor(tiny_model, dtype="bfloat16")
+    with pytest.raises(UsageError, match="kernel"):
+        llmzip.Compressor(tiny_model, kernel="sse9")
+
+
+def test_int_weights_cache_roundtrip(tiny_model, tmp_path):
+    m = W.from_float(tiny_model.gpt(torch.float32))
+    W.save(m, str(tmp_path), tiny_model.fingerprint)
+    back = W.load(str(tmp_path), tiny_model.fingerprint, tiny_model.config)
+    assert back is not None and back.sha256 == m.sha256
+    path = next(tmp_path.iterdir())
+    path.write_bytes(path.read_bytes()[:-100])            # damaged: ignored, not trusted
+    assert W.load(str(tmp_path), tiny_model.fingerprint, tiny_model.config) is None
