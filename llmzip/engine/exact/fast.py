@@ -16,25 +16,30 @@ import torch
 
 from . import tables as T
 from .kernels import Kernels, p
-from .reference import ACT_FRAC, ATT_MULT_BITS, LOGIT_FRAC, RES_FRAC, rope_tabs
-from .weights import LOG2E, IntModel
+from .reference import (ACT_FRAC, LOGIT_FRAC, RES_FRAC, SCORE_SHIFT, rope_tabs,
+                        score_multiplier)
+from .weights import IntModel
 
 
 class KVCache:
-    """Keys and values of every layer for B segments of up to Smax positions: int8
-    (B, K, Smax, D) and one int64 scale per (segment, kv head, position)."""
+    """Keys and values of every layer for B segments of up to Smax positions (a multiple
+    of 16): int8 keys in exact_ops.c's tiles of 16 positions (B, K, Smax, D) with their
+    score multipliers as float64 (B, K, Smax), int8 values (B, K, Smax, D) with their
+    scales as float64. Every float64 here holds an exact integer times a power of two."""
 
     def __init__(self, cfg, n_layer: int, batch: int, max_len: int):
+        max_len = -(-max(max_len, 1) // 16) * 16
         shape = (batch, cfg.n_kv_head, max_len, cfg.head_dim)
-        self.kq = [torch.zeros(shape, dtype=torch.int8) for _ in range(n_layer)]
+        self.kt = [torch.zeros(shape, dtype=torch.int8) for _ in range(n_layer)]
         self.vq = [torch.zeros(shape, dtype=torch.int8) for _ in range(n_layer)]
-        self.ks = [torch.zeros(shape[:3], dtype=torch.int64) for _ in range(n_layer)]
-        self.vs = [torch.zeros(shape[:3], dtype=torch.int64) for _ in range(n_layer)]
+        self.ksd = [torch.zeros(shape[:3], dtype=torch.float64) for _ in range(n_layer)]
+        self.vsd = [torch.zeros(shape[:3], dtype=torch.float64) for _ in range(n_layer)]
         self.batch, self.max_len = batch, max_len
 
     @staticmethod
     def nbytes(cfg, n_layer: int, batch: int, max_len: int) -> int:
-        return 2 * n_layer * batch * cfg.n_kv_head * max_len * (cfg.head_dim + 8)
+        max_len = -(-max(max_len, 1) // 16) * 16
+        return n_layer * batch * cfg.n_kv_head * max_len * (2 * cfg.head_dim + 16)
 
 
 class _Linear:
@@ -54,9 +59,9 @@ class FastModel:
                        for L in m.layers]
         self.head = _Linear(m.head, kern)
         self.exp_t = torch.from_numpy(T.exp2_table())
+        self.exp32 = self.exp_t.to(torch.int32)
         self.act_t = torch.from_numpy(T.activation_table("gelu" if self.gemma else "silu"))
-        self.att_mult = round(m.attn_scale * LOG2E / 127 * (1 << ATT_MULT_BITS))
-        self.zshift = ATT_MULT_BITS + 2 * ACT_FRAC - LOGIT_FRAC - 16
+        self.att_mult = score_multiplier(m)
         self.q_width = math.isqrt(self.cfg.n_embd << 42)
         self.q_head = math.isqrt(self.cfg.head_dim << 42)
         self._tabs: dict = {}
@@ -99,9 +104,9 @@ class FastModel:
             if self.gemma:
                 k.qk_norm(qkv, H, K, D, L.q_norm, L.k_norm, ACT_FRAC, self.q_head, threads)
             q16, eq = k.qkv(qkv, H, K, D, row_b, row_pos, cos, sin, self.gemma, cache, li,
-                            threads)
+                            self.att_mult, SCORE_SHIFT, threads)
             y = k.attention(q16, eq, H, K, D, row_b, row_pos, cache, li, L.window,
-                            self.att_mult, self.zshift, self.exp_t, threads)
+                            self.exp32, threads)
             a, ea = k.quant(y, W["o"].levels, threads)
             acc = k.gemm(a, W["o"].packed, threads)
             if self.gemma:

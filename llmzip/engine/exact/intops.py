@@ -23,6 +23,11 @@ def rshift_round(v: torch.Tensor, sh) -> torch.Tensor:
     return torch.where(sh > 0, (v + half) >> pos, v << (-sh).clamp(min=0))
 
 
+def shift_floor(v: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
+    """floor(v * 2^-sh) for int64 tensors: v >> sh, or v << -sh where sh < 0."""
+    return torch.where(sh >= 0, v >> sh.clamp(min=0), v << (-sh).clamp(min=0))
+
+
 def bit_length(m: torch.Tensor) -> torch.Tensor:
     """Number of bits of each m >= 0 (0 for 0); m < 2^53 (exact through float64)."""
     return torch.frexp(m.double())[1].long()

@@ -16,8 +16,13 @@ from ..kernels.build import load as load_library
 
 # matrix-product paths of gemm_i8.c (its PATH_* numbers)
 PATHS = {"auto": 0, "portable": 1, "avx2": 2, "avx512bw": 3, "avx512vnni": 4, "avxvnni": 5}
+# no -march: one build for every x86-64 CPU, SIMD paths chosen at run time; -fwrapv:
+# int64 wraps as torch's does; float64 only ever holds exact integers (docs/engine.md),
+# so fused multiply-adds change nothing and are allowed
 FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-pthread", "-fopenmp", "-fno-fast-math",
-         "-ffp-contract=off", "-fwrapv", "-fvisibility=hidden"]
+         "-fwrapv", "-fvisibility=hidden"]
+# the level of exact_ops.c's vectorised loops for each matrix-product path
+LEVELS = {"portable": 0, "avx2": 1, "avxvnni": 1, "avx512bw": 2, "avx512vnni": 2}
 SOURCES = ["exact_ops.c", "gemm_i8.c"]
 
 _i, _l, _v = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
@@ -40,11 +45,12 @@ def _setup(lib) -> None:
         "llmzip_ex_requant": (_i, [_i, _i, _v, _v, _i, _v, _v, _i, _i]),
         "llmzip_ex_glu": (_i, [_i, _i, _v, _v, _i, _v, _v, _i, _l, _v, _v, _i]),
         "llmzip_ex_qkv": (_i, [_i, _i, _i, _i, _v, _v, _v, _v, _v, _i, _v, _v, _v, _v, _v,
-                               _v, _i, _i]),
+                               _v, _i, _l, _i, _i]),
         "llmzip_ex_qk_norm": (_i, [_i, _i, _i, _i, _v, _v, _v, _i, _l, _i]),
         "llmzip_ex_attention": (_i, [_i, _i, _i, _i, _v, _v, _v, _v, _v, _v, _v, _v, _i, _i,
-                                     _l, _i, _v, _v, _i]),
-        "llmzip_ex_freqs": (_i, [_i, _i, _v, _v, _i, _v, _v, _i, _v, _i]),
+                                     _v, _v, _i, _i]),
+        "llmzip_ex_freqs": (_i, [_i, _i, _v, _v, _i, _v, _v, _i, _v, _i, _i]),
+        "llmzip_ex_max_level": (_i, []),
     }
     for name, (res, args) in sig.items():
         f = getattr(lib, name)
@@ -104,6 +110,7 @@ class Kernels:
                 f"(it has: {', '.join(supported_paths())})")
         self.path = path if path != "auto" else best_path()
         self._path = PATHS[self.path]
+        self.level = min(LEVELS[self.path], self.lib.llmzip_ex_max_level())
 
     def pack(self, w: torch.Tensor) -> Packed:
         return Packed(self.lib, w)
@@ -167,28 +174,29 @@ class Kernels:
         _check(self.lib.llmzip_ex_qk_norm(qkv.shape[0], H, K, D, p(qkv), p(qg), p(kg), frac, q,
                                           threads), "qk_norm")
 
-    def qkv(self, qkv, H, K, D, row_b, row_pos, cos, sin, halves, cache, li, threads):
+    def qkv(self, qkv, H, K, D, row_b, row_pos, cos, sin, halves, cache, li, att_mult,
+            zshift, threads):
         M = qkv.shape[0]
         q16 = torch.empty((M, H, D), dtype=torch.int16)
         eq = torch.empty((M, H), dtype=torch.int32)
         _check(self.lib.llmzip_ex_qkv(M, H, K, D, p(qkv), p(row_b), p(row_pos), p(cos), p(sin),
-                                      int(halves), p(q16), p(eq), p(cache.kq[li]),
-                                      p(cache.ks[li]), p(cache.vq[li]), p(cache.vs[li]),
-                                      cache.max_len, threads), "qkv")
+                                      int(halves), p(q16), p(eq), p(cache.kt[li]),
+                                      p(cache.ksd[li]), p(cache.vq[li]), p(cache.vsd[li]),
+                                      cache.max_len, att_mult, zshift, threads), "qkv")
         return q16, eq
 
-    def attention(self, q16, eq, H, K, D, row_b, row_pos, cache, li, window, att_mult,
-                  zshift, exp_t, threads):
+    def attention(self, q16, eq, H, K, D, row_b, row_pos, cache, li, window, exp32, threads):
         M = q16.shape[0]
         y = torch.empty((M, H * D), dtype=torch.int64)
         _check(self.lib.llmzip_ex_attention(M, H, K, D, p(q16), p(eq), p(row_b), p(row_pos),
-                                            p(cache.kq[li]), p(cache.ks[li]), p(cache.vq[li]),
-                                            p(cache.vs[li]), cache.max_len, window, att_mult,
-                                            zshift, p(exp_t), p(y), threads), "attention")
+                                            p(cache.kt[li]), p(cache.ksd[li]), p(cache.vq[li]),
+                                            p(cache.vsd[li]), cache.max_len, window, p(exp32),
+                                            p(y), self.level, threads), "attention")
         return y
 
     def freqs(self, acc, lin, e, frac_drop, exp_t, precision, out, threads):
         M, V = acc.shape
         e = e.contiguous()
         _check(self.lib.llmzip_ex_freqs(M, V, p(acc), p(lin.mult), lin.sb + frac_drop, p(e),
-                                        p(exp_t), precision, p(out), threads), "freqs")
+                                        p(exp_t), precision, p(out), self.level, threads),
+               "freqs")

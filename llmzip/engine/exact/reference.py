@@ -16,8 +16,8 @@ import math
 import torch
 
 from . import tables as T
-from .intops import (exp2_neg, floor_div, isqrt, lut_activation, quant_pow2,
-                     round_div, rshift_round)
+from .intops import (bit_length, exp2_neg, floor_div, isqrt, lut_activation, quant_pow2,
+                     round_div, rshift_round, shift_floor)
 from .weights import GAIN_FRAC, LOG2E, IntLinear, IntModel
 
 RES_FRAC = 16
@@ -28,8 +28,9 @@ NORM_FRAC = 16                      # x / rms(x) in Q16
 ATT_CLAMP = (1 << 24) - 1          # q, k, v are clamped to +-ATT_CLAMP (Q12) for attention
 KV_LEVELS = 127                     # keys and values: int8 per (position, kv head)
 PROB_FRAC = 16                      # attention weights in Q16
-ATT_MULT_BITS = 30
-FREQ_SHIFT = 38
+ATT_MULT_BITS = 30                  # A = rint(scale log2(e) / 127 2^30)
+SCORE_MULT_BITS = 22                # key multipliers km <= 2^22
+SCORE_SHIFT = 2 * ACT_FRAC + ATT_MULT_BITS - LOGIT_FRAC     # 44
 
 
 def linear(x: torch.Tensor, lin: IntLinear, in_frac: int, out_frac: int) -> torch.Tensor:
@@ -90,16 +91,30 @@ def quant_kv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Cache:
-    """Keys and values of every layer: int8 values and a scale per (position, kv head)."""
+    """Keys and values of every layer, per (segment, kv head, position): int8 keys with
+    a score multiplier (km, ke), int8 values with their scale vs."""
 
     def __init__(self, m: IntModel, batch: int, max_len: int):
         c = m.cfg
         shape = (batch, c.n_kv_head, max_len, c.head_dim)
         self.kq = [torch.zeros(shape, dtype=torch.int8) for _ in m.layers]
         self.vq = [torch.zeros(shape, dtype=torch.int8) for _ in m.layers]
-        self.ks = [torch.zeros(shape[:3], dtype=torch.int64) for _ in m.layers]
+        self.km = [torch.zeros(shape[:3], dtype=torch.int64) for _ in m.layers]
+        self.ke = [torch.zeros(shape[:3], dtype=torch.int64) for _ in m.layers]
         self.vs = [torch.zeros(shape[:3], dtype=torch.int64) for _ in m.layers]
         self.batch, self.max_len = batch, max_len
+
+
+def score_multiplier(m: IntModel) -> int:
+    """A = rint(scale * log2(e) / 127 * 2^30) (< 2^24): the score's constant factor."""
+    return round(m.attn_scale * LOG2E / KV_LEVELS * (1 << ATT_MULT_BITS))
+
+
+def key_multiplier(sigma: torch.Tensor, A: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """sigma_k * A (< 2^48) as km * 2^ke with km <= 2^22 (so that dot * km < 2^53)."""
+    P = sigma * A
+    ke = (bit_length(P) - SCORE_MULT_BITS).clamp(min=0)
+    return rshift_round(P, ke), ke
 
 
 def attention(m: IntModel, q: torch.Tensor, cache: Cache, seg: torch.Tensor, li: int,
@@ -108,22 +123,22 @@ def attention(m: IntModel, q: torch.Tensor, cache: Cache, seg: torch.Tensor, li:
     over cached positions 0..pos+T-1. Returns (B, T, H*D) in Q12.
 
     q is quantised per (position, head) to 16 bits (quant_pow2, step 2^eq); scores
-    dot = q . k_int8 (exact), z = rshift_round(rshift_round(dot * sigma_k, 16) * A,
-    28 - eq) in Q10 log2 units, A = rint(scale * log2(e) / 127 * 2^30);
-    weights e_s = exp2_neg(max z - z_s) (0 outside the causal window), p_s =
-    (e_s * floor(2^62 / sum e)) >> 46; output floor(sum_s p_s sigma_v,s v_int8 / (127 * 2^16))."""
+    dot = q . k_int8 (exact), z = floor(dot * km * 2^(ke + eq - 44)) in Q10 log2 units;
+    weights e_s = exp2_neg(max z - z_s) (0 outside the causal window), normalised to
+    p = probabilities(e, 2^16) (Q16); output
+    floor(sum_s p_s vs_s v_int8 / (127 * 2^16)). Every product and sum is an integer
+    below 2^53 (float64 may hold any of them exactly)."""
     B, T, H, D = q.shape
     K = m.cfg.n_kv_head
     G, S = H // K, pos + T
     q16, eq = quant_pow2(q, 32767)                             # (B, T, H, D), (B, T, H, 1)
     qg = q16.permute(0, 2, 1, 3).reshape(B, K, G * T, D)       # rows: head-major, then t
     eqg = eq.permute(0, 2, 1, 3).reshape(B, K, G * T, 1)
-    kq, ks = cache.kq[li][seg, :, :S].long(), cache.ks[li][seg, :, :S]
-    vq, vs = cache.vq[li][seg, :, :S].long(), cache.vs[li][seg, :, :S]
+    kq, vq = cache.kq[li][seg, :, :S].long(), cache.vq[li][seg, :, :S].long()
+    km, ke = cache.km[li][seg, :, None, :S], cache.ke[li][seg, :, None, :S]
+    vs = cache.vs[li][seg, :, :S]
     dot = (qg.double() @ kq.double().transpose(-1, -2)).long()  # (B, K, G*T, S) exact
-    A = round(m.attn_scale * LOG2E / KV_LEVELS * (1 << ATT_MULT_BITS))
-    t1 = rshift_round(dot * ks[:, :, None, :], 16)
-    z = rshift_round(t1 * A, ATT_MULT_BITS + 2 * ACT_FRAC - LOGIT_FRAC - 16 - eqg)
+    z = shift_floor(dot * km, SCORE_SHIFT - ke - eqg)          # Q10 bits
     qpos = (torch.arange(T) + pos).repeat(G)[:, None]          # (G*T, 1)
     kpos = torch.arange(S)[None, :]
     ok = kpos <= qpos
@@ -131,11 +146,27 @@ def attention(m: IntModel, q: torch.Tensor, cache: Cache, seg: torch.Tensor, li:
         ok &= kpos > qpos - window
     zmax = torch.where(ok, z, torch.iinfo(torch.int64).min).amax(-1, keepdim=True)
     e = torch.where(ok, exp2_neg((zmax - z).clamp(min=0)), 0)
-    recip = floor_div(torch.full_like(zmax, 1 << 62), e.sum(-1, keepdim=True))
-    p = (e * recip) >> (62 - PROB_FRAC)                           # Q16, sum <= 2^16
-    num = ((p * vs[:, :, None, :]).double() @ vq.double()).long()   # exact: < 2^53
-    y = floor_div(num, KV_LEVELS << PROB_FRAC)                      # (B, K, G*T, D) Q12
+    p = probabilities(e, 1 << PROB_FRAC)                       # Q16, sum <= 2^16
+    num = ((p * vs[:, :, None, :]).double() @ vq.double()).long()   # exact: < 2^47
+    y = floor_div(num, KV_LEVELS << PROB_FRAC)                 # (B, K, G*T, D) Q12
     return y.view(B, K, G, T, D).permute(0, 3, 1, 2, 4).reshape(B, T, H * D)
+
+
+def probabilities(e: torch.Tensor, total: int) -> torch.Tensor:
+    """Weights e (..., n), each <= 2^30, scaled to sum to at most `total` (< 2^25):
+
+        E = sum e;  t = max(0, bitlen(E) - 40);  E' = ceil(E / 2^t);  b = bitlen(E')
+        k = b + 21 - bitlen(total);  R = floor(total * 2^k / E')      (2^20 < R < 2^22)
+        p = floor(e * R / 2^(k + t))
+
+    Every product e * R is below 2^52 (float64 holds it exactly), total * 2^k = 2^(b+21)
+    at most fits int64, and sum p <= total * E / (E' 2^t) <= total."""
+    E = e.sum(-1, keepdim=True)
+    t = (bit_length(E) - 40).clamp(min=0)
+    E1 = ((E - 1) >> t) + 1
+    k = bit_length(E1) + 21 - total.bit_length()
+    R = floor_div(total << k, E1)
+    return (e * R) >> (k + t)
 
 
 def forward(m: IntModel, tokens: torch.Tensor, cache: Cache, pos: int, tabs: dict,
@@ -162,8 +193,10 @@ def forward(m: IntModel, tokens: torch.Tensor, cache: Cache, pos: int, tabs: dic
         q, k, v = (t.clamp(-ATT_CLAMP, ATT_CLAMP) for t in (q, k, v))
         kq, ks = quant_kv(k.transpose(1, 2))                     # (B, K, T, D), (B, K, T)
         vq, vs = quant_kv(v.transpose(1, 2))
+        km, ke = key_multiplier(ks, score_multiplier(m))
         cache.kq[li][seg, :, pos:pos + Tn] = kq.to(torch.int8)
-        cache.ks[li][seg, :, pos:pos + Tn] = ks
+        cache.km[li][seg, :, pos:pos + Tn] = km
+        cache.ke[li][seg, :, pos:pos + Tn] = ke
         cache.vq[li][seg, :, pos:pos + Tn] = vq.to(torch.int8)
         cache.vs[li][seg, :, pos:pos + Tn] = vs
         y = attention(m, q, cache, seg, li, pos, L.window)
@@ -196,14 +229,11 @@ def rope_tabs(m: IntModel, n_pos: int) -> dict:
 
 def freqs(logits: torch.Tensor, precision: int = 24) -> torch.Tensor:
     """Integer logits (..., V) in Q10 log2 units -> frequencies, each >= 1, each row
-    summing to 2^precision: e_v = exp2_neg(max - l_v); f_v = 1 + (e_v * R >> 38) with
-    R = floor((2^p - V) * 2^38 / sum e); the remainder goes to the first most probable symbol."""
+    summing to 2^precision: e_v = exp2_neg(max - l_v); f_v = 1 + probabilities(e,
+    2^precision - V); the remainder goes to the first most probable symbol."""
     V = logits.shape[-1]
-    spare = (1 << precision) - V
     top = logits.amax(-1, keepdim=True)
-    e = exp2_neg(top - logits)
-    recip = floor_div(torch.full_like(top, spare << FREQ_SHIFT), e.sum(-1, keepdim=True))
-    f = 1 + ((e * recip) >> FREQ_SHIFT)
+    f = 1 + probabilities(exp2_neg(top - logits), (1 << precision) - V)
     rem = (1 << precision) - f.sum(-1, keepdim=True)
     first = torch.argmax((logits == top).to(torch.uint8), dim=-1, keepdim=True)
     return f.scatter_add(-1, first, rem)

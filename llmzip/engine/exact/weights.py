@@ -2,7 +2,7 @@
 
 Each matrix W (N, K) becomes int8 rows q (one scale per output row, s_n = max|W_n| / 127,
 q = rint(W / s_n)) and an integer multiplier per row M_n = rint(s_n * c * 2^sb), with sb
-chosen so that max M_n < 2^24 (c: 1; log2(e) for the output layer, whose logits are in
+chosen so that max M_n <= 2^21 (c: 1; log2(e) for the output layer, whose logits are in
 bits; the embedding scale for Gemma's input embedding). Norm gains become Q16 integers.
 
 This step runs in float64 with IEEE basic operations only (division, multiplication by a
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-QUANT_VERSION = 1                 # bump when the integers derived from a GGUF change
+QUANT_VERSION = 2                 # bump when the integers derived from a GGUF change
 LOG2E = 1.4426950408889634        # the float64 nearest to log2(e)
-MULT_BITS = 24                    # row multipliers are below 2^24
+MULT_BITS = 21                    # row multipliers are at most 2^21 (acc * mult <= 2^52)
 GAIN_FRAC = 16                    # norm gains in Q16
 ACC_LIMIT = (1 << 31) - 1         # matmul sums are int32
 MAX_LEVELS = 32767                # matmul inputs are int16
@@ -34,7 +34,7 @@ MAX_LEVELS = 32767                # matmul inputs are int16
 class IntLinear:
     """y = x W^T in integers: int8 rows, a multiplier per row, and the input's bound."""
     w: torch.Tensor               # (N, K) int8
-    mult: torch.Tensor            # (N,) int64, each < 2^24
+    mult: torch.Tensor            # (N,) int64, each <= 2^21
     sb: int                       # mult = rint(scale * c * 2^sb)
     levels: int                   # inputs are quantised to |a| <= levels, so that
                                   # sum_k |w_nk| * levels < 2^31 for every row n
@@ -56,7 +56,7 @@ def quantize_rows(W: np.ndarray, c: float = 1.0, block: int = 8192
 
 
 def multipliers(scale: np.ndarray, c: float) -> tuple[np.ndarray, int]:
-    """rint(scale * c * 2^sb) with the largest sb that keeps every value below 2^24."""
+    """rint(scale * c * 2^sb) with the largest sb that keeps every value at most 2^21."""
     top = float((scale * c).max()) if scale.size else 0.0
     sb = MULT_BITS - (math.frexp(top)[1] if top > 0 else 0)   # top = m 2^e, m in [0.5, 1)
     return np.rint(np.ldexp(scale * c, sb)).astype(np.int64), sb

@@ -201,15 +201,49 @@ static inline void quant_kv(const int64_t *x, int D, int8_t *q, int64_t *sigma) 
     *sigma = m;
 }
 
+/* 2^e as a double, for -1022 <= e <= 1023 (exact) */
+static inline double pow2d(int e) {
+    union { uint64_t u; double d; } v;
+    v.u = (uint64_t)(1023 + e) << 52;
+    return v.d;
+}
+
+/* sigma_k * A (< 2^48) as km * 2^ke, km <= 2^22 (reference.key_multiplier) */
+static inline void key_multiplier(int64_t sigma, int64_t A, int64_t *km, int64_t *ke) {
+    int64_t P = sigma * A;
+    int e = bit_length((uint64_t)P) - 22;
+    if (e < 0) e = 0;
+    *km = rsr(P, e);
+    *ke = e;
+}
+
+/* The fast path's key cache is tiled: for each (segment, kv head), positions in tiles of
+ * 16, each tile [D/2][16][2] int8 (pairs of dimensions of 16 positions side by side), so
+ * that one vector multiply-add of pairs gives 16 positions' partial dot products. Keys'
+ * score multipliers are stored as the doubles km * 2^(ke - SCORE_SHIFT) (exact) and the
+ * values' scales vs as doubles (exact, < 2^24). */
+#define KT 16
+static inline int64_t ktile_index(int64_t slot_base, int s, int d, int D) {
+    /* byte offset of key (position s, dimension d) within its (segment, kv head) block */
+    return slot_base * D + (int64_t)(s / KT) * KT * D + (int64_t)(d / 2) * (2 * KT)
+           + (s % KT) * 2 + (d % 2);
+}
+
 /* qkv (M, H + 2K, D) int64 in Q12 (after any per-head norm), row_b/row_pos per row:
- * q rotated and quantised per head (q16, eq); k rotated and v written to the caches
- * kc/vc (B, K, Smax, D) int8 with scales ks/vs (B, K, Smax). cos/sin (n_pos, D/2). */
+ * q rotated and quantised per head (q16, eq); k rotated, quantised and written to the
+ * tiled key cache kt with its multiplier ksd; v quantised into vc (B, K, Smax, D) with
+ * its scale vsd. Smax is a multiple of 16. cos/sin (n_pos, D/2). A: the score constant,
+ * zshift: reference.SCORE_SHIFT. */
 EXPORT int llmzip_ex_qkv(int M, int H, int K, int D, int64_t *qkv, const int32_t *row_b,
-                  const int32_t *row_pos, const int64_t *cos_t, const int64_t *sin_t,
-                  int halves, int16_t *q16, int32_t *eq, int8_t *kc, int64_t *ks,
-                  int8_t *vc, int64_t *vs, int Smax, int threads) {
-    PARALLEL_FOR(threads)
+                         const int32_t *row_pos, const int64_t *cos_t, const int64_t *sin_t,
+                         int halves, int16_t *q16, int32_t *eq, int8_t *kt, double *ksd,
+                         int8_t *vc, double *vsd, int Smax, int64_t A, int zshift,
+                         int threads) {
+    int bad = 0;
+    PARALLEL_FOR_BAD(threads)
     for (int i = 0; i < M; i++) {
+        int8_t *k8 = malloc(D);
+        if (!k8) { bad = 1; continue; }
         int64_t *r = qkv + (int64_t)i * (H + 2 * K) * D;
         const int64_t *c = cos_t + (int64_t)row_pos[i] * (D / 2);
         const int64_t *s = sin_t + (int64_t)row_pos[i] * (D / 2);
@@ -219,12 +253,18 @@ EXPORT int llmzip_ex_qkv(int M, int H, int K, int D, int64_t *qkv, const int32_t
         for (int h = 0; h < H; h++)
             quant_row(r + (int64_t)h * D, D, 32767, q16 + ((int64_t)i * H + h) * D, eq + (int64_t)i * H + h);
         for (int g = 0; g < K; g++) {
-            int64_t slot = ((int64_t)row_b[i] * K + g) * Smax + row_pos[i];
-            quant_kv(r + (int64_t)(H + g) * D, D, kc + slot * D, ks + slot);
-            quant_kv(r + (int64_t)(H + K + g) * D, D, vc + slot * D, vs + slot);
+            int64_t base = ((int64_t)row_b[i] * K + g) * Smax, slot = base + row_pos[i];
+            int64_t sigma, km, ke, vs;
+            quant_kv(r + (int64_t)(H + g) * D, D, k8, &sigma);
+            for (int d = 0; d < D; d++) kt[ktile_index(base, row_pos[i], d, D)] = k8[d];
+            key_multiplier(sigma, A, &km, &ke);
+            ksd[slot] = (double)km * pow2d((int)ke - zshift);
+            quant_kv(r + (int64_t)(H + K + g) * D, D, vc + slot * D, &vs);
+            vsd[slot] = (double)vs;
         }
+        free(k8);
     }
-    return 0;
+    return bad ? 2 : 0;
 }
 
 /* per-head RMSNorm of q and k (Gemma), in place on qkv (M, H + 2K, D) */
@@ -245,83 +285,283 @@ EXPORT int llmzip_ex_qk_norm(int M, int H, int K, int D, int64_t *qkv, const int
     return bad ? 2 : 0;
 }
 
+/* ---- SIMD levels of the hot loops ----------------------------------------------
+ * The same C source compiled three times with the target attribute (GCC inlines the
+ * body into each wrapper, so the compiler vectorises it for that instruction set);
+ * all arithmetic is exact, so every level gives the same integers. level: 0 portable,
+ * 1 AVX2 + FMA, 2 AVX-512 (F, BW, DQ, VL). */
+#if defined(__x86_64__)
+#define T_AVX2 __attribute__((target("avx2,fma")))
+#define T_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+#define HAVE_LEVELS 1
+#else
+#define T_AVX2
+#define T_AVX512
+#endif
+#define INLINE static inline __attribute__((always_inline))
+
+/* reference.probabilities: p = floor(e R / 2^(k + t)); returns R and the shift */
+INLINE void prob_scale(int64_t E, int64_t total, int64_t *R, int *shift) {
+    int t = bit_length((uint64_t)E) - 40;
+    if (t < 0) t = 0;
+    int64_t E1 = ((E - 1) >> t) + 1;
+    int k = bit_length((uint64_t)E1) + 21 - bit_length((uint64_t)total);
+    *R = (total << k) / E1;
+    *shift = k + t;
+}
+
 /* ---- attention ------------------------------------------------------------------ */
-/* For each row i (segment row_b[i], position row_pos[i]) and query head h: scores over
- * cached positions lo..p (lo = p - window + 1 when window > 0), softmax through the
- * 2^-x table with 16-bit weights, weighted sum of int8 values. y (M, H*D) int64 Q12.
- * zshift = 30 + 2*12 - 10 - 16 = 28: z = rsr(rsr(dot * ks, 16) * A, zshift - eq). */
-EXPORT int llmzip_ex_attention(int M, int H, int K, int D, const int16_t *q16, const int32_t *eq,
-                        const int32_t *row_b, const int32_t *row_pos, const int8_t *kc,
-                        const int64_t *ks, const int8_t *vc, const int64_t *vs, int Smax,
-                        int window, int64_t A, int zshift, const int64_t *exp_t,
-                        int64_t *y, int threads) {
-    int G = H / K, bad = 0;
-    PARALLEL_FOR_BAD(threads)
-    for (int64_t ih = 0; ih < (int64_t)M * H; ih++) {
-        int i = (int)(ih / H), h = (int)(ih % H), g = h / G;
-        int p = row_pos[i];
-        int lo = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
-        int n = p - lo + 1;
-        int64_t *z = malloc(sizeof(int64_t) * n);
-        double *acc = malloc(sizeof(double) * D);
-        if (!z || !acc) { free(z); free(acc); bad = 1; continue; }
-        const int16_t *q = q16 + ((int64_t)i * H + h) * D;
-        int sh = zshift - eq[(int64_t)i * H + h];
-        int64_t base = ((int64_t)row_b[i] * K + g) * Smax;
-        int64_t zmax = INT64_MIN;
+/* One row (segment b, position p) and one kv head: its G query heads over the cached
+ * positions lo..p (n of them). Dot products dot = q16 . k8 (int32, exact), from the key
+ * tiles; scores z = floor(dot * ksd * 2^eq) = floor(dot km 2^(ke + eq - 44)) in Q10 bits
+ * (dot * km < 2^53: every float64 product here is exact); weights through the 2^-x
+ * table, normalised by prob_scale to Q16 p; output floor(sum p vs v / (127 * 2^16)) (every
+ * product and partial sum below 2^47: float64 accumulation in any order is exact).
+ * dot: G * (n + 32) int32 scratch, z: G * n doubles, acc: G * D doubles. */
+#define MAXG 8
+
+/* dots of G heads with the positions of tiles t0..t1-1: dot[h][(t - t0) * 16 + lane] */
+INLINE void dots_portable(int G, int D, const int16_t *q, const int8_t *kt, int t0, int t1,
+                          int32_t *dot, int stride) {
+    for (int t = t0; t < t1; t++) {
+        const int8_t *tile = kt + (int64_t)t * KT * D;
+        for (int h = 0; h < G; h++) {
+            int32_t acc[KT] = {0};
+            const int16_t *qh = q + (int64_t)h * D;
+            for (int dp = 0; dp < D / 2; dp++)
+                for (int l = 0; l < KT; l++)
+                    acc[l] += (int32_t)qh[2 * dp] * tile[dp * 2 * KT + 2 * l]
+                              + (int32_t)qh[2 * dp + 1] * tile[dp * 2 * KT + 2 * l + 1];
+            memcpy(dot + (int64_t)h * stride + (int64_t)(t - t0) * KT, acc, sizeof(acc));
+        }
+    }
+}
+
+#ifdef HAVE_LEVELS
+#include <immintrin.h>
+T_AVX512 static void dots_avx512(int G, int D, const int16_t *q, const int8_t *kt, int t0,
+                                 int t1, int32_t *dot, int stride) {
+    for (int t = t0; t < t1; t++) {
+        const int8_t *tile = kt + (int64_t)t * KT * D;
+        __m512i acc[MAXG];
+        for (int h = 0; h < G; h++) acc[h] = _mm512_setzero_si512();
+        for (int dp = 0; dp < D / 2; dp++) {
+            __m512i k = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(tile + dp * 2 * KT)));
+            for (int h = 0; h < G; h++) {
+                int32_t pair;
+                memcpy(&pair, q + (int64_t)h * D + 2 * dp, 4);
+                acc[h] = _mm512_add_epi32(acc[h], _mm512_madd_epi16(k, _mm512_set1_epi32(pair)));
+            }
+        }
+        for (int h = 0; h < G; h++)
+            _mm512_storeu_si512(dot + (int64_t)h * stride + (int64_t)(t - t0) * KT, acc[h]);
+    }
+}
+
+T_AVX2 static void dots_avx2(int G, int D, const int16_t *q, const int8_t *kt, int t0,
+                             int t1, int32_t *dot, int stride) {
+    for (int t = t0; t < t1; t++) {
+        const int8_t *tile = kt + (int64_t)t * KT * D;
+        __m256i lo[MAXG], hi[MAXG];
+        for (int h = 0; h < G; h++) lo[h] = hi[h] = _mm256_setzero_si256();
+        for (int dp = 0; dp < D / 2; dp++) {
+            const int8_t *src = tile + dp * 2 * KT;
+            __m256i k0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)src));
+            __m256i k1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(src + 16)));
+            for (int h = 0; h < G; h++) {
+                int32_t pair;
+                memcpy(&pair, q + (int64_t)h * D + 2 * dp, 4);
+                __m256i b = _mm256_set1_epi32(pair);
+                lo[h] = _mm256_add_epi32(lo[h], _mm256_madd_epi16(k0, b));
+                hi[h] = _mm256_add_epi32(hi[h], _mm256_madd_epi16(k1, b));
+            }
+        }
+        for (int h = 0; h < G; h++) {
+            int32_t *o = dot + (int64_t)h * stride + (int64_t)(t - t0) * KT;
+            _mm256_storeu_si256((__m256i *)o, lo[h]);
+            _mm256_storeu_si256((__m256i *)(o + 8), hi[h]);
+        }
+    }
+}
+#endif
+
+/* scores, softmax and the weighted sum of values for G heads (plain C; the compiler
+ * vectorises it per level) */
+INLINE void softmax_values(int G, int D, const int32_t *eq, const int32_t *dot, int stride,
+                           int off, const double *ksd, const int8_t *vc, const double *vsd,
+                           int n, const int32_t *exp32, double *z, double *acc, int64_t *y) {
+    for (int h = 0; h < G; h++) {
+        const int32_t *dh = dot + (int64_t)h * stride + off;
+        double *zh = z + (int64_t)h * n, c = pow2d(eq[h]), zmax = -1e300;
         for (int j = 0; j < n; j++) {
-            const int8_t *k = kc + (base + lo + j) * D;
-            int32_t dot = 0;
-            for (int d = 0; d < D; d++) dot += (int32_t)q[d] * k[d];
-            int64_t zz = rsr(rsr((int64_t)dot * ks[base + lo + j], 16) * A, sh);
-            z[j] = zz;
-            if (zz > zmax) zmax = zz;
+            double v = floor((double)dh[j] * ksd[j] * c);
+            zh[j] = v;
+            zmax = v > zmax ? v : zmax;
         }
         int64_t den = 0;
-        for (int j = 0; j < n; j++) { z[j] = exp2_neg(exp_t, zmax - z[j]); den += z[j]; }
-        int64_t recip = ((int64_t)1 << 62) / den;          /* den >= 2^30 > 0 */
-        for (int d = 0; d < D; d++) acc[d] = 0.0;
         for (int j = 0; j < n; j++) {
-            int64_t pj = (z[j] * recip) >> 46;
-            if (!pj) continue;
-            double w = (double)(pj * vs[base + lo + j]);   /* < 2^37: exact */
-            const int8_t *v = vc + (base + lo + j) * D;
-            for (int d = 0; d < D; d++) acc[d] += w * (double)v[d];   /* sums < 2^53: exact */
+            double dd = zmax - zh[j];
+            /* 2^-x is 0 from a shift of 31 on (table values <= 2^30): clamp there, so
+               that the int32 shift stays below 32 */
+            int32_t di = dd > 31744.0 ? 31744 : (int32_t)dd;
+            int32_t ev = exp32[di & 1023] >> (di >> 10);
+            zh[j] = (double)ev;
+            den += ev;
         }
-        int64_t *out = y + ((int64_t)i * H + h) * D;
-        for (int d = 0; d < D; d++) out[d] = floor_div((int64_t)acc[d], (int64_t)127 << 16);
-        free(z); free(acc);
+        int64_t R;
+        int sh;
+        prob_scale(den, (int64_t)1 << 16, &R, &sh);
+        double scale = (double)R * pow2d(-sh);          /* R 2^-sh: exact */
+        for (int j = 0; j < n; j++)                    /* w = floor(e R 2^-sh) * vs */
+            zh[j] = floor(zh[j] * scale) * vsd[j];       /* e R < 2^52; w < 2^40: exact */
+    }
+    for (int64_t x = 0; x < (int64_t)G * D; x++) acc[x] = 0.0;
+    for (int j = 0; j < n; j++) {
+        const int8_t *v = vc + (int64_t)j * D;
+        for (int h = 0; h < G; h++) {
+            double w = z[(int64_t)h * n + j];
+            if (w == 0.0) continue;
+            double *ah = acc + (int64_t)h * D;
+            for (int d = 0; d < D; d++) ah[d] += w * (double)v[d];
+        }
+    }
+    for (int64_t x = 0; x < (int64_t)G * D; x++) y[x] = floor_div((int64_t)acc[x], (int64_t)127 << 16);
+}
+
+#define SM_ARGS int G, int D, const int32_t *eq, const int32_t *dot, int stride, int off, \
+    const double *ksd, const int8_t *vc, const double *vsd, int n, const int32_t *exp32,  \
+    double *z, double *acc, int64_t *y
+#define SM_CALL G, D, eq, dot, stride, off, ksd, vc, vsd, n, exp32, z, acc, y
+static void softmax_values_portable(SM_ARGS) { softmax_values(SM_CALL); }
+#ifdef HAVE_LEVELS
+T_AVX2 static void softmax_values_avx2(SM_ARGS) { softmax_values(SM_CALL); }
+T_AVX512 static void softmax_values_avx512(SM_ARGS) { softmax_values(SM_CALL); }
+#endif
+
+/* For each row i (segment row_b[i], position row_pos[i]) and kv head g: the G = H/K
+ * query heads of g over positions lo..p (lo = p - window + 1 when window > 0).
+ * y (M, H*D) int64 Q12. level: 0 portable, 1 AVX2, 2 AVX-512 (the caller checks). */
+EXPORT int llmzip_ex_attention(int M, int H, int K, int D, const int16_t *q16, const int32_t *eq,
+                               const int32_t *row_b, const int32_t *row_pos, const int8_t *kt,
+                               const double *ksd, const int8_t *vc, const double *vsd,
+                               int Smax, int window, const int32_t *exp32, int64_t *y,
+                               int level, int threads) {
+    int G = H / K, bad = 0;
+    if (G > MAXG || D % 2) return 1;
+    PARALLEL_FOR_BAD(threads)
+    for (int64_t ig = 0; ig < (int64_t)M * K; ig++) {
+        int i = (int)(ig / K), g = (int)(ig % K);
+        int p = row_pos[i];
+        int lo = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+        int n = p - lo + 1, t0 = lo / KT, t1 = p / KT + 1;
+        int stride = (t1 - t0) * KT;
+        int32_t *dot = malloc(sizeof(int32_t) * G * stride);
+        double *z = malloc(sizeof(double) * G * n);
+        double *acc = malloc(sizeof(double) * G * D);
+        if (!dot || !z || !acc) { free(dot); free(z); free(acc); bad = 1; continue; }
+        int64_t base = ((int64_t)row_b[i] * K + g) * Smax;
+        const int16_t *q = q16 + ((int64_t)i * H + (int64_t)g * G) * D;
+        const int32_t *eqh = eq + (int64_t)i * H + (int64_t)g * G;
+        int64_t *out = y + ((int64_t)i * H + (int64_t)g * G) * D;
+        const int8_t *ktb = kt + base * D;
+        int off = lo - t0 * KT;
+#ifdef HAVE_LEVELS
+        if (level == 2) {
+            dots_avx512(G, D, q, ktb, t0, t1, dot, stride);
+            softmax_values_avx512(G, D, eqh, dot, stride, off, ksd + base + lo, vc + (base + lo) * D,
+                                  vsd + base + lo, n, exp32, z, acc, out);
+        } else if (level == 1) {
+            dots_avx2(G, D, q, ktb, t0, t1, dot, stride);
+            softmax_values_avx2(G, D, eqh, dot, stride, off, ksd + base + lo, vc + (base + lo) * D,
+                                vsd + base + lo, n, exp32, z, acc, out);
+        } else
+#endif
+        {
+            dots_portable(G, D, q, ktb, t0, t1, dot, stride);
+            softmax_values_portable(G, D, eqh, dot, stride, off, ksd + base + lo,
+                                    vc + (base + lo) * D, vsd + base + lo, n, exp32, z, acc, out);
+        }
+        free(dot); free(z); free(acc);
     }
     return bad ? 2 : 0;
 }
 
 /* ---- output layer to frequency tables ------------------------------------------- */
-/* logits l = rsr(acc * mult, shift - e) (Q10, log2 units); e_v = exp2_neg(max - l);
- * f = 1 + (e_v * R >> 38), R = floor(spare * 2^38 / sum e); remainder to the first max. */
-EXPORT int llmzip_ex_freqs(int M, int V, const int32_t *acc, const int64_t *mult, int shift,
-                    const int32_t *e, const int64_t *exp_t, int precision, int32_t *freqs,
-                    int threads) {
-    int bad = 0;
+/* logits l = rsr(acc * mult, shift - e) (Q10 bits; acc * mult <= 2^52, so float64
+ * holds it, and floor((x + 2^(s-1)) 2^-s) is exact for 0 < s <= 52); e_v = exp2neg(max
+ * - l_v); f_v = 1 + floor(e_v R / 2^sh) (prob_scale with total 2^P - V); the remainder
+ * goes to the first v with the largest logit. */
+INLINE void freqs_body(int V, const int32_t *a, const int64_t *mult, int s,
+                       const int64_t *exp_t, int precision, double *l, int64_t *ev,
+                       int32_t *f) {
     int64_t spare = ((int64_t)1 << precision) - V;
-    PARALLEL_FOR(threads)
+    double top = -1e300;
+    int first = 0;
+    if (s > 0 && s <= 52) {
+        double half = pow2d(s - 1), inv = pow2d(-s);
+        for (int v = 0; v < V; v++) l[v] = floor(((double)a[v] * (double)mult[v] + half) * inv);
+    } else {
+        for (int v = 0; v < V; v++) l[v] = (double)rsr((int64_t)a[v] * mult[v], s);
+    }
+    for (int v = 0; v < V; v++) if (l[v] > top) { top = l[v]; first = v; }
+    int64_t sum = 0;
+    for (int v = 0; v < V; v++) {
+        double dd = top - l[v];
+        int32_t di = dd > 65535.0 ? 65535 : (int32_t)dd;
+        ev[v] = exp_t[di & 1023] >> (di >> 10);
+        sum += ev[v];
+    }
+    int64_t R;
+    int sh;
+    prob_scale(sum, spare, &R, &sh);
+    double scale = pow2d(-sh);
+    int64_t total = 0;
+    for (int v = 0; v < V; v++) {
+        f[v] = 1 + (int32_t)floor((double)ev[v] * (double)R * scale);
+        total += f[v];
+    }
+    f[first] += (int32_t)(((int64_t)1 << precision) - total);
+}
+
+#define FREQS_ARGS int V, const int32_t *a, const int64_t *mult, int s, \
+    const int64_t *exp_t, int precision, double *l, int64_t *ev, int32_t *f
+#define FREQS_CALL V, a, mult, s, exp_t, precision, l, ev, f
+static void freqs_portable(FREQS_ARGS) { freqs_body(FREQS_CALL); }
+#ifdef HAVE_LEVELS
+T_AVX2 static void freqs_avx2(FREQS_ARGS) { freqs_body(FREQS_CALL); }
+T_AVX512 static void freqs_avx512(FREQS_ARGS) { freqs_body(FREQS_CALL); }
+#endif
+
+EXPORT int llmzip_ex_freqs(int M, int V, const int32_t *acc, const int64_t *mult, int shift,
+                           const int32_t *e, const int64_t *exp_t, int precision,
+                           int32_t *freqs, int level, int threads) {
+    int bad = 0;
+    PARALLEL_FOR_BAD(threads)
     for (int i = 0; i < M; i++) {
-        int64_t *l = malloc(sizeof(int64_t) * V);
-        if (!l) { bad = 1; continue; }
+        double *l = malloc(sizeof(double) * V);
+        int64_t *ev = malloc(sizeof(int64_t) * V);
+        if (!l || !ev) { free(l); free(ev); bad = 1; continue; }
         const int32_t *a = acc + (int64_t)i * V;
         int32_t *f = freqs + (int64_t)i * V;
-        int s = shift - e[i];
-        int64_t top = INT64_MIN;
-        int first = 0;
-        for (int v = 0; v < V; v++) {
-            l[v] = rsr((int64_t)a[v] * mult[v], s);
-            if (l[v] > top) { top = l[v]; first = v; }
-        }
-        int64_t sum = 0;
-        for (int v = 0; v < V; v++) { l[v] = exp2_neg(exp_t, top - l[v]); sum += l[v]; }
-        int64_t R = (spare << 38) / sum, total = 0;
-        for (int v = 0; v < V; v++) { f[v] = (int32_t)(1 + ((l[v] * R) >> 38)); total += f[v]; }
-        f[first] += (int32_t)(((int64_t)1 << precision) - total);
-        free(l);
+#ifdef HAVE_LEVELS
+        if (level == 2) freqs_avx512(V, a, mult, shift - e[i], exp_t, precision, l, ev, f);
+        else if (level == 1) freqs_avx2(V, a, mult, shift - e[i], exp_t, precision, l, ev, f);
+        else
+#endif
+            freqs_portable(V, a, mult, shift - e[i], exp_t, precision, l, ev, f);
+        free(l); free(ev);
     }
     return bad ? 2 : 0;
+}
+
+/* The widest level this CPU runs (see "SIMD levels" above). */
+EXPORT int llmzip_ex_max_level(void) {
+#ifdef HAVE_LEVELS
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+#endif
+    return 0;
 }
