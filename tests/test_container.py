@@ -120,6 +120,10 @@ def test_header_dict_is_frozen():
     assert ct.HEADER_DICT_V3.startswith(ct.HEADER_DICT) and len(ct.HEADER_DICT_V3) == 1841
     assert ct.HEADER_DICT_V3_SHA256 in open(
         os.path.join(os.path.dirname(__file__), "..", "docs", "format.md")).read()
+    assert hashlib.sha256(ct.HEADER_DICT_V5).hexdigest() == ct.HEADER_DICT_V5_SHA256
+    assert ct.HEADER_DICT_V5.startswith(ct.HEADER_DICT_V3) and len(ct.HEADER_DICT_V5) == 2120
+    assert ct.HEADER_DICT_V5_SHA256 in open(
+        os.path.join(os.path.dirname(__file__), "..", "docs", "format.md")).read()
 
 
 def test_default_header_is_small():
@@ -131,7 +135,20 @@ def test_default_header_is_small():
          "engine": {"attention": "bf16-kernel", "batch": 64, "constriction": "0.5.0",
                     "cpu": "avx2,avx512f,avx512_bf16", "dtype": "bfloat16", "precision": 24,
                     "seg_len": 2048, "threads": 2, "torch": "2.13.0+cpu"}}
-    blob = ct.header_bytes(h)
+    blob = ct.header_bytes(h, 3)
+    assert len(blob) - 20 < 70
+    assert ct.scan(blob + ct.footer_bytes(0, 0, ct.sha256(b""))).header == h
+
+
+def test_default_exact_header_is_small():
+    """A default SmolLM2 header of the exact engine (version 5): about its two hashes."""
+    h = {"format": "llmzip", "llmzip": "0.2.0", "mode": "prior",
+         "model": {"arch": "llama", "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+                   "fingerprint": "ab" * 32, "name": "smollm2-135m", "params": 134515008,
+                   "vocab": 49152},
+         "engine": {"arith": 1, "batch": 64, "kind": "exact", "precision": 24,
+                    "seg_len": 2048, "weights": "cd" * 8}}
+    blob = ct.header_bytes(h, 5)
     assert len(blob) - 20 < 70
     assert ct.scan(blob + ct.footer_bytes(0, 0, ct.sha256(b""))).header == h
 
