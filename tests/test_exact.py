@@ -248,3 +248,33 @@ def test_int_weights_cache_roundtrip(tiny_model, tmp_path):
     path = next(tmp_path.iterdir())
     path.write_bytes(path.read_bytes()[:-100])            # damaged: ignored, not trusted
     assert W.load(str(tmp_path), tiny_model.fingerprint, tiny_model.config) is None
+
+
+@pytest.mark.parametrize("scale", [0.01, 40.0])
+def test_extreme_weights_every_path_equals_the_reference(tiny_model, scale):
+    """A model whose scores and logits span a huge range (or almost none): clamps, table
+    ends and the float64-exact arithmetic of the kernels still give the reference's
+    integers."""
+    import copy
+    from llmzip.engine.exact.fast import FastModel
+    from llmzip.engine.exact.kernels import Kernels
+    from llmzip.engine.exact.reference import ReferenceModel
+    gpt = copy.deepcopy(tiny_model.gpt(torch.float32))
+    with torch.no_grad():
+        for name, p in gpt.named_parameters():
+            if "wqkv" in name or "tok_emb" in name or "w_gate_up" in name:
+                p.mul_(scale)
+    im = W.from_float(gpt)
+    segs = [torch.as_tensor(s) for s in _segments(tiny_model, 2, 70)]
+    inp = torch.full((2, 70), tiny_model.bos_id, dtype=torch.long)
+    for i, s in enumerate(segs):
+        inp[i, 1:len(s)] = s[:-1]
+    seg = torch.arange(2)
+    ref = ReferenceModel(im)
+    want = ref.forward(inp, seg, 0, ref.new_cache(2, 70))
+    for path in PATHS:
+        fast = FastModel(im, Kernels(path))
+        assert torch.equal(fast.forward(inp, seg, 0, fast.new_cache(2, 70), threads=2), want)
+        c = fast.new_cache(2, 70)
+        steps = torch.cat([fast.forward(inp[:, t:t + 1], seg, t, c) for t in range(70)], 1)
+        assert torch.equal(steps, want), path
