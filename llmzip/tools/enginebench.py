@@ -17,6 +17,7 @@ import os
 import platform
 import subprocess
 import sys
+import textwrap
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -265,7 +266,8 @@ def gops(handle, row: dict, shape=(2048, 1536, 3072), threads_list=None,
     ref = next((p for p in peaks if p["threads"] == used), peaks[-1])
     ach = lin_ops / s / 1e9 if s else None
     ach_att = (lin_ops + att) / s / 1e9 if s else None
-    return {"tokens": tokens, "segments": len(seg), "macs_per_token": macs,
+    return {"label": row.get("label"), "bytes": row["bytes"], "tokens": tokens,
+            "segments": len(seg), "macs_per_token": macs,
             "linear_ops": lin_ops, "attention_ops": att, "compress_seconds": s,
             "threads_used": used, "achieved_gops": ach, "achieved_gops_with_attention": ach_att,
             "peak_int_gops": ref["int_gops"], "peak_fp32_gflops": ref["fp32_gflops"],
@@ -312,10 +314,12 @@ def _f(x, spec=".2f"):
 
 
 def _threads(d: dict) -> str:
-    """"2", or the share of the calls each count got: "1:30%/2:70%"."""
-    tot = sum(d.values())
+    """"2", or the share of the calls each count got: "1:30%/2:70%", "1:>99%/2:<1%"."""
+    def pct(v):
+        x = 100 * v / sum(d.values())
+        return "<1%" if x < 1 else ">99%" if x > 99 else f"{x:.0f}%"
     return "-" if not d else next(iter(d)) if len(d) == 1 else \
-        "/".join(f"{k}:{100 * v / tot:.0f}%" for k, v in d.items())
+        "/".join(f"{k}:{pct(v)}" for k, v in d.items())
 
 
 def _x(v, target=None, above=True) -> str:
@@ -334,7 +338,7 @@ def _machine(m):
 
 
 def _load(ld):
-    return [("Model load (excluded from every B/s)",
+    return [("Model load (excluded from every B/s; the model file is loaded once, shared)",
              ["engine", "model", "load s", "compressor s", "warm-up s", "total s"],
              [[r["engine"], r["model"], _f(r["model_load_seconds"]), _f(r["compressor_seconds"]),
                _f(r["warmup_seconds"]), _f(r["load_seconds"])] for r in ld.values()], [])]
@@ -342,13 +346,14 @@ def _load(ld):
 
 def _compare(s, key):
     hdr = ["engine", "bytes", "archive", "bits/byte", "ideal", "compress s", "compress B/s",
-           "decompress s", "decompress B/s", "threads c / d", "kernel", "round trip"]
+           "decompress s", "decompress B/s", "threads c / d", "kernel", "load avg",
+           "round trip"]
     rows = [[r["engine"], f"{r['bytes']:,}", f"{r['archive_bytes']:,}",
              _f(r["bits_per_byte"], ".4f"), _f(r["ideal_bits_per_byte"], ".4f"),
              _f(r["compress_seconds"]), _f(r["compress_bytes_per_s"], ",.0f"),
              _f(r["decompress_seconds"]), _f(r["decompress_bytes_per_s"], ",.0f"),
              f"{_threads(r['threads_compress'])} / {_threads(r['threads_decompress'])}",
-             str(r["kernel"]), r["round_trip"]] for r in s["rows"]]
+             str(r["kernel"]), _f(r["loadavg_before"]), r["round_trip"]] for r in s["rows"]]
     tc = TARGETS["file_compress_speedup" if key == "file" else "sample_compress_speedup"]
     td = TARGETS["file_decompress_speedup"] if key == "file" else None
     notes = [f"exact over float, compress: {_x(s.get('compress_speedup'), tc)}",
@@ -370,7 +375,8 @@ def _gops(g):
     rows.append([f"share of the int GEMM peak at {g['threads_used']} thread(s)",
                  f"{pct(g['share_of_int_peak'])} "
                  f"({pct(g['share_of_int_peak_with_attention'])} with attention)"])
-    return [("Exact engine arithmetic rate during its compress", ["quantity", "value"],
+    return [(f"Exact engine arithmetic rate while compressing {g.get('label') or 'the input'}"
+             f" ({g['bytes']:,} bytes)", ["quantity", "value"],
              rows, [])]
 
 
@@ -381,6 +387,7 @@ def _under_load(u):
              _f(r["quiet"]["compress_seconds"]), _f(r["loaded"]["compress_seconds"]),
              _f(r["compress_ratio"]), _f(r["quiet"]["decompress_seconds"]),
              _f(r["loaded"]["decompress_seconds"]), _f(r["decompress_ratio"]),
+             f"{_f(r['quiet']['loadavg_before'])} / {_f(r['loaded']['loadavg_before'])}",
              r["round_trip"]] for r in u["rows"]]
     notes = [f"{r['engine']}, {w} loaded / quiet: "
              + _x(r[w + "_ratio"], TARGETS["loaded_ratio_max"] if r["engine"] == "exact"
@@ -388,7 +395,8 @@ def _under_load(u):
              for r in u["rows"] for w in ("compress", "decompress")]
     return [(f"Beside one busy process ({u['bytes']:,} bytes)",
              ["engine", "compress threads", "decompress threads", "compress quiet s",
-              "loaded s", "ratio", "decompress quiet s", "loaded s", "ratio", "round trip"],
+              "loaded s", "ratio", "decompress quiet s", "loaded s", "ratio",
+              "load avg quiet / loaded", "round trip"],
              rows, notes)]
 
 
@@ -452,10 +460,10 @@ def write_plot(res: dict, path: str) -> None:
             continue
         by = {r["engine"]: r for r in s["rows"]}
         for way in ("compress", "decompress"):
-            groups.append(f"{s['label']}\n{way}")
+            groups.append(f"{textwrap.fill(s['label'], 22, break_long_words=False)}\n{way}")
             for e in vals:
                 vals[e].append((by.get(e) or {}).get(f"{way}_bytes_per_s") or 0.0)
-    fig, ax = plt.subplots(figsize=(max(5, 2 * len(groups) + 1), 4))
+    fig, ax = plt.subplots(figsize=(max(5, 2.4 * len(groups) + 1), 4.5))
     for i, (e, v) in enumerate(vals.items()):
         xs = [g + (i - 0.5) * 0.38 for g in range(len(groups))]
         bars = ax.bar(xs, v, 0.38, label=f"{e} engine")
