@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         data, name = data[:20_000], f"{name}[:20000]"
     sample = data[:a.sample_bytes]
     res = {"command": "python scripts/bench_engine.py " + shlex.join(sys.argv[1:] if argv is None else argv),
-           "file": os.path.abspath(a.file), "quick": a.quick,
+           "input": os.path.abspath(a.file), "quick": a.quick,
            "machine": eb.machine_info(), "targets": eb.TARGETS}
 
     def show(key):
@@ -81,10 +81,13 @@ def main(argv=None) -> int:
         exact_row = exact_row or next(r for r in res["sample"]["rows"]
                                       if r["engine"] == "exact")
     if "gops" in sections:
-        if exact_row is None:
-            exact_row = handles["exact"].round_trip(data)
+        own = exact_row is None                  # no section 1 or 2: compress here
+        if own:
+            exact_row = dict(handles["exact"].round_trip(data), label=name)
         res["gops"] = eb.gops(handles["exact"], exact_row,
                               tuple(int(x) for x in a.gemm.split(",")), log=log)
+        if own:
+            res["gops"]["row"] = exact_row
         show("gops")
     if "load" in sections:
         res["under_load"] = eb.under_load(handles, sample, log=log)
@@ -95,6 +98,7 @@ def main(argv=None) -> int:
     eb._log(log, "wrote " + ", ".join(paths))
     rows = [r for k in ("file", "sample") if k in res for r in res[k]["rows"]]
     rows += [r[w] for r in res.get("under_load", {}).get("rows", []) for w in ("quiet", "loaded")]
+    rows += [res["gops"]["row"]] if "row" in res.get("gops", {}) else []
     return 0 if all(r["round_trip"] == "OK" for r in rows) else 1
 
 

@@ -149,3 +149,9 @@ def test_script(tiny_gguf, tmp_path, capsys):
     res = json.loads((out / "engine.json").read_text())
     assert {"machine", "load", "file", "sample", "gops", "under_load"} <= set(res)
     assert (out / "engine.md").exists() and (out / "engine.png").exists()
+    # one section alone: the GEMM section compresses the file itself
+    rc = mod.main(["--file", str(src), "--model", tiny_gguf, "--sections", "gops",
+                   "--gemm", "32,64,48", "--out", str(out), "-q"])
+    assert rc == 0
+    res = json.loads((out / "engine.json").read_text())
+    assert res["gops"]["row"]["round_trip"] == "OK" and "file" not in res
