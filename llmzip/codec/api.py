@@ -321,6 +321,7 @@ class Decompressor:
         self._model_spec = model
         self.kernel = kernel
         self.threads = threads
+        self.engine = None                  # set once an archive needs a model
         self.memory_limit = memory_limit
         self.allow_engine_mismatch = allow_engine_mismatch
 
@@ -399,6 +400,7 @@ class Decompressor:
             if not isinstance(header.get("model"), dict):
                 raise FormatError("archive has model-coded chunks but names no model")
             cache["engine"] = self._engine_for(header, self._model_for(header))
+            self.engine = cache["engine"]   # the last archive's engine (kernel, threads)
         return cache["engine"]
 
     def stream(self, f, progress=None):

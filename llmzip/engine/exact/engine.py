@@ -120,6 +120,7 @@ class ExactEngine:
         self.kernel_name = ""
         self.fixed_threads = threads
         self.load = LoadTracker(threads)
+        self.threads_used: dict = {}           # thread count -> forward passes run with it
 
     @property
     def imodel(self) -> W.IntModel:
@@ -156,24 +157,38 @@ class ExactEngine:
         return self._kernel
 
     def _runner(self, kernel: str):
+        """The model on the chosen kernels, made once per (model, kernel) and kept on the
+        LoadedModel, so that every Compressor/Decompressor of a process shares the packed
+        weights."""
         from .reference import ReferenceModel
+        key = f"exact-q{W.QUANT_VERSION}-runner-{kernel}"
+        with self.model._lock:
+            if key in self.model._gpt:
+                runner = self.model._gpt[key]
+                self.kernel_name = getattr(getattr(runner, "k", None), "path", "reference")
+                return runner
         if kernel == "reference":
-            self.kernel_name = "reference"
-            return ReferenceModel(self.imodel)
-        from .fast import FastModel
-        from .kernels import Kernels
-        try:
-            k = Kernels("auto" if kernel == "auto" else kernel)
-        except KernelUnavailableError:
-            if kernel != "auto":
-                raise
-            self.kernel_name = "reference"          # no C compiler: slow but the same
-            return ReferenceModel(self.imodel)
-        self.kernel_name = k.path
-        return FastModel(self.imodel, k)
+            runner = ReferenceModel(self.imodel)
+        else:
+            from .fast import FastModel
+            from .kernels import Kernels
+            try:
+                runner = FastModel(self.imodel, Kernels("auto" if kernel == "auto" else kernel))
+            except KernelUnavailableError:
+                if kernel != "auto":
+                    raise
+                runner = ReferenceModel(self.imodel)  # no C compiler: slow but the same
+        with self.model._lock:
+            self.model._gpt[key] = runner
+        self.kernel_name = getattr(getattr(runner, "k", None), "path", "reference")
+        return runner
 
     def threads(self) -> int:
-        return self.fixed_threads or self.load.threads()
+        """The thread count for the next forward pass (fixed, or following the load);
+        the counts used are tallied in threads_used."""
+        n = self.fixed_threads or self.load.threads()
+        self.threads_used[n] = self.threads_used.get(n, 0) + 1
+        return n
 
     def kv_bytes(self, batch: int, length: int) -> int:
         from .fast import KVCache
