@@ -134,6 +134,6 @@ class FastModel:
         out = torch.empty((M, V), dtype=torch.int32)
         for r in range(0, M, block):
             acc = self.k.gemm(a[r:r + block], self.head.packed, threads)
-            self.k.freqs(acc, self.head, e[r:r + block], ACT_FRAC - LOGIT_FRAC, self.exp_t,
+            self.k.freqs(acc, self.head, e[r:r + block], ACT_FRAC - LOGIT_FRAC, self.exp32,
                          precision, out[r:r + block], threads)
         return out

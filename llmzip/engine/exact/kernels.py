@@ -1,5 +1,5 @@
-"""ctypes bindings of the exact engine's C kernels (engine/kernels/exact_ops.c and
-gemm_i8.c), built on first use without -march=native: one library holds the portable
+"""ctypes bindings of the exact engine's C kernels (engine/kernels/: exact_ops.c,
+exact_attention.c and gemm_i8.c), built on first use without -march=native: one library holds the portable
 path and every SIMD path of the matrix product, chosen at run time from the CPU's
 features. Every path computes the same integers; `path` forces one (tests do).
 """
@@ -23,7 +23,7 @@ FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-pthread", "-fopenmp", "-fno-fa
          "-fwrapv", "-fvisibility=hidden"]
 # the level of exact_ops.c's vectorised loops for each matrix-product path
 LEVELS = {"portable": 0, "avx2": 1, "avxvnni": 1, "avx512bw": 2, "avx512vnni": 2}
-SOURCES = ["exact_ops.c", "gemm_i8.c"]
+SOURCES = ["exact_ops.c", "exact_attention.c", "gemm_i8.c"]
 
 _i, _l, _v = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
 

@@ -31,6 +31,7 @@ PROB_FRAC = 16                      # attention weights in Q16
 ATT_MULT_BITS = 30                  # A = rint(scale log2(e) / 127 2^30)
 SCORE_MULT_BITS = 22                # key multipliers km <= 2^22
 SCORE_SHIFT = 2 * ACT_FRAC + ATT_MULT_BITS - LOGIT_FRAC     # 44
+Z_CLAMP = 1 << 30                   # scores and logits are clamped to +-2^30 (2^20 bits)
 
 
 def linear(x: torch.Tensor, lin: IntLinear, in_frac: int, out_frac: int) -> torch.Tensor:
@@ -123,7 +124,8 @@ def attention(m: IntModel, q: torch.Tensor, cache: Cache, seg: torch.Tensor, li:
     over cached positions 0..pos+T-1. Returns (B, T, H*D) in Q12.
 
     q is quantised per (position, head) to 16 bits (quant_pow2, step 2^eq); scores
-    dot = q . k_int8 (exact), z = floor(dot * km * 2^(ke + eq - 44)) in Q10 log2 units;
+    dot = q . k_int8 (exact), z = floor(dot * km * 2^(ke + eq - 44)) in Q10 log2 units,
+    clamped to +-2^30;
     weights e_s = exp2_neg(max z - z_s) (0 outside the causal window), normalised to
     p = probabilities(e, 2^16) (Q16); output
     floor(sum_s p_s vs_s v_int8 / (127 * 2^16)). Every product and sum is an integer
@@ -138,7 +140,7 @@ def attention(m: IntModel, q: torch.Tensor, cache: Cache, seg: torch.Tensor, li:
     km, ke = cache.km[li][seg, :, None, :S], cache.ke[li][seg, :, None, :S]
     vs = cache.vs[li][seg, :, :S]
     dot = (qg.double() @ kq.double().transpose(-1, -2)).long()  # (B, K, G*T, S) exact
-    z = shift_floor(dot * km, SCORE_SHIFT - ke - eqg)          # Q10 bits
+    z = shift_floor(dot * km, SCORE_SHIFT - ke - eqg).clamp(-Z_CLAMP, Z_CLAMP)  # Q10 bits
     qpos = (torch.arange(T) + pos).repeat(G)[:, None]          # (G*T, 1)
     kpos = torch.arange(S)[None, :]
     ok = kpos <= qpos
@@ -229,9 +231,11 @@ def rope_tabs(m: IntModel, n_pos: int) -> dict:
 
 def freqs(logits: torch.Tensor, precision: int = 24) -> torch.Tensor:
     """Integer logits (..., V) in Q10 log2 units -> frequencies, each >= 1, each row
-    summing to 2^precision: e_v = exp2_neg(max - l_v); f_v = 1 + probabilities(e,
+    summing to 2^precision: with the logits clamped to +-2^30, e_v = exp2_neg(max - l_v);
+    f_v = 1 + probabilities(e,
     2^precision - V); the remainder goes to the first most probable symbol."""
     V = logits.shape[-1]
+    logits = logits.clamp(-Z_CLAMP, Z_CLAMP)
     top = logits.amax(-1, keepdim=True)
     f = 1 + probabilities(exp2_neg(top - logits), (1 << precision) - V)
     rem = (1 << precision) - f.sum(-1, keepdim=True)

@@ -40,7 +40,9 @@ def build(name: str, sources: list[str], flags: list[str], per_cpu: bool) -> str
     cc = compiler()
     srcs = [os.path.join(HERE, s) for s in sources]
     blobs = []
-    for s in srcs:
+    headers = sorted({os.path.join(os.path.dirname(s), h) for s in srcs
+                      for h in os.listdir(os.path.dirname(s)) if h.endswith(".h")})
+    for s in srcs + headers:              # headers next to the sources are in the key too
         with open(s, "rb") as f:
             blobs.append(f.read())
     try:

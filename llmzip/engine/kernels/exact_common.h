@@ -1,0 +1,113 @@
+/* What exact_ops.c and exact_attention.c share: integer helpers of docs/engine.md. */
+#ifndef LLMZIP_EXACT_COMMON_H
+#define LLMZIP_EXACT_COMMON_H
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#define PRAGMA_(x) _Pragma(#x)
+#define PARALLEL_FOR(n) PRAGMA_(omp parallel for schedule(dynamic, 1) num_threads(n))
+#define PARALLEL_FOR_BAD(n) PRAGMA_(omp parallel for schedule(dynamic, 1) num_threads(n) reduction(|:bad))
+#else
+#define PARALLEL_FOR(n)
+#define PARALLEL_FOR_BAD(n)
+/* 2^e as a double, for -1022 <= e <= 1023 (exact) */
+static inline double pow2d(int e) {
+    union { uint64_t u; double d; } v;
+    v.u = (uint64_t)(1023 + e) << 52;
+    return v.d;
+}
+
+/* ---- SIMD levels of the hot loops ----------------------------------------------
+ * The same C source compiled three times with the target attribute (GCC inlines the
+ * body into each wrapper, so the compiler vectorises it for that instruction set);
+ * all arithmetic is exact, so every level gives the same integers. level: 0 portable,
+ * 1 AVX2 + FMA, 2 AVX-512 (F, BW, DQ, VL). */
+#if defined(__x86_64__)
+#define T_AVX2 __attribute__((target("avx2,fma")))
+#define T_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+#define HAVE_LEVELS 1
+#else
+#define T_AVX2
+#define T_AVX512
+#endif
+#define INLINE static inline __attribute__((always_inline))
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#endif
+
+#define EXPORT __attribute__((visibility("default")))
+#define ATT_CLAMP (((int64_t)1 << 24) - 1)   /* q, k, v bound for attention (Q12) */
+
+static inline int64_t rsr(int64_t v, int s) {
+    if (s <= 0) return v * ((int64_t)1 << -s);
+    return (v + ((int64_t)1 << (s - 1))) >> s;
+}
+
+static inline int64_t floor_div(int64_t a, int64_t b) {
+    int64_t q = a / b;
+    if ((a % b != 0) && ((a < 0) != (b < 0))) q--;
+    return q;
+}
+
+static inline int64_t round_div(int64_t a, int64_t b) { return floor_div(2 * a + b, 2 * b); }
+
+static inline int bit_length(uint64_t m) { return m ? 64 - __builtin_clzll(m) : 0; }
+
+static inline int64_t isqrt64(int64_t n) {         /* floor(sqrt(n)), 0 <= n <= 2^62 */
+    int64_t r = (int64_t)sqrt((double)n);           /* a guess within 1 ... */
+    if (r * r > n) r--;                             /* ... corrected exactly */
+    if ((r + 1) * (r + 1) <= n) r++;
+    return r;
+}
+
+static inline int64_t iabs64(int64_t v) { return v < 0 ? -v : v; }
+
+/* smallest e >= 0 with rsr(m, e) <= levels */
+static inline int pow2_exponent(int64_t m, int64_t levels) {
+    int e = bit_length((uint64_t)m) - bit_length((uint64_t)levels);
+    if (e < 0) e = 0;
+    while (rsr(m, e) > levels) e++;
+    return e;
+}
+
+/* 2^30 * 2^(-d/1024) for d >= 0 */
+static inline int64_t exp2_neg(const int64_t *t, int64_t d) {
+    int64_t sh = d >> 10;
+    return sh >= 63 ? 0 : t[d & 1023] >> sh;
+}
+
+
+/* 2^e as a double, for -1022 <= e <= 1023 (exact) */
+static inline double pow2d(int e) {
+    union { uint64_t u; double d; } v;
+    v.u = (uint64_t)(1023 + e) << 52;
+    return v.d;
+}
+
+/* ---- SIMD levels of the hot loops ----------------------------------------------
+ * The same C source compiled three times with the target attribute (GCC inlines the
+ * body into each wrapper, so the compiler vectorises it for that instruction set);
+ * all arithmetic is exact, so every level gives the same integers. level: 0 portable,
+ * 1 AVX2 + FMA, 2 AVX-512 (F, BW, DQ, VL). */
+#if defined(__x86_64__)
+#define T_AVX2 __attribute__((target("avx2,fma")))
+#define T_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+#define HAVE_LEVELS 1
+#else
+#define T_AVX2
+#define T_AVX512
+#endif
+#define INLINE static inline __attribute__((always_inline))
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#endif
