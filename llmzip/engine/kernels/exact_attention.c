@@ -47,22 +47,48 @@ INLINE void dots_portable(int G, int D, const int16_t *q, const int8_t *kt, int 
 
 #ifdef HAVE_LEVELS
 
+/* one tile of 16 positions for GG heads; named accumulators (an array of vectors gets
+   spilled to the stack by gcc 12) */
+#define DOTS_GG(GG)                                                                         \
+T_AVX512 static void dots##GG##_avx512(int D, const int16_t *q, const int8_t *kt, int t0,   \
+                                      int t1, int32_t *dot, int stride) {                   \
+    for (int t = t0; t < t1; t++) {                                                         \
+        const int8_t *tile = kt + (int64_t)t * KT * D;                                      \
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;                     \
+        for (int dp = 0; dp < D / 2; dp++) {                                                \
+            __m512i k = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(tile + dp * 2 * KT))); \
+            int32_t pr;                                                                     \
+            memcpy(&pr, q + 2 * dp, 4);                                                     \
+            a0 = _mm512_add_epi32(a0, _mm512_madd_epi16(k, _mm512_set1_epi32(pr)));         \
+            if (GG > 1) { memcpy(&pr, q + D + 2 * dp, 4);                                   \
+                a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(k, _mm512_set1_epi32(pr))); }   \
+            if (GG > 2) { memcpy(&pr, q + 2 * D + 2 * dp, 4);                               \
+                a2 = _mm512_add_epi32(a2, _mm512_madd_epi16(k, _mm512_set1_epi32(pr))); }   \
+            if (GG > 3) { memcpy(&pr, q + 3 * D + 2 * dp, 4);                               \
+                a3 = _mm512_add_epi32(a3, _mm512_madd_epi16(k, _mm512_set1_epi32(pr))); }   \
+        }                                                                                   \
+        int32_t *o = dot + (int64_t)(t - t0) * KT;                                          \
+        _mm512_storeu_si512(o, a0);                                                         \
+        if (GG > 1) _mm512_storeu_si512(o + stride, a1);                                    \
+        if (GG > 2) _mm512_storeu_si512(o + 2 * (int64_t)stride, a2);                       \
+        if (GG > 3) _mm512_storeu_si512(o + 3 * (int64_t)stride, a3);                       \
+    }                                                                                       \
+}
+DOTS_GG(1)
+DOTS_GG(2)
+DOTS_GG(3)
+DOTS_GG(4)
+
 T_AVX512 static void dots_avx512(int G, int D, const int16_t *q, const int8_t *kt, int t0,
                                  int t1, int32_t *dot, int stride) {
-    for (int t = t0; t < t1; t++) {
-        const int8_t *tile = kt + (int64_t)t * KT * D;
-        __m512i acc[MAXG];
-        for (int h = 0; h < G; h++) acc[h] = _mm512_setzero_si512();
-        for (int dp = 0; dp < D / 2; dp++) {
-            __m512i k = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(tile + dp * 2 * KT)));
-            for (int h = 0; h < G; h++) {
-                int32_t pair;
-                memcpy(&pair, q + (int64_t)h * D + 2 * dp, 4);
-                acc[h] = _mm512_add_epi32(acc[h], _mm512_madd_epi16(k, _mm512_set1_epi32(pair)));
-            }
-        }
-        for (int h = 0; h < G; h++)
-            _mm512_storeu_si512(dot + (int64_t)h * stride + (int64_t)(t - t0) * KT, acc[h]);
+    for (int h0 = 0; h0 < G; h0 += 4) {
+        int g = G - h0 < 4 ? G - h0 : 4;
+        const int16_t *qh = q + (int64_t)h0 * D;
+        int32_t *dh = dot + (int64_t)h0 * stride;
+        if (g == 1) dots1_avx512(D, qh, kt, t0, t1, dh, stride);
+        else if (g == 2) dots2_avx512(D, qh, kt, t0, t1, dh, stride);
+        else if (g == 3) dots3_avx512(D, qh, kt, t0, t1, dh, stride);
+        else dots4_avx512(D, qh, kt, t0, t1, dh, stride);
     }
 }
 
@@ -120,90 +146,235 @@ INLINE int64_t weights(const int32_t *z, int32_t zmax, int n, const int32_t *exp
     return den;
 }
 
-/* the weighted sum of one head's values: acc[d] += w_j v_jd over the j with w_j != 0 */
-INLINE void values_portable(int D, int n, const double *w, const int8_t *vc, double *acc) {
+/* The weighted sums of G heads' values: acc[h][d] += w[h][j] v_jd over the positions j
+ * where some head's weight is not 0 (w: G rows of n doubles; acc: G rows of D). */
+INLINE void values_portable(int G, int D, int n, const double *w, const int8_t *vc,
+                            double *acc) {
     for (int j = 0; j < n; j++) {
-        double wj = w[j];
-        if (wj == 0.0) continue;
         const int8_t *v = vc + (int64_t)j * D;
-        for (int d = 0; d < D; d++) acc[d] += wj * (double)v[d];
+        for (int h = 0; h < G; h++) {
+            double wj = w[(int64_t)h * n + j];
+            if (wj == 0.0) continue;
+            double *ah = acc + (int64_t)h * D;
+            for (int d = 0; d < D; d++) ah[d] += wj * (double)v[d];
+        }
     }
 }
 
 #ifdef HAVE_LEVELS
-/* the same, 32 dimensions at a time in four registers (D a multiple of 32) */
-T_AVX512 static void values_avx512(int D, int n, const double *w, const int8_t *vc,
-                                   double *acc) {
-    for (int d0 = 0; d0 < D; d0 += 32) {
-        __m512d a0 = _mm512_loadu_pd(acc + d0), a1 = _mm512_loadu_pd(acc + d0 + 8);
-        __m512d a2 = _mm512_loadu_pd(acc + d0 + 16), a3 = _mm512_loadu_pd(acc + d0 + 24);
-        for (int j = 0; j < n; j++) {
-            if (w[j] == 0.0) continue;
-            __m512d wj = _mm512_set1_pd(w[j]);
-            const int8_t *v = vc + (int64_t)j * D + d0;
-            __m512i lo = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)v));
-            __m512i hi = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(v + 16)));
-            a0 = _mm512_fmadd_pd(wj, _mm512_cvtepi32_pd(_mm512_castsi512_si256(lo)), a0);
-            a1 = _mm512_fmadd_pd(wj, _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(lo, 1)), a1);
-            a2 = _mm512_fmadd_pd(wj, _mm512_cvtepi32_pd(_mm512_castsi512_si256(hi)), a2);
-            a3 = _mm512_fmadd_pd(wj, _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(hi, 1)), a3);
-        }
-        _mm512_storeu_pd(acc + d0, a0);
-        _mm512_storeu_pd(acc + d0 + 8, a1);
-        _mm512_storeu_pd(acc + d0 + 16, a2);
-        _mm512_storeu_pd(acc + d0 + 24, a3);
+/* AVX-512: 32 dimensions at a time over the positions in idx (those where some head's
+ * weight is not 0), the values converted once for GG heads (GG x 4 accumulators in
+ * registers); weights w = p vs (p: int32 Q16, vs: the values' scale; exact in float64);
+ * one function per GG = 1..4, so the head loops unroll */
+#define VALUES_GG(GG)                                                                      \
+T_AVX512 static void values##GG##_avx512(int D, int n, const int32_t *p, const double *vsd, \
+                                         const int32_t *idx, int m, const int8_t *vc,      \
+                                         double *acc) {                                    \
+    for (int d0 = 0; d0 < D; d0 += 32) {                                                   \
+        __m512d a[GG][4];                                                                  \
+        for (int h = 0; h < GG; h++)                                                       \
+            for (int q = 0; q < 4; q++) a[h][q] = _mm512_loadu_pd(acc + (int64_t)h * D + d0 + 8 * q); \
+        for (int t = 0; t < m; t++) {                                                      \
+            const int j = idx[t];                                                          \
+            const int8_t *v = vc + (int64_t)j * D + d0;                                    \
+            __m512i lo = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)v));        \
+            __m512i hi = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(v + 16))); \
+            __m512d x0 = _mm512_cvtepi32_pd(_mm512_castsi512_si256(lo));                   \
+            __m512d x1 = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(lo, 1));             \
+            __m512d x2 = _mm512_cvtepi32_pd(_mm512_castsi512_si256(hi));                   \
+            __m512d x3 = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(hi, 1));             \
+            const double vs = vsd[j];                                                      \
+            for (int h = 0; h < GG; h++) {                                                 \
+                __m512d b = _mm512_set1_pd((double)p[(int64_t)h * n + j] * vs);            \
+                a[h][0] = _mm512_fmadd_pd(b, x0, a[h][0]);                                 \
+                a[h][1] = _mm512_fmadd_pd(b, x1, a[h][1]);                                 \
+                a[h][2] = _mm512_fmadd_pd(b, x2, a[h][2]);                                 \
+                a[h][3] = _mm512_fmadd_pd(b, x3, a[h][3]);                                 \
+            }                                                                              \
+        }                                                                                  \
+        for (int h = 0; h < GG; h++)                                                       \
+            for (int q = 0; q < 4; q++) _mm512_storeu_pd(acc + (int64_t)h * D + d0 + 8 * q, a[h][q]); \
+    }                                                                                      \
+}
+VALUES_GG(1)
+VALUES_GG(2)
+VALUES_GG(3)
+VALUES_GG(4)
+
+/* the positions where one of g heads' weights p is not 0: idx[0..m), 16 at a time */
+T_AVX512 static int nonzero_positions(int g, int n, const int32_t *p, int32_t *idx) {
+    int m = 0, j = 0;
+    const __m512i step = _mm512_set1_epi32(16);
+    __m512i pos = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (; j + 16 <= n; j += 16, pos = _mm512_add_epi32(pos, step)) {
+        __m512i any = _mm512_loadu_si512(p + j);
+        for (int h = 1; h < g; h++) any = _mm512_or_si512(any, _mm512_loadu_si512(p + (int64_t)h * n + j));
+        __mmask16 k = _mm512_test_epi32_mask(any, any);
+        _mm512_mask_compressstoreu_epi32(idx + m, k, pos);
+        m += __builtin_popcount(k);
+    }
+    for (; j < n; j++) {
+        int any = 0;
+        for (int h = 0; h < g; h++) any |= p[(int64_t)h * n + j];
+        idx[m] = j;
+        m += any != 0;
+    }
+    return m;
+}
+
+T_AVX512 static void values_avx512(int G, int D, int n, const int32_t *p, const double *vsd,
+                                   const int8_t *vc, double *acc, int32_t *idx) {
+    for (int h0 = 0; h0 < G; h0 += 4) {
+        int g = G - h0 < 4 ? G - h0 : 4;
+        const int32_t *ph = p + (int64_t)h0 * n;
+        double *ah = acc + (int64_t)h0 * D;
+        int m = nonzero_positions(g, n, ph, idx);
+        if (g == 1) values1_avx512(D, n, ph, vsd, idx, m, vc, ah);
+        else if (g == 2) values2_avx512(D, n, ph, vsd, idx, m, vc, ah);
+        else if (g == 3) values3_avx512(D, n, ph, vsd, idx, m, vc, ah);
+        else values4_avx512(D, n, ph, vsd, idx, m, vc, ah);
     }
 }
 
-T_AVX2 static void values_avx2(int D, int n, const double *w, const int8_t *vc, double *acc) {
-    for (int d0 = 0; d0 < D; d0 += 16) {
-        __m256d a0 = _mm256_loadu_pd(acc + d0), a1 = _mm256_loadu_pd(acc + d0 + 4);
-        __m256d a2 = _mm256_loadu_pd(acc + d0 + 8), a3 = _mm256_loadu_pd(acc + d0 + 12);
-        for (int j = 0; j < n; j++) {
-            if (w[j] == 0.0) continue;
-            __m256d wj = _mm256_set1_pd(w[j]);
-            __m256i v32 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(vc + (int64_t)j * D + d0)));
-            __m256i v32b = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(vc + (int64_t)j * D + d0 + 8)));
-            a0 = _mm256_fmadd_pd(wj, _mm256_cvtepi32_pd(_mm256_castsi256_si128(v32)), a0);
-            a1 = _mm256_fmadd_pd(wj, _mm256_cvtepi32_pd(_mm256_extracti128_si256(v32, 1)), a1);
-            a2 = _mm256_fmadd_pd(wj, _mm256_cvtepi32_pd(_mm256_castsi256_si128(v32b)), a2);
-            a3 = _mm256_fmadd_pd(wj, _mm256_cvtepi32_pd(_mm256_extracti128_si256(v32b, 1)), a3);
+/* AVX-512: p_j = floor(e_j * R 2^-sh) as int32 (e R < 2^52: exact) */
+T_AVX512 static void probs_avx512(const int32_t *e, double scale, int n, int32_t *p) {
+    const __m512d sc = _mm512_set1_pd(scale);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m512d x = _mm512_mul_pd(_mm512_cvtepi32_pd(_mm256_loadu_si256((const __m256i *)(e + j))), sc);
+        x = _mm512_roundscale_pd(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+        _mm256_storeu_si256((__m256i *)(p + j), _mm512_cvttpd_epi32(x));
+    }
+    for (; j < n; j++) p[j] = (int32_t)floor((double)e[j] * scale);
+}
+
+/* AVX-512: scores of one head (8 positions a time), clamped, as int32; their maximum */
+T_AVX512 static int32_t scores_avx512(const int32_t *dot, const double *ksd, double c, int n,
+                                      int32_t *z) {
+    const __m512d cz = _mm512_set1_pd(c), lo = _mm512_set1_pd(-Z_CLAMP),
+                  hi = _mm512_set1_pd(Z_CLAMP);
+    __m256i mx = _mm256_set1_epi32(INT32_MIN);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m512d d = _mm512_cvtepi32_pd(_mm256_loadu_si256((const __m256i *)(dot + j)));
+        __m512d v = _mm512_roundscale_pd(_mm512_mul_pd(_mm512_mul_pd(d, _mm512_loadu_pd(ksd + j)), cz),
+                                         _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+        v = _mm512_min_pd(_mm512_max_pd(v, lo), hi);
+        __m256i zi = _mm512_cvttpd_epi32(v);
+        _mm256_storeu_si256((__m256i *)(z + j), zi);
+        mx = _mm256_max_epi32(mx, zi);
+    }
+    int32_t m[8], zmax = INT32_MIN;
+    _mm256_storeu_si256((__m256i *)m, mx);
+    for (int q = 0; q < 8; q++) zmax = m[q] > zmax ? m[q] : zmax;
+    for (; j < n; j++) {
+        double v = floor((double)dot[j] * ksd[j] * c);
+        v = v < -Z_CLAMP ? -Z_CLAMP : v > Z_CLAMP ? Z_CLAMP : v;
+        z[j] = (int32_t)v;
+        zmax = z[j] > zmax ? z[j] : zmax;
+    }
+    return zmax;
+}
+
+/* AVX-512: e_j = exp2neg(zmax - z_j) (16 a time, table gathers), and their sum */
+T_AVX512 static int64_t weights_avx512(const int32_t *z, int32_t zmax, int n,
+                                       const int32_t *exp32, int32_t *e) {
+    const __m512i zm = _mm512_set1_epi32(zmax), m1023 = _mm512_set1_epi32(1023),
+                  c31 = _mm512_set1_epi32(31);
+    __m512i sum = _mm512_setzero_si512();
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m512i d = _mm512_sub_epi32(zm, _mm512_loadu_si512((const void *)(z + j)));
+        __m512i sh = _mm512_min_epu32(_mm512_srli_epi32(d, 10), c31);
+        __m512i t = _mm512_i32gather_epi32(_mm512_and_si512(d, m1023), exp32, 4);
+        __m512i ev = _mm512_srlv_epi32(t, sh);
+        _mm512_storeu_si512((void *)(e + j), ev);
+        sum = _mm512_add_epi64(sum, _mm512_cvtepu32_epi64(_mm512_castsi512_si256(ev)));
+        sum = _mm512_add_epi64(sum, _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(ev, 1)));
+    }
+    int64_t den = _mm512_reduce_add_epi64(sum);
+    for (; j < n; j++) {
+        uint32_t d = (uint32_t)(zmax - z[j]);
+        uint32_t sh = d >> 10;
+        sh = sh > 31 ? 31 : sh;
+        e[j] = exp32[d & 1023] >> sh;
+        den += e[j];
+    }
+    return den;
+}
+
+T_AVX2 static void values_avx2(int G, int D, int n, const double *w, const int8_t *vc,
+                               double *acc) {
+    for (int h = 0; h < G; h++) {
+        const double *wh = w + (int64_t)h * n;
+        double *ah = acc + (int64_t)h * D;
+        for (int d0 = 0; d0 < D; d0 += 16) {
+            __m256d a0 = _mm256_loadu_pd(ah + d0), a1 = _mm256_loadu_pd(ah + d0 + 4);
+            __m256d a2 = _mm256_loadu_pd(ah + d0 + 8), a3 = _mm256_loadu_pd(ah + d0 + 12);
+            for (int j = 0; j < n; j++) {
+                if (wh[j] == 0.0) continue;
+                __m256d wj = _mm256_set1_pd(wh[j]);
+                const int8_t *v = vc + (int64_t)j * D + d0;
+                __m256i v0 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)v));
+                __m256i v1 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(v + 8)));
+                a0 = _mm256_fmadd_pd(wj, _mm256_cvtepi32_pd(_mm256_castsi256_si128(v0)), a0);
+                a1 = _mm256_fmadd_pd(wj, _mm256_cvtepi32_pd(_mm256_extracti128_si256(v0, 1)), a1);
+                a2 = _mm256_fmadd_pd(wj, _mm256_cvtepi32_pd(_mm256_castsi256_si128(v1)), a2);
+                a3 = _mm256_fmadd_pd(wj, _mm256_cvtepi32_pd(_mm256_extracti128_si256(v1, 1)), a3);
+            }
+            _mm256_storeu_pd(ah + d0, a0);
+            _mm256_storeu_pd(ah + d0 + 4, a1);
+            _mm256_storeu_pd(ah + d0 + 8, a2);
+            _mm256_storeu_pd(ah + d0 + 12, a3);
         }
-        _mm256_storeu_pd(acc + d0, a0);
-        _mm256_storeu_pd(acc + d0 + 4, a1);
-        _mm256_storeu_pd(acc + d0 + 8, a2);
-        _mm256_storeu_pd(acc + d0 + 12, a3);
     }
 }
 #endif
 
-/* scores, softmax and weights w = p vs for G heads (z: G * n doubles of scratch, used as
- * int32 scores, then int32 weights, then the doubles w) */
+/* scores, softmax and the weighted sums of values for G heads. Scratch z: G * n doubles
+ * (the weights w = p vs of each head; level 2 uses the same bytes as G * n int32 p),
+ * followed by 2n int32 (one head's scores and 2^-x weights, then the position list). */
 INLINE void softmax_values(int G, int D, const int32_t *eq, const int32_t *dot, int stride,
                            int off, const double *ksd, const int8_t *vc, const double *vsd,
                            int n, const int32_t *exp32, double *z, double *acc, int64_t *y,
                            int level) {
+    int32_t *zi = (int32_t *)(z + (int64_t)G * n), *ei = zi + n;
+    int32_t *pi = (int32_t *)z;                      /* level 2: p of every head */
     for (int h = 0; h < G; h++) {
-        double *w = z + (int64_t)h * n;
-        int32_t *zi = (int32_t *)w;                   /* n int32 fit in the first half */
-        int32_t zmax = scores(dot + (int64_t)h * stride + off, ksd, pow2d(eq[h]), n, zi);
-        int32_t *ei = zi + n;                         /* ... and n more in the second */
-        int64_t den = weights(zi, zmax, n, exp32, ei);
+        const int32_t *dh = dot + (int64_t)h * stride + off;
+        int32_t zmax;
+        int64_t den;
+#ifdef HAVE_LEVELS
+        if (level == 2) {
+            zmax = scores_avx512(dh, ksd, pow2d(eq[h]), n, zi);
+            den = weights_avx512(zi, zmax, n, exp32, ei);
+        } else
+#endif
+        {
+            zmax = scores(dh, ksd, pow2d(eq[h]), n, zi);
+            den = weights(zi, zmax, n, exp32, ei);
+        }
         int64_t R;
         int sh;
         prob_scale(den, (int64_t)1 << 16, &R, &sh);
         double scale = (double)R * pow2d(-sh);        /* R 2^-sh: exact */
+#ifdef HAVE_LEVELS
+        if (level == 2 && D % 32 == 0) {
+            probs_avx512(ei, scale, n, pi + (int64_t)h * n);
+            continue;
+        }
+#endif
+        double *w = z + (int64_t)h * n;
         for (int j = 0; j < n; j++)                   /* w = floor(e R 2^-sh) vs */
             w[j] = floor((double)ei[j] * scale) * vsd[j];  /* e R < 2^52, w < 2^40 */
-        double *ah = acc + (int64_t)h * D;
-        for (int d = 0; d < D; d++) ah[d] = 0.0;
-#ifdef HAVE_LEVELS
-        if (level == 2 && D % 32 == 0) values_avx512(D, n, w, vc, ah);
-        else if (level >= 1 && D % 16 == 0) values_avx2(D, n, w, vc, ah);
-        else
-#endif
-            values_portable(D, n, w, vc, ah);
     }
+    for (int64_t x = 0; x < (int64_t)G * D; x++) acc[x] = 0.0;
+#ifdef HAVE_LEVELS
+    if (level == 2 && D % 32 == 0) values_avx512(G, D, n, pi, vsd, vc, acc, zi);
+    else if (level >= 1 && D % 16 == 0) values_avx2(G, D, n, z, vc, acc);
+    else
+#endif
+        values_portable(G, D, n, z, vc, acc);
     for (int64_t x = 0; x < (int64_t)G * D; x++) y[x] = floor_div((int64_t)acc[x], (int64_t)127 << 16);
 }
 
@@ -235,7 +406,7 @@ EXPORT int llmzip_ex_attention(int M, int H, int K, int D, const int16_t *q16, c
         int n = p - lo + 1, t0 = lo / KT, t1 = p / KT + 1;
         int stride = (t1 - t0) * KT;
         int32_t *dot = malloc(sizeof(int32_t) * G * stride);
-        double *z = malloc(sizeof(double) * G * n);
+        double *z = malloc(sizeof(double) * G * n + sizeof(int32_t) * 2 * n);
         double *acc = malloc(sizeof(double) * G * D);
         if (!dot || !z || !acc) { free(dot); free(z); free(acc); bad = 1; continue; }
         int64_t base = ((int64_t)row_b[i] * K + g) * Smax;
@@ -271,10 +442,9 @@ EXPORT int llmzip_ex_attention(int M, int H, int K, int D, const int16_t *q16, c
  * - l_v); f_v = 1 + floor(e_v R / 2^sh) (prob_scale with total 2^P - V); the remainder
  * goes to the first v with the largest logit. */
 INLINE void freqs_body(int V, const int32_t *a, const int64_t *mult, int s,
-                       const int32_t *exp32, int precision, double *l, int32_t *ev,
+                       const int32_t *exp32, int precision, int32_t *li, int32_t *ev,
                        int32_t *f) {
     int64_t spare = ((int64_t)1 << precision) - V;
-    int32_t *li = (int32_t *)l;                   /* int32 logits in the first half */
     if (s > 0 && s <= 52) {
         double half = pow2d(s - 1), inv = pow2d(-s);
         for (int v = 0; v < V; v++) {
@@ -306,7 +476,7 @@ INLINE void freqs_body(int V, const int32_t *a, const int64_t *mult, int s,
 }
 
 #define FREQS_ARGS int V, const int32_t *a, const int64_t *mult, int s, \
-    const int32_t *exp32, int precision, double *l, int32_t *ev, int32_t *f
+    const int32_t *exp32, int precision, int32_t *l, int32_t *ev, int32_t *f
 #define FREQS_CALL V, a, mult, s, exp32, precision, l, ev, f
 static void freqs_portable(FREQS_ARGS) { freqs_body(FREQS_CALL); }
 #ifdef HAVE_LEVELS
@@ -320,7 +490,7 @@ EXPORT int llmzip_ex_freqs(int M, int V, const int32_t *acc, const int64_t *mult
     int bad = 0;
     PARALLEL_FOR_BAD(threads)
     for (int i = 0; i < M; i++) {
-        double *l = malloc(sizeof(double) * V);
+        int32_t *l = malloc(sizeof(int32_t) * V);
         int32_t *ev = malloc(sizeof(int32_t) * V);
         if (!l || !ev) { free(l); free(ev); bad = 1; continue; }
         const int32_t *a = acc + (int64_t)i * V;
