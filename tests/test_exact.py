@@ -172,6 +172,15 @@ def test_prefill_block_size_does_not_matter(model, oracle, monkeypatch):
     assert _same(_prefill(ExactEngine(model), segs), want)
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_row_chunks_do_not_matter(model, oracle, monkeypatch, chunk):
+    """The fast path runs a layer's row-wise work in chunks of rows: any size, same integers."""
+    from llmzip.engine.exact import fast
+    segs, want = oracle
+    monkeypatch.setattr(fast, "ROW_CHUNK", chunk)
+    assert _same(_prefill(ExactEngine(model, threads=2), segs), want)
+
+
 def test_two_processes(tiny_gguf, tiny_model):
     code = ("import hashlib, numpy as np, sys; sys.path.insert(0, 'tests');"
             "from test_exact import _segments, _prefill;"

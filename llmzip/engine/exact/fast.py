@@ -20,6 +20,8 @@ from .reference import (ACT_FRAC, LOGIT_FRAC, RES_FRAC, SCORE_SHIFT, rope_tabs,
                         score_multiplier)
 from .weights import IntModel
 
+ROW_CHUNK = 256     # rows per pass of a layer's row-wise work (any value gives the same integers)
+
 
 class KVCache:
     """Keys and values of every layer for B segments of up to Smax positions (a multiple
@@ -96,34 +98,45 @@ class FastModel:
         e = m.emb
         x = k.embed(e.w, e.mult, e.sb, tok)                         # (M, C) int64, Q16
         tabs = self._rope(cache.max_len)
+        # Rows are independent except in attention, which reads the cache: each layer runs
+        # as two passes over chunks of `chunk` rows (everything up to the cache writes, then
+        # attention onwards), so a chunk's temporaries stay in the CPU's cache (at B=21 x
+        # 1,024 positions of SmolLM2: 2.03 -> 1.60 ms a token on one Zen 5 core).
+        chunks = [(r, min(r + ROW_CHUNK, M)) for r in range(0, M, ROW_CHUNK)]
         for li, (L, W) in enumerate(zip(m.layers, self.layers)):
             cos, sin = tabs[L.rope]
-            a, ea = k.norm_quant(x, L.attn_norm, ACT_FRAC, self.q_width, W["qkv"].levels, threads)
-            qkv = k.requant(k.gemm(a, W["qkv"].packed, threads), W["qkv"], ea,
-                            ACT_FRAC, ACT_FRAC, threads)
-            if self.gemma:
-                k.qk_norm(qkv, H, K, D, L.q_norm, L.k_norm, ACT_FRAC, self.q_head, threads)
-            q16, eq = k.qkv(qkv, H, K, D, row_b, row_pos, cos, sin, self.gemma, cache, li,
-                            self.att_mult, SCORE_SHIFT, threads)
-            y = k.attention(q16, eq, H, K, D, row_b, row_pos, cache, li, L.window,
-                            self.exp32, threads)
-            a, ea = k.quant(y, W["o"].levels, threads)
-            acc = k.gemm(a, W["o"].packed, threads)
-            if self.gemma:
-                o = k.requant(acc, W["o"], ea, ACT_FRAC, ACT_FRAC, threads)
-                x += k.rmsnorm(o, L.post_attn_norm, RES_FRAC, self.q_width, threads)
-            else:
-                k.requant(acc, W["o"], ea, ACT_FRAC, RES_FRAC, threads, out=x)
-            a, ea = k.norm_quant(x, L.ffn_norm, ACT_FRAC, self.q_width, W["gate_up"].levels,
-                                 threads)
-            acc = k.gemm(a, W["gate_up"].packed, threads)
-            a, ea = k.glu(acc, W["gate_up"], ea, self.act_t, ACT_FRAC, W["down"].levels, threads)
-            acc = k.gemm(a, W["down"].packed, threads)
-            if self.gemma:
-                o = k.requant(acc, W["down"], ea, ACT_FRAC, ACT_FRAC, threads)
-                x += k.rmsnorm(o, L.post_ffn_norm, RES_FRAC, self.q_width, threads)
-            else:
-                k.requant(acc, W["down"], ea, ACT_FRAC, RES_FRAC, threads, out=x)
+            qs = []
+            for r0, r1 in chunks:
+                a, ea = k.norm_quant(x[r0:r1], L.attn_norm, ACT_FRAC, self.q_width,
+                                     W["qkv"].levels, threads)
+                qkv = k.requant(k.gemm(a, W["qkv"].packed, threads), W["qkv"], ea,
+                                ACT_FRAC, ACT_FRAC, threads)           # (m, (H + 2K) D) Q12
+                if self.gemma:
+                    k.qk_norm(qkv, H, K, D, L.q_norm, L.k_norm, ACT_FRAC, self.q_head, threads)
+                qs.append(k.qkv(qkv, H, K, D, row_b[r0:r1], row_pos[r0:r1], cos, sin,
+                                self.gemma, cache, li, self.att_mult, SCORE_SHIFT, threads))
+            for (r0, r1), (q16, eq) in zip(chunks, qs):
+                xs = x[r0:r1]                                          # (m, C) view
+                y = k.attention(q16, eq, H, K, D, row_b[r0:r1], row_pos[r0:r1], cache, li,
+                                L.window, self.exp32, threads)
+                a, ea = k.quant(y, W["o"].levels, threads)
+                acc = k.gemm(a, W["o"].packed, threads)
+                if self.gemma:
+                    o = k.requant(acc, W["o"], ea, ACT_FRAC, ACT_FRAC, threads)
+                    xs += k.rmsnorm(o, L.post_attn_norm, RES_FRAC, self.q_width, threads)
+                else:
+                    k.requant(acc, W["o"], ea, ACT_FRAC, RES_FRAC, threads, out=xs)
+                a, ea = k.norm_quant(xs, L.ffn_norm, ACT_FRAC, self.q_width,
+                                     W["gate_up"].levels, threads)
+                acc = k.gemm(a, W["gate_up"].packed, threads)
+                a, ea = k.glu(acc, W["gate_up"], ea, self.act_t, ACT_FRAC, W["down"].levels,
+                              threads)
+                acc = k.gemm(a, W["down"].packed, threads)
+                if self.gemma:
+                    o = k.requant(acc, W["down"], ea, ACT_FRAC, ACT_FRAC, threads)
+                    xs += k.rmsnorm(o, L.post_ffn_norm, RES_FRAC, self.q_width, threads)
+                else:
+                    k.requant(acc, W["down"], ea, ACT_FRAC, RES_FRAC, threads, out=xs)
         return k.norm_quant(x, m.norm, ACT_FRAC, self.q_width, self.head.levels, threads), M
 
     def freqs(self, hidden, threads: int, precision: int, block: int = 64) -> torch.Tensor:

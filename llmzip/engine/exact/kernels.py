@@ -39,11 +39,11 @@ def _setup(lib) -> None:
         "gemm_i8_packed_size": (_l, [_l, _l]), "gemm_i8_pack": (_i, [_v, _l, _l, _l, _v]),
         "gemm_i8": (_i, [_l, _l, _l, _v, _l, _v, _v, _l, _i, _i]),
         "llmzip_ex_embed": (_i, [_i, _i, _v, _v, _i, _v, _v, _i]),
-        "llmzip_ex_quant": (_i, [_i, _i, _v, _l, _v, _v, _i]),
-        "llmzip_ex_rmsnorm": (_i, [_i, _i, _v, _v, _i, _l, _v, _i]),
-        "llmzip_ex_norm_quant": (_i, [_i, _i, _v, _v, _i, _l, _l, _v, _v, _i]),
-        "llmzip_ex_requant": (_i, [_i, _i, _v, _v, _i, _v, _v, _i, _i]),
-        "llmzip_ex_glu": (_i, [_i, _i, _v, _v, _i, _v, _v, _i, _l, _v, _v, _i]),
+        "llmzip_ex_quant": (_i, [_i, _i, _v, _l, _v, _v, _i, _i]),
+        "llmzip_ex_rmsnorm": (_i, [_i, _i, _v, _v, _i, _l, _v, _i, _i]),
+        "llmzip_ex_norm_quant": (_i, [_i, _i, _v, _v, _i, _l, _l, _v, _v, _i, _i]),
+        "llmzip_ex_requant": (_i, [_i, _i, _v, _v, _i, _v, _v, _i, _i, _i]),
+        "llmzip_ex_glu": (_i, [_i, _i, _v, _v, _i, _v, _v, _i, _l, _v, _v, _i, _i]),
         "llmzip_ex_qkv": (_i, [_i, _i, _i, _i, _v, _v, _v, _v, _v, _i, _v, _v, _v, _v, _v,
                                _v, _i, _l, _i, _i]),
         "llmzip_ex_qk_norm": (_i, [_i, _i, _i, _i, _v, _v, _v, _i, _l, _i]),
@@ -137,13 +137,13 @@ class Kernels:
     def quant(self, y, levels, threads):
         M, K = y.shape
         a, e = torch.empty((M, K), dtype=torch.int16), torch.empty(M, dtype=torch.int32)
-        _check(self.lib.llmzip_ex_quant(M, K, p(y), levels, p(a), p(e), threads), "quant")
+        _check(self.lib.llmzip_ex_quant(M, K, p(y), levels, p(a), p(e), self.level, threads), "quant")
         return a, e
 
     def rmsnorm(self, x, gain, out_frac, q, threads):
         M, C = x.shape
         y = torch.empty_like(x)
-        _check(self.lib.llmzip_ex_rmsnorm(M, C, p(x), p(gain), out_frac, q, p(y), threads),
+        _check(self.lib.llmzip_ex_rmsnorm(M, C, p(x), p(gain), out_frac, q, p(y), self.level, threads),
                "rmsnorm")
         return y
 
@@ -151,7 +151,7 @@ class Kernels:
         M, C = x.shape
         a, e = torch.empty((M, C), dtype=torch.int16), torch.empty(M, dtype=torch.int32)
         _check(self.lib.llmzip_ex_norm_quant(M, C, p(x), p(gain), out_frac, q, levels, p(a),
-                                             p(e), threads), "norm_quant")
+                                             p(e), self.level, threads), "norm_quant")
         return a, e
 
     def requant(self, acc, lin, e, in_frac, out_frac, threads, out=None):
@@ -160,14 +160,15 @@ class Kernels:
         if out is None:
             out = torch.empty((M, N), dtype=torch.int64)
         _check(self.lib.llmzip_ex_requant(M, N, p(acc), p(lin.mult), lin.sb + in_frac - out_frac,
-                                          p(e), p(out), int(add), threads), "requant")
+                                          p(e), p(out), int(add), self.level,
+                                          threads), "requant")
         return out
 
     def glu(self, acc, lin, e, table, frac, levels, threads):
         M, F = acc.shape[0], acc.shape[1] // 2
         a, ea = torch.empty((M, F), dtype=torch.int16), torch.empty(M, dtype=torch.int32)
         _check(self.lib.llmzip_ex_glu(M, F, p(acc), p(lin.mult), lin.sb, p(e), p(table), frac,
-                                      levels, p(a), p(ea), threads), "glu")
+                                      levels, p(a), p(ea), self.level, threads), "glu")
         return a, ea
 
     def qk_norm(self, qkv, H, K, D, qg, kg, frac, q, threads):

@@ -14,32 +14,6 @@
 #else
 #define PARALLEL_FOR(n)
 #define PARALLEL_FOR_BAD(n)
-/* 2^e as a double, for -1022 <= e <= 1023 (exact) */
-static inline double pow2d(int e) {
-    union { uint64_t u; double d; } v;
-    v.u = (uint64_t)(1023 + e) << 52;
-    return v.d;
-}
-
-/* ---- SIMD levels of the hot loops ----------------------------------------------
- * The same C source compiled three times with the target attribute (GCC inlines the
- * body into each wrapper, so the compiler vectorises it for that instruction set);
- * all arithmetic is exact, so every level gives the same integers. level: 0 portable,
- * 1 AVX2 + FMA, 2 AVX-512 (F, BW, DQ, VL). */
-#if defined(__x86_64__)
-#define T_AVX2 __attribute__((target("avx2,fma")))
-#define T_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
-#define HAVE_LEVELS 1
-#else
-#define T_AVX2
-#define T_AVX512
-#endif
-#define INLINE static inline __attribute__((always_inline))
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
 #endif
 
 #define EXPORT __attribute__((visibility("default")))
@@ -77,6 +51,29 @@ static inline int pow2_exponent(int64_t m, int64_t levels) {
     return e;
 }
 
+/* rsr(v, s) = (v * mul + rnd) >> sh for all v: the shift's parts computed once per row, so
+ * that a loop over a row has no branch (and vectorises) */
+typedef struct { int64_t mul, rnd; int sh; } rsr_t;
+static inline rsr_t rsr_parts(int s) {
+    rsr_t r;
+    r.mul = s <= 0 ? (int64_t)1 << -s : 1;
+    r.rnd = s <= 0 ? 0 : (int64_t)1 << (s - 1);
+    r.sh = s <= 0 ? 0 : s;
+    return r;
+}
+#define RSR(v, P) (((v) * (P).mul + (P).rnd) >> (P).sh)
+
+/* floor(a / b) for b > 0 and |a / b| < 2^50, without an integer division: inv = 1.0 / b
+ * (rounded), so the float64 quotient is within 1 of a / b, and one step each way makes it
+ * exact (the result is the integer floor_div gives) */
+static inline __attribute__((always_inline)) int64_t floor_div_inv(int64_t a, int64_t b,
+                                                                   double inv) {
+    int64_t q = (int64_t)floor((double)a * inv);
+    q -= (q * b > a);
+    q += ((q + 1) * b <= a);
+    return q;
+}
+
 /* 2^30 * 2^(-d/1024) for d >= 0 */
 static inline int64_t exp2_neg(const int64_t *t, int64_t d) {
     int64_t sh = d >> 10;
@@ -105,6 +102,20 @@ static inline double pow2d(int e) {
 #define T_AVX512
 #endif
 #define INLINE static inline __attribute__((always_inline))
+
+/* name##_l2 / name##_l1: an INLINE row function compiled for AVX-512 and AVX2;
+ * AT_LEVEL(level, name, (args)) calls the one for level (0: the portable build) */
+#ifdef HAVE_LEVELS
+#define LEVEL_VARIANTS(name, params, args)                                        \
+    T_AVX512 static void name##_l2 params { name args; }                          \
+    T_AVX2 static void name##_l1 params { name args; }
+#define AT_LEVEL(level, name, args)                                               \
+    do { if ((level) == 2) name##_l2 args; else if ((level) == 1) name##_l1 args; \
+         else name args; } while (0)
+#else
+#define LEVEL_VARIANTS(name, params, args)
+#define AT_LEVEL(level, name, args) name args
+#endif
 
 #if defined(__x86_64__)
 #include <immintrin.h>

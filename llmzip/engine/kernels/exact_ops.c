@@ -26,103 +26,146 @@ EXPORT int llmzip_ex_embed(int M, int C, const int8_t *w, const int64_t *mult, i
 }
 
 /* ---- quantise rows to a power-of-two step (the input of every matmul) ------------- */
-static void quant_row(const int64_t *y, int K, int64_t levels, int16_t *a, int32_t *e) {
+/* Row functions are INLINE and written without branches in their loops, so that each
+ * SIMD level (LEVEL_VARIANTS) vectorises them; `level` picks one (the integers are the
+ * same at every level). */
+INLINE int64_t max_abs(const int64_t *y, int K) {
     int64_t m = 0;
-    for (int k = 0; k < K; k++) { int64_t v = iabs64(y[k]); if (v > m) m = v; }
-    int s = pow2_exponent(m, levels);
-    for (int k = 0; k < K; k++) a[k] = (int16_t)rsr(y[k], s);
-    *e = s;
+    for (int k = 0; k < K; k++) { int64_t v = y[k] < 0 ? -y[k] : y[k]; m = v > m ? v : m; }
+    return m;
 }
 
+INLINE void quant_row(const int64_t *y, int K, int64_t levels, int16_t *a, int32_t *e) {
+    int s = pow2_exponent(max_abs(y, K), levels);
+    rsr_t P = rsr_parts(s);
+    for (int k = 0; k < K; k++) a[k] = (int16_t)RSR(y[k], P);
+    *e = s;
+}
+LEVEL_VARIANTS(quant_row, (const int64_t *y, int K, int64_t levels, int16_t *a, int32_t *e),
+               (y, K, levels, a, e))
+
 EXPORT int llmzip_ex_quant(int M, int K, const int64_t *y, int64_t levels, int16_t *a, int32_t *e,
-                    int threads) {
+                           int level, int threads) {
     PARALLEL_FOR(threads)
-    for (int i = 0; i < M; i++) quant_row(y + (int64_t)i * K, K, levels, a + (int64_t)i * K, e + i);
+    for (int i = 0; i < M; i++)
+        AT_LEVEL(level, quant_row, (y + (int64_t)i * K, K, levels, a + (int64_t)i * K, e + i));
     return 0;
 }
 
 /* ---- RMSNorm: x / rms(x) * gain, into Q(out_frac) ------------------------------- */
-static void rmsnorm_row(const int64_t *x, int C, const int64_t *gain, int out_frac,
+/* floor(rsr(x, s) * Q / r): |rsr(x, s)| < 2^20 and Q = isqrt(C << 42) < 2^28 for C < 2^14,
+ * so the quotient is below 2^48 and floor_div_inv is exact */
+INLINE void rmsnorm_row(const int64_t *x, int C, const int64_t *gain, int out_frac,
                         int64_t Q, int64_t *y) {
-    int64_t m = 0;
-    for (int k = 0; k < C; k++) { int64_t v = iabs64(x[k]); if (v > m) m = v; }
-    int s = pow2_exponent(m, (1 << 20) - 1);
+    int s = pow2_exponent(max_abs(x, C), (1 << 20) - 1);
+    rsr_t P = rsr_parts(s), G = rsr_parts(32 - out_frac);
     int64_t ss = 0;
-    for (int k = 0; k < C; k++) { int64_t v = rsr(x[k], s); ss += v * v; }
+    for (int k = 0; k < C; k++) { int64_t v = RSR(x[k], P); ss += v * v; }
     int64_t r = isqrt64(ss << 10);
     if (r < 1) r = 1;
+    const double inv = 1.0 / (double)r;
     for (int k = 0; k < C; k++) {
-        int64_t t = floor_div(rsr(x[k], s) * Q, r);
-        y[k] = rsr(t * gain[k], 32 - out_frac);
+        int64_t t = floor_div_inv(RSR(x[k], P) * Q, r, inv);
+        y[k] = RSR(t * gain[k], G);
     }
 }
+LEVEL_VARIANTS(rmsnorm_row, (const int64_t *x, int C, const int64_t *gain, int out_frac,
+                             int64_t Q, int64_t *y), (x, C, gain, out_frac, Q, y))
 
 /* x (M, C) int64 -> y (M, C) int64; Q = isqrt(C << 42) */
 EXPORT int llmzip_ex_rmsnorm(int M, int C, const int64_t *x, const int64_t *gain, int out_frac,
-                      int64_t Q, int64_t *y, int threads) {
+                             int64_t Q, int64_t *y, int level, int threads) {
     PARALLEL_FOR(threads)
     for (int i = 0; i < M; i++)
-        rmsnorm_row(x + (int64_t)i * C, C, gain, out_frac, Q, y + (int64_t)i * C);
+        AT_LEVEL(level, rmsnorm_row, (x + (int64_t)i * C, C, gain, out_frac, Q, y + (int64_t)i * C));
     return 0;
 }
 
+INLINE void norm_quant_row(const int64_t *x, int C, const int64_t *gain, int out_frac,
+                           int64_t Q, int64_t levels, int64_t *tmp, int16_t *a, int32_t *e) {
+    rmsnorm_row(x, C, gain, out_frac, Q, tmp);
+    quant_row(tmp, C, levels, a, e);
+}
+LEVEL_VARIANTS(norm_quant_row, (const int64_t *x, int C, const int64_t *gain, int out_frac,
+                                int64_t Q, int64_t levels, int64_t *tmp, int16_t *a, int32_t *e),
+               (x, C, gain, out_frac, Q, levels, tmp, a, e))
+
 /* RMSNorm then quantise for the next matmul: x (M, C) -> a (M, C) int16, e (M) */
 EXPORT int llmzip_ex_norm_quant(int M, int C, const int64_t *x, const int64_t *gain, int out_frac,
-                         int64_t Q, int64_t levels, int16_t *a, int32_t *e, int threads) {
+                                int64_t Q, int64_t levels, int16_t *a, int32_t *e, int level,
+                                int threads) {
     int bad = 0;
     PARALLEL_FOR_BAD(threads)
     for (int i = 0; i < M; i++) {
         int64_t *tmp = malloc(sizeof(int64_t) * C);
         if (!tmp) { bad = 1; continue; }
-        rmsnorm_row(x + (int64_t)i * C, C, gain, out_frac, Q, tmp);
-        quant_row(tmp, C, levels, a + (int64_t)i * C, e + i);
+        AT_LEVEL(level, norm_quant_row, (x + (int64_t)i * C, C, gain, out_frac, Q, levels, tmp,
+                                         a + (int64_t)i * C, e + i));
         free(tmp);
     }
     return bad ? 2 : 0;
 }
 
 /* ---- requantise matmul outputs -------------------------------------------------- */
+INLINE void requant_row(const int32_t *a, const int64_t *mult, int s, int N, int add,
+                        int64_t *o) {
+    rsr_t P = rsr_parts(s);
+    if (add) for (int n = 0; n < N; n++) o[n] += RSR((int64_t)a[n] * mult[n], P);
+    else     for (int n = 0; n < N; n++) o[n] = RSR((int64_t)a[n] * mult[n], P);
+}
+LEVEL_VARIANTS(requant_row, (const int32_t *a, const int64_t *mult, int s, int N, int add,
+                             int64_t *o), (a, mult, s, N, add, o))
+
 /* out[i][n] (+)= rsr(acc[i][n] * mult[n], shift - e[i]) */
 EXPORT int llmzip_ex_requant(int M, int N, const int32_t *acc, const int64_t *mult, int shift,
-                      const int32_t *e, int64_t *out, int add, int threads) {
+                             const int32_t *e, int64_t *out, int add, int level, int threads) {
     PARALLEL_FOR(threads)
-    for (int i = 0; i < M; i++) {
-        const int32_t *a = acc + (int64_t)i * N;
-        int64_t *o = out + (int64_t)i * N;
-        int s = shift - e[i];
-        if (add) for (int n = 0; n < N; n++) o[n] += rsr((int64_t)a[n] * mult[n], s);
-        else     for (int n = 0; n < N; n++) o[n] = rsr((int64_t)a[n] * mult[n], s);
-    }
+    for (int i = 0; i < M; i++)
+        AT_LEVEL(level, requant_row, (acc + (int64_t)i * N, mult, shift - e[i], N, add,
+                                      out + (int64_t)i * N));
     return 0;
 }
 
 /* ---- gated MLP: act(gate) * up, then quantised for the down projection ----------- */
-static inline int64_t lut_act(const int64_t *tab, int64_t x, int frac) {
-    const int n = 16 << 6, step = frac - 6;
+/* act(x) by linear interpolation between knots 2^(frac-6) apart on [-16, 16) (Q16 table of
+ * 2 * 16 * 64 + 1 knots); act(x) = x above, the table's first knot below. Branch-free: the
+ * index is clamped for the lookups, the result selected after. */
+INLINE int64_t lut_act(const int64_t *tab, int64_t x, int frac, int64_t tail) {
+    const int64_t n = 16 << 6;
+    const int step = frac - 6;
     int64_t i = x >> step, f = x & (((int64_t)1 << step) - 1);
-    if (i >= n) return x;
-    if (i < -n) return rsr(tab[0], 16 - frac);
-    int64_t lo = tab[i + n], hi = tab[i + n + 1];
-    return rsr(lo * ((int64_t)1 << step) + (hi - lo) * f, 10);
+    int64_t ic = i < -n ? -n : i >= n ? n - 1 : i;
+    int64_t lo = tab[ic + n], hi = tab[ic + n + 1];
+    int64_t v = (lo * ((int64_t)1 << step) + (hi - lo) * f + 512) >> 10;
+    return i >= n ? x : i < -n ? tail : v;
 }
+
+INLINE void glu_row(const int32_t *r, int F, const int64_t *mult, int s, const int64_t *tab,
+                    int frac, int64_t levels, int64_t *z, int16_t *a, int32_t *ea) {
+    rsr_t P = rsr_parts(s), Z = rsr_parts(frac);
+    const int64_t tail = rsr(tab[0], 16 - frac);
+    for (int n = 0; n < F; n++) {
+        int64_t g = RSR((int64_t)r[n] * mult[n], P);
+        int64_t u = RSR((int64_t)r[F + n] * mult[F + n], P);
+        z[n] = RSR(lut_act(tab, g, frac, tail) * u, Z);
+    }
+    quant_row(z, F, levels, a, ea);
+}
+LEVEL_VARIANTS(glu_row, (const int32_t *r, int F, const int64_t *mult, int s, const int64_t *tab,
+                         int frac, int64_t levels, int64_t *z, int16_t *a, int32_t *ea),
+               (r, F, mult, s, tab, frac, levels, z, a, ea))
 
 /* acc (M, 2F): gate | up; mult (2F); z = rsr(act(gate) * up, frac), all in Q(frac) */
 EXPORT int llmzip_ex_glu(int M, int F, const int32_t *acc, const int64_t *mult, int shift,
-                  const int32_t *e, const int64_t *tab, int frac, int64_t levels,
-                  int16_t *a, int32_t *ea, int threads) {
+                         const int32_t *e, const int64_t *tab, int frac, int64_t levels,
+                         int16_t *a, int32_t *ea, int level, int threads) {
     int bad = 0;
     PARALLEL_FOR_BAD(threads)
     for (int i = 0; i < M; i++) {
         int64_t *z = malloc(sizeof(int64_t) * F);
         if (!z) { bad = 1; continue; }
-        const int32_t *r = acc + (int64_t)i * 2 * F;
-        int s = shift - e[i];
-        for (int n = 0; n < F; n++) {
-            int64_t g = rsr((int64_t)r[n] * mult[n], s);
-            int64_t u = rsr((int64_t)r[F + n] * mult[F + n], s);
-            z[n] = rsr(lut_act(tab, g, frac) * u, frac);
-        }
-        quant_row(z, F, levels, a + (int64_t)i * F, ea + i);
+        AT_LEVEL(level, glu_row, (acc + (int64_t)i * 2 * F, F, mult, shift - e[i], tab, frac,
+                                  levels, z, a + (int64_t)i * F, ea + i));
         free(z);
     }
     return bad ? 2 : 0;
@@ -143,8 +186,9 @@ static inline void rope_vec(int64_t *x, int D, const int64_t *c, const int64_t *
 static inline void quant_kv(const int64_t *x, int D, int8_t *q, int64_t *sigma) {
     int64_t m = 0;
     for (int d = 0; d < D; d++) { int64_t v = iabs64(x[d]); if (v > m) m = v; }
-    int64_t den = m > 0 ? m : 1;
-    for (int d = 0; d < D; d++) q[d] = (int8_t)round_div(127 * x[d], den);
+    int64_t den = m > 0 ? m : 1;          /* round_div(127 x, den) = floor((254 x + den) / 2den) */
+    const double inv = 1.0 / (double)(2 * den);
+    for (int d = 0; d < D; d++) q[d] = (int8_t)floor_div_inv(254 * x[d] + den, 2 * den, inv);
     *sigma = m;
 }
 
