@@ -9,6 +9,7 @@ time over a KV cache (`lockstep`), and both get the same tables bit for bit.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -249,6 +250,15 @@ class ExactEngine:
         B, T = len(lengths), int(lens.max())
         cache = self.kernel.new_cache(B, T)
         nxt = np.full(B, self.model.bos_id, dtype=np.int64)
+        gc_was = gc.isenabled()
+        gc.disable()                 # a step allocates few objects; the collector cost 2%
+        try:
+            self._lockstep(lens, B, T, cache, nxt, choose, progress)
+        finally:
+            if gc_was:
+                gc.enable()
+
+    def _lockstep(self, lens, B, T, cache, nxt, choose, progress) -> None:
         with torch.inference_mode():
             for t in range(T):
                 live = np.nonzero(lens > t)[0]

@@ -21,9 +21,20 @@ PATHS = {"auto": 0, "portable": 1, "avx2": 2, "avx512bw": 3, "avx512vnni": 4, "a
 # so fused multiply-adds change nothing and are allowed
 FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-pthread", "-fopenmp", "-fno-fast-math",
          "-fwrapv", "-fvisibility=hidden"]
-# the level of exact_ops.c's vectorised loops for each matrix-product path
-LEVELS = {"portable": 0, "avx2": 1, "avxvnni": 1, "avx512bw": 2, "avx512vnni": 2}
+# the level of exact_ops.c's and exact_attention.c's vectorised loops for each
+# matrix-product path (0 plain C, 1 AVX2, 2 AVX-512, 3 AVX-512 with VNNI)
+LEVELS = {"portable": 0, "avx2": 1, "avxvnni": 1, "avx512bw": 2, "avx512vnni": 3}
 SOURCES = ["exact_ops.c", "exact_attention.c", "gemm_i8.c"]
+# Waking a second thread costs tens of microseconds (more in a VM): a call smaller than
+# these runs on one thread whatever it is given. Measured on a 2-vCPU Zen 5 decoding 21
+# segments at position 1,024: with 2 threads for every call a step took 57 ms (its matrix
+# products 25 ms, requantisation 5 ms); with these limits 40 ms. Results never depend on it.
+GEMM_PAR_MACS = 1 << 27     # M * N * K of a matrix product
+ROWS_PAR_ITEMS = 1 << 18    # M * N of a row-wise kernel
+
+
+def _t(threads: int, work: int, limit: int) -> int:
+    return threads if work >= limit else 1
 
 _i, _l, _v = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
 
@@ -45,7 +56,7 @@ def _setup(lib) -> None:
         "llmzip_ex_requant": (_i, [_i, _i, _v, _v, _i, _v, _v, _i, _i, _i]),
         "llmzip_ex_glu": (_i, [_i, _i, _v, _v, _i, _v, _v, _i, _l, _v, _v, _i, _i]),
         "llmzip_ex_qkv": (_i, [_i, _i, _i, _i, _v, _v, _v, _v, _v, _i, _v, _v, _v, _v, _v,
-                               _v, _i, _l, _i, _i]),
+                               _v, _i, _l, _i, _i, _i]),
         "llmzip_ex_qk_norm": (_i, [_i, _i, _i, _i, _v, _v, _v, _i, _l, _i]),
         "llmzip_ex_attention": (_i, [_i, _i, _i, _i, _v, _v, _v, _v, _v, _v, _v, _v, _i, _i,
                                      _v, _v, _i, _i]),
@@ -121,8 +132,8 @@ class Kernels:
         M = a.shape[0]
         out = torch.empty((M, w.n), dtype=torch.int32)
         if M:
-            rc = self.lib.gemm_i8(M, w.n, w.k, p(a), w.k, p(w.buf), p(out), w.n, threads,
-                                  self._path)
+            rc = self.lib.gemm_i8(M, w.n, w.k, p(a), w.k, p(w.buf), p(out), w.n,
+                                  _t(threads, M * w.n * w.k, GEMM_PAR_MACS), self._path)
             _check(rc, "gemm_i8")
         return out
 
@@ -137,13 +148,15 @@ class Kernels:
     def quant(self, y, levels, threads):
         M, K = y.shape
         a, e = torch.empty((M, K), dtype=torch.int16), torch.empty(M, dtype=torch.int32)
-        _check(self.lib.llmzip_ex_quant(M, K, p(y), levels, p(a), p(e), self.level, threads), "quant")
+        _check(self.lib.llmzip_ex_quant(M, K, p(y), levels, p(a), p(e), self.level,
+                                         _t(threads, M * K, ROWS_PAR_ITEMS)), "quant")
         return a, e
 
     def rmsnorm(self, x, gain, out_frac, q, threads):
         M, C = x.shape
         y = torch.empty_like(x)
-        _check(self.lib.llmzip_ex_rmsnorm(M, C, p(x), p(gain), out_frac, q, p(y), self.level, threads),
+        _check(self.lib.llmzip_ex_rmsnorm(M, C, p(x), p(gain), out_frac, q, p(y), self.level,
+                                           _t(threads, M * C, ROWS_PAR_ITEMS)),
                "rmsnorm")
         return y
 
@@ -151,7 +164,8 @@ class Kernels:
         M, C = x.shape
         a, e = torch.empty((M, C), dtype=torch.int16), torch.empty(M, dtype=torch.int32)
         _check(self.lib.llmzip_ex_norm_quant(M, C, p(x), p(gain), out_frac, q, levels, p(a),
-                                             p(e), self.level, threads), "norm_quant")
+                                             p(e), self.level, _t(threads, M * C, ROWS_PAR_ITEMS)),
+               "norm_quant")
         return a, e
 
     def requant(self, acc, lin, e, in_frac, out_frac, threads, out=None):
@@ -161,19 +175,20 @@ class Kernels:
             out = torch.empty((M, N), dtype=torch.int64)
         _check(self.lib.llmzip_ex_requant(M, N, p(acc), p(lin.mult), lin.sb + in_frac - out_frac,
                                           p(e), p(out), int(add), self.level,
-                                          threads), "requant")
+                                          _t(threads, M * N, ROWS_PAR_ITEMS)), "requant")
         return out
 
     def glu(self, acc, lin, e, table, frac, levels, threads):
         M, F = acc.shape[0], acc.shape[1] // 2
         a, ea = torch.empty((M, F), dtype=torch.int16), torch.empty(M, dtype=torch.int32)
         _check(self.lib.llmzip_ex_glu(M, F, p(acc), p(lin.mult), lin.sb, p(e), p(table), frac,
-                                      levels, p(a), p(ea), self.level, threads), "glu")
+                                      levels, p(a), p(ea), self.level,
+                                      _t(threads, M * F, ROWS_PAR_ITEMS)), "glu")
         return a, ea
 
     def qk_norm(self, qkv, H, K, D, qg, kg, frac, q, threads):
         _check(self.lib.llmzip_ex_qk_norm(qkv.shape[0], H, K, D, p(qkv), p(qg), p(kg), frac, q,
-                                          threads), "qk_norm")
+                                          _t(threads, qkv.numel(), ROWS_PAR_ITEMS)), "qk_norm")
 
     def qkv(self, qkv, H, K, D, row_b, row_pos, cos, sin, halves, cache, li, att_mult,
             zshift, threads):
@@ -183,7 +198,8 @@ class Kernels:
         _check(self.lib.llmzip_ex_qkv(M, H, K, D, p(qkv), p(row_b), p(row_pos), p(cos), p(sin),
                                       int(halves), p(q16), p(eq), p(cache.kt[li]),
                                       p(cache.ksd[li]), p(cache.vq[li]), p(cache.vsd[li]),
-                                      cache.max_len, att_mult, zshift, threads), "qkv")
+                                      cache.max_len, att_mult, zshift, self.level,
+                                      _t(threads, qkv.numel(), ROWS_PAR_ITEMS)), "qkv")
         return q16, eq
 
     def attention(self, q16, eq, H, K, D, row_b, row_pos, cache, li, window, exp32, threads):

@@ -79,13 +79,48 @@ DOTS_GG(2)
 DOTS_GG(3)
 DOTS_GG(4)
 
+/* AVX-512 VNNI (level 3): vpdpwssd adds the pair products straight into the sums, and its
+ * dword broadcast is folded into the instruction (one instruction per head and pair
+ * instead of three) */
+INLINE int32_t pair_at(const int16_t *q, int i) { int32_t v; memcpy(&v, q + i, 4); return v; }
+#define T_VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma")))
+#define DOTS_VNNI_GG(GG)                                                                   \
+T_VNNI static void dots##GG##_vnni(int D, const int16_t *q, const int8_t *kt, int t0,     \
+                                  int t1, int32_t *dot, int stride) {                      \
+    for (int t = t0; t < t1; t++) {                                                        \
+        const int8_t *tile = kt + (int64_t)t * KT * D;                                     \
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;                    \
+        for (int dp = 0; dp < D / 2; dp++) {                                               \
+            __m512i k = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(tile + dp * 2 * KT))); \
+            a0 = _mm512_dpwssd_epi32(a0, k, _mm512_set1_epi32(pair_at(q, 2 * dp)));                    \
+            if (GG > 1) a1 = _mm512_dpwssd_epi32(a1, k, _mm512_set1_epi32(pair_at(q, D + 2 * dp)));     \
+            if (GG > 2) a2 = _mm512_dpwssd_epi32(a2, k, _mm512_set1_epi32(pair_at(q, 2 * D + 2 * dp)));         \
+            if (GG > 3) a3 = _mm512_dpwssd_epi32(a3, k, _mm512_set1_epi32(pair_at(q, 3 * D + 2 * dp))); \
+        }                                                                                  \
+        int32_t *o = dot + (int64_t)(t - t0) * KT;                                         \
+        _mm512_storeu_si512(o, a0);                                                        \
+        if (GG > 1) _mm512_storeu_si512(o + stride, a1);                                   \
+        if (GG > 2) _mm512_storeu_si512(o + 2 * (int64_t)stride, a2);                      \
+        if (GG > 3) _mm512_storeu_si512(o + 3 * (int64_t)stride, a3);                      \
+    }                                                                                      \
+}
+DOTS_VNNI_GG(1)
+DOTS_VNNI_GG(2)
+DOTS_VNNI_GG(3)
+DOTS_VNNI_GG(4)
+
 T_AVX512 static void dots_avx512(int G, int D, const int16_t *q, const int8_t *kt, int t0,
-                                 int t1, int32_t *dot, int stride) {
+                                 int t1, int32_t *dot, int stride, int vnni) {
     for (int h0 = 0; h0 < G; h0 += 4) {
         int g = G - h0 < 4 ? G - h0 : 4;
         const int16_t *qh = q + (int64_t)h0 * D;
         int32_t *dh = dot + (int64_t)h0 * stride;
-        if (g == 1) dots1_avx512(D, qh, kt, t0, t1, dh, stride);
+        if (vnni) {
+            if (g == 1) dots1_vnni(D, qh, kt, t0, t1, dh, stride);
+            else if (g == 2) dots2_vnni(D, qh, kt, t0, t1, dh, stride);
+            else if (g == 3) dots3_vnni(D, qh, kt, t0, t1, dh, stride);
+            else dots4_vnni(D, qh, kt, t0, t1, dh, stride);
+        } else if (g == 1) dots1_avx512(D, qh, kt, t0, t1, dh, stride);
         else if (g == 2) dots2_avx512(D, qh, kt, t0, t1, dh, stride);
         else if (g == 3) dots3_avx512(D, qh, kt, t0, t1, dh, stride);
         else dots4_avx512(D, qh, kt, t0, t1, dh, stride);
@@ -176,6 +211,7 @@ T_AVX512 static void values##GG##_avx512(int D, int n, const int32_t *p, const d
             for (int q = 0; q < 4; q++) a[h][q] = _mm512_loadu_pd(acc + (int64_t)h * D + d0 + 8 * q); \
         for (int t = 0; t < m; t++) {                                                      \
             const int j = idx[t];                                                          \
+            if (t + 6 < m) _mm_prefetch((const char *)(vc + (int64_t)idx[t + 6] * D + d0), _MM_HINT_T0); \
             const int8_t *v = vc + (int64_t)j * D + d0;                                    \
             __m512i lo = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)v));        \
             __m512i hi = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(v + 16))); \
@@ -345,7 +381,7 @@ INLINE void softmax_values(int G, int D, const int32_t *eq, const int32_t *dot, 
         int32_t zmax;
         int64_t den;
 #ifdef HAVE_LEVELS
-        if (level == 2) {
+        if (level >= 2) {
             zmax = scores_avx512(dh, ksd, pow2d(eq[h]), n, zi);
             den = weights_avx512(zi, zmax, n, exp32, ei);
         } else
@@ -359,7 +395,7 @@ INLINE void softmax_values(int G, int D, const int32_t *eq, const int32_t *dot, 
         prob_scale(den, (int64_t)1 << 16, &R, &sh);
         double scale = (double)R * pow2d(-sh);        /* R 2^-sh: exact */
 #ifdef HAVE_LEVELS
-        if (level == 2 && D % 32 == 0) {
+        if (level >= 2 && D % 32 == 0) {
             probs_avx512(ei, scale, n, pi + (int64_t)h * n);
             continue;
         }
@@ -370,7 +406,7 @@ INLINE void softmax_values(int G, int D, const int32_t *eq, const int32_t *dot, 
     }
     for (int64_t x = 0; x < (int64_t)G * D; x++) acc[x] = 0.0;
 #ifdef HAVE_LEVELS
-    if (level == 2 && D % 32 == 0) values_avx512(G, D, n, pi, vsd, vc, acc, zi);
+    if (level >= 2 && D % 32 == 0) values_avx512(G, D, n, pi, vsd, vc, acc, zi);
     else if (level >= 1 && D % 16 == 0) values_avx2(G, D, n, z, vc, acc);
     else
 #endif
@@ -416,8 +452,8 @@ EXPORT int llmzip_ex_attention(int M, int H, int K, int D, const int16_t *q16, c
         const int8_t *ktb = kt + base * D;
         int off = lo - t0 * KT;
 #ifdef HAVE_LEVELS
-        if (level == 2) {
-            dots_avx512(G, D, q, ktb, t0, t1, dot, stride);
+        if (level >= 2) {
+            dots_avx512(G, D, q, ktb, t0, t1, dot, stride, level == 3);
             softmax_values_avx512(G, D, eqh, dot, stride, off, ksd + base + lo, vc + (base + lo) * D,
                                   vsd + base + lo, n, exp32, z, acc, out, 2);
         } else if (level == 1) {
@@ -481,7 +517,62 @@ INLINE void freqs_body(int V, const int32_t *a, const int64_t *mult, int s,
 static void freqs_portable(FREQS_ARGS) { freqs_body(FREQS_CALL); }
 #ifdef HAVE_LEVELS
 T_AVX2 static void freqs_avx2(FREQS_ARGS) { freqs_body(FREQS_CALL); }
-T_AVX512 static void freqs_avx512(FREQS_ARGS) { freqs_body(FREQS_CALL); }
+/* AVX-512: the same passes written out (the compiler did not vectorise the logits' int64
+ * -> float64 conversion nor the table lookups); s outside 1..52 (never with real
+ * weights) takes the plain body */
+T_AVX512 static void freqs_avx512(FREQS_ARGS) {
+    if (!(s > 0 && s <= 52) || V < 16) { freqs_body(FREQS_CALL); return; }
+    const __m512d half = _mm512_set1_pd(pow2d(s - 1)), inv = _mm512_set1_pd(pow2d(-s));
+    const __m512d lo = _mm512_set1_pd(-Z_CLAMP), hi = _mm512_set1_pd(Z_CLAMP);
+    const int rd = _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC;
+    __m512i top16 = _mm512_set1_epi32(INT32_MIN);
+    int v = 0;
+    for (; v + 16 <= V; v += 16) {       /* l = clamp(floor((a mult + 2^(s-1)) 2^-s)), exact */
+        __m512i a16 = _mm512_loadu_si512((const void *)(a + v));
+        __m512d x0 = _mm512_cvtepi32_pd(_mm512_castsi512_si256(a16));
+        __m512d x1 = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(a16, 1));
+        x0 = _mm512_fmadd_pd(x0, _mm512_cvtepi64_pd(_mm512_loadu_si512((const void *)(mult + v))), half);
+        x1 = _mm512_fmadd_pd(x1, _mm512_cvtepi64_pd(_mm512_loadu_si512((const void *)(mult + v + 8))), half);
+        x0 = _mm512_min_pd(_mm512_max_pd(_mm512_roundscale_pd(_mm512_mul_pd(x0, inv), rd), lo), hi);
+        x1 = _mm512_min_pd(_mm512_max_pd(_mm512_roundscale_pd(_mm512_mul_pd(x1, inv), rd), lo), hi);
+        __m512i l16 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtpd_epi32(x0)),
+                                         _mm512_cvtpd_epi32(x1), 1);
+        _mm512_storeu_si512((void *)(l + v), l16);
+        top16 = _mm512_max_epi32(top16, l16);
+    }
+    int32_t top = _mm512_reduce_max_epi32(top16);
+    for (; v < V; v++) {
+        double x = floor(((double)a[v] * (double)mult[v] + pow2d(s - 1)) * pow2d(-s));
+        x = x < -Z_CLAMP ? -Z_CLAMP : x > Z_CLAMP ? Z_CLAMP : x;
+        l[v] = (int32_t)x;
+        top = l[v] > top ? l[v] : top;
+    }
+    int first = 0;
+    while (l[first] != top) first++;
+    int64_t sum = weights_avx512(l, top, V, exp32, ev);
+    int64_t R;
+    int sh;
+    prob_scale(sum, ((int64_t)1 << precision) - V, &R, &sh);
+    const double scale = (double)R * pow2d(-sh);
+    const __m512d sc = _mm512_set1_pd(scale);
+    const __m512i one = _mm512_set1_epi32(1);
+    __m512i tot16 = _mm512_setzero_si512();          /* lanes stay below 2^precision */
+    for (v = 0; v + 16 <= V; v += 16) {          /* f = 1 + floor(e R 2^-sh), exact */
+        __m512i e16 = _mm512_loadu_si512((const void *)(ev + v));
+        __m512d y0 = _mm512_roundscale_pd(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(e16)), sc), rd);
+        __m512d y1 = _mm512_roundscale_pd(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(e16, 1)), sc), rd);
+        __m512i f16 = _mm512_add_epi32(one, _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm512_cvtpd_epi32(y0)), _mm512_cvtpd_epi32(y1), 1));
+        _mm512_storeu_si512((void *)(f + v), f16);
+        tot16 = _mm512_add_epi32(tot16, f16);
+    }
+    int64_t total = _mm512_reduce_add_epi32(tot16);
+    for (; v < V; v++) {
+        f[v] = 1 + (int32_t)floor((double)ev[v] * scale);
+        total += f[v];
+    }
+    f[first] += (int32_t)(((int64_t)1 << precision) - total);
+}
 #endif
 
 EXPORT int llmzip_ex_freqs(int M, int V, const int32_t *acc, const int64_t *mult, int shift,
@@ -496,7 +587,7 @@ EXPORT int llmzip_ex_freqs(int M, int V, const int32_t *acc, const int64_t *mult
         const int32_t *a = acc + (int64_t)i * V;
         int32_t *f = freqs + (int64_t)i * V;
 #ifdef HAVE_LEVELS
-        if (level == 2) freqs_avx512(V, a, mult, shift - e[i], exp32, precision, l, ev, f);
+        if (level >= 2) freqs_avx512(V, a, mult, shift - e[i], exp32, precision, l, ev, f);
         else if (level == 1) freqs_avx2(V, a, mult, shift - e[i], exp32, precision, l, ev, f);
         else
 #endif

@@ -69,8 +69,48 @@ INLINE void rmsnorm_row(const int64_t *x, int C, const int64_t *gain, int out_fr
         y[k] = RSR(t * gain[k], G);
     }
 }
-LEVEL_VARIANTS(rmsnorm_row, (const int64_t *x, int C, const int64_t *gain, int out_frac,
-                             int64_t Q, int64_t *y), (x, C, gain, out_frac, Q, y))
+#ifdef HAVE_LEVELS
+/* floor_div_inv on 8 lanes (the same integers: a float64 quotient, one step each way) */
+T_AVX512 static inline __m512i floor_div_inv8(__m512i a, __m512i b, __m512d inv) {
+    __m512i q = _mm512_cvttpd_epi64(_mm512_roundscale_pd(
+        _mm512_mul_pd(_mm512_cvtepi64_pd(a), inv), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+    q = _mm512_mask_sub_epi64(q, _mm512_cmpgt_epi64_mask(_mm512_mullo_epi64(q, b), a), q,
+                              _mm512_set1_epi64(1));
+    __m512i q1 = _mm512_add_epi64(q, _mm512_set1_epi64(1));
+    return _mm512_mask_mov_epi64(q, _mm512_cmple_epi64_mask(_mm512_mullo_epi64(q1, b), a), q1);
+}
+
+T_AVX512 static __m512i rsr8(__m512i v, rsr_t P) {
+    return _mm512_srai_epi64(_mm512_add_epi64(_mm512_mullo_epi64(v, _mm512_set1_epi64(P.mul)),
+                                              _mm512_set1_epi64(P.rnd)), P.sh);
+}
+
+T_AVX2 static void rmsnorm_row_l1(const int64_t *x, int C, const int64_t *gain, int out_frac,
+                                  int64_t Q, int64_t *y) {
+    rmsnorm_row(x, C, gain, out_frac, Q, y);
+}
+
+T_AVX512 static void rmsnorm_row_l2(const int64_t *x, int C, const int64_t *gain, int out_frac,
+                                    int64_t Q, int64_t *y) {
+    int s = pow2_exponent(max_abs(x, C), (1 << 20) - 1);
+    rsr_t P = rsr_parts(s), G = rsr_parts(32 - out_frac);
+    int64_t ss = 0;
+    for (int k = 0; k < C; k++) { int64_t v = RSR(x[k], P); ss += v * v; }
+    int64_t r = isqrt64(ss << 10);
+    if (r < 1) r = 1;
+    const double inv = 1.0 / (double)r;
+    const __m512i vQ = _mm512_set1_epi64(Q), vr = _mm512_set1_epi64(r);
+    const __m512d vinv = _mm512_set1_pd(inv);
+    int k = 0;
+    for (; k + 8 <= C; k += 8) {
+        __m512i num = _mm512_mullo_epi64(rsr8(_mm512_loadu_si512((const void *)(x + k)), P), vQ);
+        __m512i t = floor_div_inv8(num, vr, vinv);
+        _mm512_storeu_si512((void *)(y + k),
+                            rsr8(_mm512_mullo_epi64(t, _mm512_loadu_si512((const void *)(gain + k))), G));
+    }
+    for (; k < C; k++) y[k] = RSR(floor_div_inv(RSR(x[k], P) * Q, r, inv) * gain[k], G);
+}
+#endif
 
 /* x (M, C) int64 -> y (M, C) int64; Q = isqrt(C << 42) */
 EXPORT int llmzip_ex_rmsnorm(int M, int C, const int64_t *x, const int64_t *gain, int out_frac,
@@ -81,15 +121,6 @@ EXPORT int llmzip_ex_rmsnorm(int M, int C, const int64_t *x, const int64_t *gain
     return 0;
 }
 
-INLINE void norm_quant_row(const int64_t *x, int C, const int64_t *gain, int out_frac,
-                           int64_t Q, int64_t levels, int64_t *tmp, int16_t *a, int32_t *e) {
-    rmsnorm_row(x, C, gain, out_frac, Q, tmp);
-    quant_row(tmp, C, levels, a, e);
-}
-LEVEL_VARIANTS(norm_quant_row, (const int64_t *x, int C, const int64_t *gain, int out_frac,
-                                int64_t Q, int64_t levels, int64_t *tmp, int16_t *a, int32_t *e),
-               (x, C, gain, out_frac, Q, levels, tmp, a, e))
-
 /* RMSNorm then quantise for the next matmul: x (M, C) -> a (M, C) int16, e (M) */
 EXPORT int llmzip_ex_norm_quant(int M, int C, const int64_t *x, const int64_t *gain, int out_frac,
                                 int64_t Q, int64_t levels, int16_t *a, int32_t *e, int level,
@@ -99,8 +130,8 @@ EXPORT int llmzip_ex_norm_quant(int M, int C, const int64_t *x, const int64_t *g
     for (int i = 0; i < M; i++) {
         int64_t *tmp = malloc(sizeof(int64_t) * C);
         if (!tmp) { bad = 1; continue; }
-        AT_LEVEL(level, norm_quant_row, (x + (int64_t)i * C, C, gain, out_frac, Q, levels, tmp,
-                                         a + (int64_t)i * C, e + i));
+        AT_LEVEL(level, rmsnorm_row, (x + (int64_t)i * C, C, gain, out_frac, Q, tmp));
+        AT_LEVEL(level, quant_row, (tmp, C, levels, a + (int64_t)i * C, e + i));
         free(tmp);
     }
     return bad ? 2 : 0;
@@ -151,9 +182,48 @@ INLINE void glu_row(const int32_t *r, int F, const int64_t *mult, int s, const i
     }
     quant_row(z, F, levels, a, ea);
 }
-LEVEL_VARIANTS(glu_row, (const int32_t *r, int F, const int64_t *mult, int s, const int64_t *tab,
-                         int frac, int64_t levels, int64_t *z, int16_t *a, int32_t *ea),
-               (r, F, mult, s, tab, frac, levels, z, a, ea))
+#ifdef HAVE_LEVELS
+T_AVX2 static void glu_row_l1(const int32_t *r, int F, const int64_t *mult, int s,
+                              const int64_t *tab, int frac, int64_t levels, int64_t *z,
+                              int16_t *a, int32_t *ea) {
+    glu_row(r, F, mult, s, tab, frac, levels, z, a, ea);
+}
+
+/* AVX-512, 8 lanes of int64 (GCC does not vectorise the table lookups itself) */
+
+T_AVX512 static void glu_row_l2(const int32_t *r, int F, const int64_t *mult, int s,
+                                const int64_t *tab, int frac, int64_t levels, int64_t *z,
+                                int16_t *a, int32_t *ea) {
+    rsr_t P = rsr_parts(s), Z = rsr_parts(frac);
+    const int64_t n = 16 << 6;
+    const int step = frac - 6;
+    const __m512i tail = _mm512_set1_epi64(rsr(tab[0], 16 - frac));
+    const __m512i vn = _mm512_set1_epi64(n), vlo = _mm512_set1_epi64(-n);
+    const __m512i vhi = _mm512_set1_epi64(n - 1), fmask = _mm512_set1_epi64(((int64_t)1 << step) - 1);
+    const __m512i half10 = _mm512_set1_epi64(512);
+    int k = 0;
+    for (; k + 8 <= F; k += 8) {
+        __m512i g = rsr8(_mm512_mullo_epi64(_mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(r + k))),
+                                            _mm512_loadu_si512((const void *)(mult + k))), P);
+        __m512i u = rsr8(_mm512_mullo_epi64(_mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(r + F + k))),
+                                            _mm512_loadu_si512((const void *)(mult + F + k))), P);
+        __m512i i = _mm512_srai_epi64(g, step), f = _mm512_and_si512(g, fmask);
+        __m512i ic = _mm512_add_epi64(_mm512_min_epi64(_mm512_max_epi64(i, vlo), vhi), vn);
+        __m512i lo = _mm512_i64gather_epi64(ic, (const void *)tab, 8);
+        __m512i hi = _mm512_i64gather_epi64(ic, (const void *)(tab + 1), 8);
+        __m512i v = _mm512_srai_epi64(_mm512_add_epi64(_mm512_add_epi64(
+            _mm512_slli_epi64(lo, step), _mm512_mullo_epi64(_mm512_sub_epi64(hi, lo), f)), half10), 10);
+        v = _mm512_mask_blend_epi64(_mm512_cmplt_epi64_mask(i, vlo), v, tail);
+        v = _mm512_mask_blend_epi64(_mm512_cmpge_epi64_mask(i, vn), v, g);
+        _mm512_storeu_si512((void *)(z + k), rsr8(_mm512_mullo_epi64(v, u), Z));
+    }
+    for (; k < F; k++) {
+        int64_t g = RSR((int64_t)r[k] * mult[k], P), u = RSR((int64_t)r[F + k] * mult[F + k], P);
+        z[k] = RSR(lut_act(tab, g, frac, rsr(tab[0], 16 - frac)) * u, Z);
+    }
+    quant_row(z, F, levels, a, ea);
+}
+#endif
 
 /* acc (M, 2F): gate | up; mult (2F); z = rsr(act(gate) * up, frac), all in Q(frac) */
 EXPORT int llmzip_ex_glu(int M, int F, const int32_t *acc, const int64_t *mult, int shift,
@@ -173,7 +243,7 @@ EXPORT int llmzip_ex_glu(int M, int F, const int32_t *acc, const int64_t *mult, 
 
 /* ---- RoPE and the KV cache ------------------------------------------------------ */
 /* rotate x (D) in place: adjacent pairs (halves = 0) or halves (halves = 1) */
-static inline void rope_vec(int64_t *x, int D, const int64_t *c, const int64_t *s, int halves) {
+INLINE void rope_vec(int64_t *x, int D, const int64_t *c, const int64_t *s, int halves) {
     int h = D / 2;
     for (int j = 0; j < h; j++) {
         int ia = halves ? j : 2 * j, ib = halves ? j + h : 2 * j + 1;
@@ -183,7 +253,7 @@ static inline void rope_vec(int64_t *x, int D, const int64_t *c, const int64_t *
     }
 }
 
-static inline void quant_kv(const int64_t *x, int D, int8_t *q, int64_t *sigma) {
+INLINE void quant_kv(const int64_t *x, int D, int8_t *q, int64_t *sigma) {
     int64_t m = 0;
     for (int d = 0; d < D; d++) { int64_t v = iabs64(x[d]); if (v > m) m = v; }
     int64_t den = m > 0 ? m : 1;          /* round_div(127 x, den) = floor((254 x + den) / 2den) */
@@ -213,6 +283,33 @@ static inline int64_t ktile_index(int64_t slot_base, int s, int d, int D) {
            + (s % KT) * 2 + (d % 2);
 }
 
+/* one row: rotate, clamp, quantise q; quantise k and v into the cache */
+INLINE void qkv_row(int H, int K, int D, int64_t *r, int b, int pos, const int64_t *c,
+                    const int64_t *s, int halves, int16_t *q16, int32_t *eq, int8_t *kt,
+                    double *ksd, int8_t *vc, double *vsd, int Smax, int64_t A, int zshift,
+                    int8_t *k8) {
+    for (int h = 0; h < H + K; h++) rope_vec(r + (int64_t)h * D, D, c, s, halves);
+    for (int64_t j = 0; j < (int64_t)(H + 2 * K) * D; j++)   /* attention's bound */
+        r[j] = r[j] > ATT_CLAMP ? ATT_CLAMP : r[j] < -ATT_CLAMP ? -ATT_CLAMP : r[j];
+    for (int h = 0; h < H; h++)
+        quant_row(r + (int64_t)h * D, D, 32767, q16 + (int64_t)h * D, eq + h);
+    for (int g = 0; g < K; g++) {
+        int64_t base = ((int64_t)b * K + g) * Smax, slot = base + pos;
+        int64_t sigma, km, ke, vs;
+        quant_kv(r + (int64_t)(H + g) * D, D, k8, &sigma);
+        for (int d = 0; d < D; d++) kt[ktile_index(base, pos, d, D)] = k8[d];
+        key_multiplier(sigma, A, &km, &ke);
+        ksd[slot] = (double)km * pow2d((int)ke - zshift);
+        quant_kv(r + (int64_t)(H + K + g) * D, D, vc + slot * D, &vs);
+        vsd[slot] = (double)vs;
+    }
+}
+#define QKV_PARAMS (int H, int K, int D, int64_t *r, int b, int pos, const int64_t *c,         \
+    const int64_t *s, int halves, int16_t *q16, int32_t *eq, int8_t *kt, double *ksd,          \
+    int8_t *vc, double *vsd, int Smax, int64_t A, int zshift, int8_t *k8)
+#define QKV_ARGS (H, K, D, r, b, pos, c, s, halves, q16, eq, kt, ksd, vc, vsd, Smax, A, zshift, k8)
+LEVEL_VARIANTS(qkv_row, QKV_PARAMS, QKV_ARGS)
+
 /* qkv (M, H + 2K, D) int64 in Q12 (after any per-head norm), row_b/row_pos per row:
  * q rotated and quantised per head (q16, eq); k rotated, quantised and written to the
  * tiled key cache kt with its multiplier ksd; v quantised into vc (B, K, Smax, D) with
@@ -222,30 +319,17 @@ EXPORT int llmzip_ex_qkv(int M, int H, int K, int D, int64_t *qkv, const int32_t
                          const int32_t *row_pos, const int64_t *cos_t, const int64_t *sin_t,
                          int halves, int16_t *q16, int32_t *eq, int8_t *kt, double *ksd,
                          int8_t *vc, double *vsd, int Smax, int64_t A, int zshift,
-                         int threads) {
+                         int level, int threads) {
     int bad = 0;
     PARALLEL_FOR_BAD(threads)
     for (int i = 0; i < M; i++) {
         int8_t *k8 = malloc(D);
         if (!k8) { bad = 1; continue; }
-        int64_t *r = qkv + (int64_t)i * (H + 2 * K) * D;
-        const int64_t *c = cos_t + (int64_t)row_pos[i] * (D / 2);
-        const int64_t *s = sin_t + (int64_t)row_pos[i] * (D / 2);
-        for (int h = 0; h < H + K; h++) rope_vec(r + (int64_t)h * D, D, c, s, halves);
-        for (int64_t j = 0; j < (int64_t)(H + 2 * K) * D; j++)   /* attention's bound */
-            r[j] = r[j] > ATT_CLAMP ? ATT_CLAMP : r[j] < -ATT_CLAMP ? -ATT_CLAMP : r[j];
-        for (int h = 0; h < H; h++)
-            quant_row(r + (int64_t)h * D, D, 32767, q16 + ((int64_t)i * H + h) * D, eq + (int64_t)i * H + h);
-        for (int g = 0; g < K; g++) {
-            int64_t base = ((int64_t)row_b[i] * K + g) * Smax, slot = base + row_pos[i];
-            int64_t sigma, km, ke, vs;
-            quant_kv(r + (int64_t)(H + g) * D, D, k8, &sigma);
-            for (int d = 0; d < D; d++) kt[ktile_index(base, row_pos[i], d, D)] = k8[d];
-            key_multiplier(sigma, A, &km, &ke);
-            ksd[slot] = (double)km * pow2d((int)ke - zshift);
-            quant_kv(r + (int64_t)(H + K + g) * D, D, vc + slot * D, &vs);
-            vsd[slot] = (double)vs;
-        }
+        AT_LEVEL(level, qkv_row, (H, K, D, qkv + (int64_t)i * (H + 2 * K) * D, row_b[i],
+                                  row_pos[i], cos_t + (int64_t)row_pos[i] * (D / 2),
+                                  sin_t + (int64_t)row_pos[i] * (D / 2), halves,
+                                  q16 + (int64_t)i * H * D, eq + (int64_t)i * H, kt, ksd, vc,
+                                  vsd, Smax, A, zshift, k8));
         free(k8);
     }
     return bad ? 2 : 0;
@@ -275,7 +359,7 @@ EXPORT int llmzip_ex_max_level(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
         && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
-        return 2;
+        return __builtin_cpu_supports("avx512vnni") ? 3 : 2;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
 #endif
     return 0;
