@@ -39,9 +39,9 @@ def _t(threads: int, work: int, limit: int) -> int:
 _i, _l, _v = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
 
 
-def p(t: torch.Tensor) -> ctypes.c_void_p:
+def p(t: torch.Tensor) -> int:
     """The data pointer of a contiguous tensor (the caller keeps the tensor alive)."""
-    return ctypes.c_void_p(t.data_ptr())
+    return t.data_ptr()         # an int: ctypes passes it as void * (argtypes say so)
 
 
 def _setup(lib) -> None:
