@@ -210,35 +210,26 @@ class Compressor:
     def compress(self, data: bytes, progress=None) -> bytes:
         """Whole archive for `data`. progress(n_bytes) is called as input is consumed."""
         t0 = time.perf_counter()
-        if self.auto:                       # --model auto: the best model on a sample
-            name, scores = choose_auto(data)
-            if name != self.model.name:
-                self.__init__(name, fallback=self.fallback, **self._settings)
-            self.auto, self.auto_scores = True, scores
+        self.prepare(data)
         load0 = self.model.load_seconds
         self.stats = st = Stats(input_bytes=len(data))
         chunks = []                         # (method, chunk bytes); raw bytes not kept
-        spans = list(split_text_binary(data))
-        for start, end, is_text in spans:
-            for method, raw, coded in (self._model_chunks(data[start:end], progress)
-                                       if is_text else
-                                       self._binary_chunks(data[start:end], progress)):
-                chunks.append((method, ct.chunk_bytes(method, raw, coded)))
+        for task in self.plan(data):
+            method, chunk, delta = self.code_task(task, progress)
+            self.add_stats(delta)
+            chunks.append((method, chunk))
         blob = self._archive(data, chunks)
-        if self.fallback and (len(spans) > 1 or any(t for _, _, t in spans)):
+        if self.whole_fallback(data):
             # Text was cut into model-sized chunks, each coded with the model or (where it
             # lost) on its own: zstd and xz over the whole input see repeats further apart
             # than one chunk. A list of 10,000 URLs: 2.02 bits/byte with the model, 1.98
             # with xz chunk by chunk, 1.71 with xz over the file. (An input that is one
             # binary span already got exactly this.)
-            whole = [(m, ct.chunk_bytes(m, raw, coded))
-                     for m, raw, coded in self._binary_chunks(data, None)]
+            whole = [self.code_task(t)[:2] for t in self.plan_whole(data)]
             alt = self._archive(data, whole)
             if len(alt) < len(blob):
                 blob, chunks = alt, whole
-                st.model_bytes = st.model_tokens = 0
-                st.ideal_bits = 0.0
-                st.whole_classical = True
+                self.use_whole_stats()
         for method, _ in chunks:
             name = ct.METHOD_NAMES[method]
             st.chunks[name] = st.chunks.get(name, 0) + 1
@@ -247,31 +238,98 @@ class Compressor:
         st.model_load_seconds = self.model.load_seconds - load0
         return blob
 
+    # The steps of compress(), public so that a work layer (tools/cluster.py) can hand the
+    # chunks to other processes: plan() cuts the input into tasks in archive order (cheap:
+    # text/binary routing and tokenising), code_task() codes one of them (the slow part,
+    # independent of every other task), archive_head()/footer bytes frame the chunks.
+    # compress() is these steps run in one process, so both give the same bytes.
+
+    def prepare(self, data: bytes) -> None:
+        """`--model auto`: choose the model for this input (before plan())."""
+        if self.auto:                       # --model auto: the best model on a sample
+            name, scores = choose_auto(data)
+            if name != self.model.name:
+                self.__init__(name, fallback=self.fallback, **self._settings)
+            self.auto, self.auto_scores = True, scores
+
+    def plan(self, data):
+        """The chunk tasks of `data` in archive order: ("binary", raw bytes) or ("model",
+        token ids, segment lengths, segment table). Every task is coded on its own."""
+        for start, end, is_text in split_text_binary(data):
+            span = data[start:end]
+            if is_text:
+                yield from self._plan_model(span)
+            else:
+                yield from self._plan_binary(span)
+
+    def whole_fallback(self, data) -> bool:
+        """Whether compress() also tries classical chunks over the whole input."""
+        if not self.fallback:
+            return False
+        spans = split_text_binary(data)
+        return len(spans) > 1 or any(t for _, _, t in spans)
+
+    def plan_whole(self, data):
+        """The tasks of the whole-input classical alternative (see compress())."""
+        yield from self._plan_binary(data)
+
+    def use_whole_stats(self) -> None:
+        st = self.stats
+        st.model_bytes = st.model_tokens = 0
+        st.ideal_bits = 0.0
+        st.whole_classical = True
+
+    def add_stats(self, delta: dict) -> None:
+        st = self.stats
+        st.model_bytes += delta.get("model_bytes", 0)
+        st.model_tokens += delta.get("model_tokens", 0)
+        st.ideal_bits += delta.get("ideal_bits", 0.0)
+
+    def archive_head(self, methods) -> bytes:
+        methods = set(methods)
+        return ct.header_bytes(self.header(ct.METHOD_MODEL in methods),
+                               ct.version_for(methods, self.engine.kind == "exact"))
+
     def _archive(self, data: bytes, chunks: list) -> bytes:
         """Header, the (method, chunk bytes) chunks, footer."""
-        methods = {m for m, _ in chunks}
-        head = ct.header_bytes(self.header(ct.METHOD_MODEL in methods),
-                               ct.version_for(methods, self.engine.kind == "exact"))
-        return b"".join([head, *(c for _, c in chunks),
+        return b"".join([self.archive_head(m for m, _ in chunks), *(c for _, c in chunks),
                          ct.footer_bytes(len(chunks), len(data), ct.sha256(data))])
 
-    def _binary_chunks(self, span: bytes, progress):
+    @staticmethod
+    def _plan_binary(span):
         for i in range(0, len(span), BINARY_CHUNK):
-            raw = span[i:i + BINARY_CHUNK]
-            yield self._best_classical(raw)
+            yield ("binary", bytes(span[i:i + BINARY_CHUNK]))
+
+    def code_task(self, task, progress=None) -> tuple[int, bytes, dict]:
+        """(method, chunk record + coded bytes, stats delta) of one task of plan()."""
+        if task[0] == "binary":
+            raw = task[1]
+            method, coded = best_classical(raw)
             if progress:
                 progress(len(raw))
+            return method, ct.chunk_bytes(method, raw, coded), {}
+        _, chunk_ids, seg_lens, table = task
+        tok = self.tokenizer
+        raw = tok.decode(chunk_ids)
+        segments, p = [], 0
+        for L in seg_lens:
+            segments.append(chunk_ids[p:p + L])
+            p += L
+        step_progress = (lambda tokens: progress(len(tok.decode(tokens)))) if progress \
+            else None
+        words, bits = encode_segments(self.engine, segments, step_progress)
+        coded = bytes(table) + words
+        best = best_classical(raw) if self.fallback else None
+        if best is None or len(coded) < len(best[1]):
+            return ct.METHOD_MODEL, ct.chunk_bytes(ct.METHOD_MODEL, raw, coded), dict(
+                model_bytes=len(raw), model_tokens=len(chunk_ids), ideal_bits=bits)
+        return best[0], ct.chunk_bytes(best[0], raw, best[1]), {}
 
-    @staticmethod
-    def _best_classical(raw: bytes):
-        method, coded = best_classical(raw)
-        return method, raw, coded
-
-    def _model_chunks(self, span: bytes, progress):
+    def _plan_model(self, span):
         tok = self.tokenizer
         ids = tok.encode(span)
         if tok.decode(ids) != span:          # never trust a tokenizer blindly
-            yield from self._binary_chunks(span, progress)
+            yield from self._plan_binary(span)
             return
         pos = 0
         while pos < len(ids):
@@ -286,24 +344,7 @@ class Compressor:
                 _put_varint(table, v)
             seg_lens[-1] += adjust
             n += adjust
-            chunk_ids = ids[pos:pos + n]
-            raw = tok.decode(chunk_ids)
-            segments, p = [], 0
-            for L in seg_lens:
-                segments.append(chunk_ids[p:p + L])
-                p += L
-            step_progress = (lambda tokens: progress(len(tok.decode(tokens)))) if progress \
-                else None
-            words, bits = encode_segments(self.engine, segments, step_progress)
-            coded = bytes(table) + words
-            best = self._best_classical(raw) if self.fallback else None
-            if best is None or len(coded) < len(best[2]):
-                self.stats.model_bytes += len(raw)
-                self.stats.model_tokens += n
-                self.stats.ideal_bits += bits
-                yield ct.METHOD_MODEL, raw, coded
-            else:
-                yield best
+            yield ("model", ids[pos:pos + n], seg_lens, bytes(table))
             pos += n
 
 
