@@ -9,16 +9,17 @@ __version__ = "0.2.0"
 from .errors import (ArchiveError, ChecksumError, EngineMismatchError,  # noqa: E402
                      FormatError, KernelUnavailableError, LimitError, LlmzipError,
                      ModelError, ModelMismatchError, TruncatedError, UnsupportedModelError,
-                     UnsupportedVersionError, UsageError)
+                     UnsupportedVersionError, UsageError, ClusterError)
 
-_LAZY = {"compress": "codec.api", "decompress": "codec.api", "Compressor": "codec.api",
+_LAZY = {"compress": "codec.api", "decompress": "codec.api",
+         "decompress_range": "codec.api", "Compressor": "codec.api",
          "Decompressor": "codec.api", "open": "codec.stream"}
 
-__all__ = ["compress", "decompress", "open", "Compressor", "Decompressor", "__version__",
+__all__ = ["compress", "decompress", "decompress_range", "open", "Compressor", "Decompressor", "__version__",
            "LlmzipError", "ArchiveError", "FormatError", "TruncatedError", "ChecksumError",
            "LimitError", "ModelError", "ModelMismatchError", "EngineMismatchError",
            "UnsupportedModelError", "UnsupportedVersionError", "UsageError",
-           "KernelUnavailableError"]
+           "KernelUnavailableError", "ClusterError"]
 
 
 def __getattr__(name):

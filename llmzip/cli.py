@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decompress", help=COMMANDS["decompress"])
     d.add_argument("input", help="archive ('-' for stdin)")
     d.add_argument("-t", "--test", action="store_true", help="check only, write nothing")
+    d.add_argument("--range", metavar="START:LEN", help="decode only original bytes START "
+                   "to START+LEN-1 (LEN empty: to the end; units like 64k), decoding only "
+                   "the chunks that hold them; needs -o or -c")
     _io(d)
     _common(d)
     i = sub.add_parser("info", help=COMMANDS["info"])
@@ -258,8 +261,59 @@ def do_compress(args, path: str, out: str | None) -> None:
         os.unlink(path)
 
 
+def _parse_range(text: str) -> tuple[int, int | None]:
+    start, sep, length = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        a = _size(start)
+        b = _size(length) if length.strip() else None
+    except ValueError:
+        raise UsageError(f"--range takes START:LEN in bytes (e.g. 1000:500, 64k:4k or "
+                         f"1M:), not {text!r}") from None
+    if a < 0 or (b is not None and b < 0):
+        raise UsageError(f"--range: START and LEN must be >= 0, not {text!r}")
+    return a, b
+
+
+def do_decompress_range(args, path: str, out: str | None, test: bool) -> None:
+    import io
+    from .codec.api import Decompressor
+    start, length = _parse_range(args.range)
+    if out is None and not test:
+        raise UsageError("--range writes a part of the original: give -o FILE or -c")
+    dec = Decompressor(args.model, threads=args.threads, memory_limit=args.memory_limit,
+                       allow_engine_mismatch=args.ignore_engine_mismatch, kernel=args.kernel,
+                       device=args.device)
+    t0 = time.perf_counter()
+    try:
+        f = io.BytesIO(sys.stdin.buffer.read()) if path == "-" else open(path, "rb")
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from None
+    with f:
+        info = dec.open_index(f)
+        total = info.footer.original_len
+        if length is None:
+            length = max(total - start, 0)
+        from .codec import container as ct
+        need = ct.chunks_for_range(info, start, min(length, max(total - start, 0)))
+        bar = Progress(sum(c.raw_len for c in need), os.path.basename(path), args.quiet)
+        try:
+            data = dec.decompress_range(f, start, length, progress=bar)
+        finally:
+            bar.close()
+    dt = time.perf_counter() - t0
+    _say(args, f"{path}: bytes {start}..{start + len(data) - 1} of {total}: {len(data)} "
+               f"bytes, {dec.chunks_decoded} of {len(info.chunks)} chunks decoded "
+               f"in {dt:.1f} s")
+    if not test:
+        _write_output(out, data, args, path, binary=False)
+
+
 def do_decompress(args, path: str, out: str | None, test: bool) -> None:
     from .codec.api import Decompressor
+    if getattr(args, "range", None):
+        return do_decompress_range(args, path, out, test)
     blob = _read_input(path)
     dec = Decompressor(args.model, threads=args.threads, memory_limit=args.memory_limit,
                        allow_engine_mismatch=args.ignore_engine_mismatch, kernel=args.kernel,

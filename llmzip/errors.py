@@ -106,3 +106,9 @@ class KernelUnavailableError(LlmzipError):
 
 class UsageError(LlmzipError):
     """Bad command-line or API usage (exit code 1)."""
+
+
+class ClusterError(LlmzipError):
+    """The work layer cannot run on the cluster asked for: Ray is not installed, the
+    cluster cannot be reached, or its workers would not compute the same integers
+    (exit code 1; nothing is written)."""

@@ -365,6 +365,7 @@ class Decompressor:
         self.engine = None                  # set once an archive needs a model
         self.memory_limit = memory_limit
         self.allow_engine_mismatch = allow_engine_mismatch
+        self.chunks_decoded = 0             # chunks the last call decoded (random access)
 
     def _model_for(self, header: dict) -> LoadedModel:
         need = header.get("model") or {}
@@ -476,6 +477,70 @@ class Decompressor:
             raise ChecksumError("whole content (SHA-256)", footer.sha256.hex(), h.hexdigest())
         r.check_end()
 
+    def open_index(self, f) -> ct.ArchiveInfo:
+        """Header, chunk index and footer of an archive (bytes, or a seekable binary file
+        object positioned at its start), without decoding anything: each chunk's original
+        offset and length and where its coded bytes lie (ChunkInfo.orig_offset, raw_len,
+        offset). Refuses archives that cannot be decoded by parts (online mode)."""
+        if isinstance(f, (bytes, bytearray, memoryview)):
+            info = ct.scan(f)
+        else:
+            start = f.tell()
+            info = ct.scan(f, ct.file_length(f))
+            f.seek(start)
+            for c in info.chunks:               # offsets relative to the file, not to start
+                c.offset += start
+        if info.header.get("mode") == "online":
+            raise UsageError("online archives decode whole only: each byte's model depends "
+                             "on every byte before it (use llmzip.decompress)")
+        _check_mode(info.header)
+        return info
+
+    def decompress_chunk(self, info: ct.ArchiveInfo, c: ct.ChunkInfo, coded: bytes,
+                         progress=None) -> bytes:
+        """One chunk's original bytes from its coded bytes, every CRC checked."""
+        actual = ct.crc32(coded)
+        if len(coded) != c.coded_len or actual != c.coded_crc:
+            raise ChecksumError("chunk data", f"{c.coded_crc:08x}", f"{actual:08x}")
+        held = getattr(self, "_held", None)     # one engine per archive, kept while reused
+        if held is None or held[0] is not info:
+            held = self._held = (info, {})
+        engine = self._engine_lazy(info.header, held[1]) if c.method == ct.METHOD_MODEL \
+            else None
+        raw = _checked(c, decode_chunk(c, coded, engine, progress))
+        self.chunks_decoded += 1
+        return raw
+
+    def decompress_range(self, f, start: int, length: int, progress=None) -> bytes:
+        """Original bytes start .. start+length-1 of an archive (bytes, or a seekable binary
+        file object at the archive's start), decoding only the chunks that hold them.
+
+        Every record CRC is checked (by the index scan) and every decoded chunk's coded
+        and content CRCs; the whole-content SHA-256 needs the whole output, so it is not.
+        A range past the end is cut at the end, as reading a file would.
+        """
+        if start < 0 or length < 0:
+            raise UsageError(f"range start and length must be >= 0, not {start}:{length}")
+        info = self.open_index(f)
+        self.chunks_decoded = 0
+        total = info.footer.original_len
+        if start > total:
+            raise UsageError(f"range starts at byte {start}, past the end of the original "
+                             f"({total} bytes)")
+        length = min(length, total - start)
+        out = []
+        for c in ct.chunks_for_range(info, start, length):
+            if isinstance(f, (bytes, bytearray, memoryview)):
+                coded = bytes(f[c.offset:c.offset + c.coded_len])
+            else:
+                f.seek(c.offset)
+                coded = f.read(c.coded_len)
+            raw = self.decompress_chunk(info, c, coded, progress)
+            lo = max(start - c.orig_offset, 0)
+            hi = min(start + length - c.orig_offset, c.raw_len)
+            out.append(raw[lo:hi])
+        return b"".join(out)
+
     def decompress(self, blob: bytes, progress=None) -> bytes:
         info = ct.scan(blob)                        # validates structure, no decoding yet
         header = info.header
@@ -495,9 +560,11 @@ class Decompressor:
         if any(c.method == ct.METHOD_MODEL for c in info.chunks):
             self._engine_lazy(header, cache)       # model problems before any decoding
         out = []
+        self.chunks_decoded = 0
         for c, coded in zip(info.chunks, coded_chunks):
             engine = cache.get("engine")
             out.append(_checked(c, decode_chunk(c, coded, engine, progress)))
+            self.chunks_decoded += 1
         data = b"".join(out)
         digest = ct.sha256(data)
         if digest != info.footer.sha256:
@@ -554,3 +621,15 @@ def compress(data: bytes, model: str | LoadedModel | None = None, **kw) -> bytes
 def decompress(blob: bytes, model: str | LoadedModel | None = None, **kw) -> bytes:
     """One-shot: the original bytes of an archive; raises an ArchiveError on any problem."""
     return Decompressor(model, **kw).decompress(bytes(blob))
+
+
+def decompress_range(archive, start: int, length: int,
+                     model: str | LoadedModel | None = None, **kw) -> bytes:
+    """Original bytes start .. start+length-1 of an archive (bytes, a path or a seekable
+    binary file object), decoding only the chunks that hold them (see
+    Decompressor.decompress_range)."""
+    dec = Decompressor(model, **kw)
+    if isinstance(archive, (str, os.PathLike)):
+        with open(archive, "rb") as f:
+            return dec.decompress_range(f, start, length)
+    return dec.decompress_range(archive, start, length)

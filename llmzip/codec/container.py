@@ -118,6 +118,7 @@ def _header_dict(version: int) -> bytes:
 _HEAD = struct.Struct("<8sHHI")
 _CHUNK = struct.Struct("<BIIII")      # method raw_len coded_len raw_crc coded_crc
 _FOOT_BODY = struct.Struct("<IQ32s")  # n_chunks original_len sha256
+RECORD_LEN = _CHUNK.size + 4          # 21 bytes: record fields and their CRC
 
 
 def crc32(data: bytes) -> int:
@@ -132,6 +133,12 @@ class ChunkInfo:
     raw_crc: int
     coded_crc: int
     offset: int = 0          # where the coded bytes start in the archive
+    orig_offset: int = 0     # where the chunk's bytes start in the original (set by scan)
+
+    @property
+    def record_offset(self) -> int:
+        """Where the chunk's record starts in the archive."""
+        return self.offset - RECORD_LEN
 
     @property
     def method_name(self) -> str:
@@ -314,16 +321,43 @@ def scan(data_or_file, total_len: int | None = None) -> ArchiveInfo:
     r = ArchiveReader(data_or_file, total_len)
     info = ArchiveInfo(header=r.read_header(), version=r.version)
     info.header_len = r.pos
+    orig = 0
     while (c := r.next_chunk()) is not None:
         if len(info.chunks) >= MAX_CHUNKS:
             raise LimitError("chunk count", len(info.chunks) + 1, MAX_CHUNKS)
         r.skip_coded(c)
+        c.orig_offset = orig
+        orig += c.raw_len
         info.chunks.append(c)
     info.footer = r.read_footer()
     check_footer_against_chunks(info.footer, info.chunks)
     r.check_end()
     info.archive_len = r.pos
     return info
+
+
+def file_length(f) -> int | None:
+    """Bytes in a seekable file object from its current position to its end (else None)."""
+    try:
+        if not f.seekable():
+            return None
+        here = f.tell()
+        end = f.seek(0, io.SEEK_END)
+        f.seek(here)
+        return end - here
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def chunks_for_range(info: ArchiveInfo, start: int, length: int) -> list:
+    """The chunks (ChunkInfo, in order) that hold original bytes start .. start+length-1:
+    the random-access index is the chunk records themselves (docs/format.md, 'Random
+    access'), found by scan() with one seek per chunk."""
+    if length <= 0:
+        return []
+    end = start + length
+    return [c for c in info.chunks
+            if c.raw_len and c.orig_offset < end and c.orig_offset + c.raw_len > start]
 
 
 def check_footer_against_chunks(footer: Footer, chunks: list) -> None:
