@@ -96,6 +96,15 @@ def _io(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm", action="store_true", help="remove the input after success")
 
 
+def _cluster(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", metavar="auto|ADDRESS", help="run on Ray (pip install "
+                   "'llmzip[ray]'): 'auto' starts a local cluster with a worker per core, "
+                   "HOST:PORT joins one started with `ray start --head`; the archive is the "
+                   "same bytes as without (docs/cluster.md)")
+    p.add_argument("--workers", type=int, help="--cluster: workers (each loads the model "
+                   "once; default: the cluster's CPUs)")
+
+
 def _mode(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["prior", "online"], default="prior",
                    help="prior: a pretrained model (default); online: a GPT trained on the "
@@ -113,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     _io(c)
     _common(c)
     _mode(c)
+    _cluster(c)
     d = sub.add_parser("decompress", help=COMMANDS["decompress"])
     d.add_argument("input", help="archive ('-' for stdin)")
     d.add_argument("-t", "--test", action="store_true", help="check only, write nothing")
@@ -121,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the chunks that hold them; needs -o or -c")
     _io(d)
     _common(d)
+    _cluster(d)
     i = sub.add_parser("info", help=COMMANDS["info"])
     i.add_argument("input")
     i.add_argument("--json", action="store_true", help="machine-readable output")
@@ -175,6 +186,7 @@ def build_short_parser() -> argparse.ArgumentParser:
     _io(p)
     _common(p)
     _mode(p)
+    _cluster(p)
     return p
 
 
@@ -222,8 +234,138 @@ def _compress_online(args, data: bytes, bar):
     return blob, st
 
 
+class _Sink:
+    """An output that only counts (decode checks with -t and --verify)."""
+
+    def __init__(self):
+        self.n = 0
+
+    def write(self, b) -> None:
+        self.n += len(b)
+
+
+def _target(args, out: str, src: str | None, binary: bool):
+    """(file object, AtomicOutput or None) for streamed output."""
+    from .files import AtomicOutput
+    if out == "-":
+        if binary and not args.force and sys.stdout.isatty():
+            raise UsageError("refusing to write compressed data to a terminal; use -o or -f")
+        return sys.stdout.buffer, None
+    if src not in (None, "-") and os.path.exists(out) and os.path.samefile(src, out):
+        raise UsageError(f"output {out} is the input file")
+    o = AtomicOutput(out, overwrite=args.force,
+                     copy_stat_from=src if src not in (None, "-") else None)
+    return o, o
+
+
+def _map_input(path: str, stack):
+    """The input as bytes or a read-only mmap (not read into memory)."""
+    import mmap
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        f = stack.enter_context(open(path, "rb"))
+        if os.fstat(f.fileno()).st_size == 0:
+            return b""
+        return stack.enter_context(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _say_pool(args, ps) -> None:
+    if getattr(args, "verbose", False):
+        load = max(ps.setup_seconds) if ps.setup_seconds else 0.0
+        _say(args, f"cluster: {ps.workers} workers (model load up to {load:.1f} s), "
+                   f"{ps.chunks} chunks, {ps.retries} handed out again after a worker died, "
+                   f"{ps.task_bytes} bytes sent, {ps.result_bytes} bytes back")
+
+
+def do_compress_cluster(args, path: str, out: str | None) -> None:
+    import contextlib
+    from .tools import cluster as cl
+    if getattr(args, "mode", "prior") == "online":
+        raise UsageError("--cluster: online mode trains one model over the whole input "
+                         "and cannot be split; drop --cluster or --mode online")
+    if out is None:
+        out = "-" if path == "-" or args.stdout else path + SUFFIX
+    with contextlib.ExitStack() as stack:
+        data = _map_input(path, stack)
+        bar = Progress(len(data), os.path.basename(path), args.quiet)
+        target, atomic = _target(args, out, path, binary=True)
+        if atomic is not None:
+            stack.enter_context(atomic)
+        cluster = stack.enter_context(cl.Cluster(args.cluster, args.workers))
+        try:
+            st, ps = cl.compress_to(
+                cluster, data, target, args.model, progress=bar, workers=args.workers,
+                dtype=args.dtype, threads=args.threads, seg_len=args.seg_len,
+                batch=args.batch, memory_limit=args.memory_limit,
+                fallback=not args.no_fallback, attention=args.attention,
+                engine=args.engine, kernel=args.kernel, device=args.device)
+        finally:
+            bar.close()
+        if getattr(args, "verify", False):
+            if atomic is None:
+                raise UsageError("--verify with --cluster needs an output file (-o)")
+            atomic.f.flush()
+            with open(atomic.tmp, "rb") as f:
+                cl.decompress_to(cluster, f, _Sink(), args.model, workers=args.workers,
+                                 threads=args.threads, memory_limit=args.memory_limit,
+                                 kernel=args.kernel, device=args.device)
+        if atomic is not None:
+            atomic.commit()
+        n = len(data)
+    rate = n / st.seconds if st.seconds else 0.0
+    _say(args, f"{path}: {n} -> {st.output_bytes} bytes, {st.bpb:.4f} bits/byte on "
+               f"{ps.workers} workers in {st.seconds:.1f} s ({rate:,.0f} B/s)")
+    _say_pool(args, ps)
+    if args.rm and path != "-" and out != "-":
+        os.unlink(path)
+
+
+def do_decompress_cluster(args, path: str, out: str | None, test: bool) -> None:
+    import contextlib
+    import io
+    from .tools import cluster as cl
+    if out is None and not test:
+        if path == "-" or args.stdout:
+            out = "-"
+        elif path.endswith(SUFFIX):
+            out = path[:-len(SUFFIX)]
+        else:
+            raise UsageError(f"{path}: unknown suffix (expected {SUFFIX}); use -o or -c")
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        try:
+            f = io.BytesIO(sys.stdin.buffer.read()) if path == "-" else \
+                stack.enter_context(open(path, "rb"))
+        except OSError as e:
+            raise UsageError(f"cannot read {path}: {e.strerror}") from None
+        if test:
+            target, atomic = _Sink(), None
+        else:
+            target, atomic = _target(args, out, path, binary=False)
+        if atomic is not None:
+            stack.enter_context(atomic)
+        cluster = stack.enter_context(cl.Cluster(args.cluster, args.workers))
+        n, ps = cl.decompress_to(cluster, f, target, args.model, workers=args.workers,
+                                 threads=args.threads, memory_limit=args.memory_limit,
+                                 allow_engine_mismatch=args.ignore_engine_mismatch,
+                                 kernel=args.kernel, device=args.device)
+        if atomic is not None:
+            atomic.commit()
+    dt = time.perf_counter() - t0
+    _say(args, f"{path}: {'OK, ' if test else ''}{n} bytes on {ps.workers} workers in "
+               f"{dt:.1f} s ({n / dt if dt else 0:,.0f} B/s)")
+    _say_pool(args, ps)
+    if args.rm and not test and path != "-" and out != "-":
+        os.unlink(path)
+
+
 def do_compress(args, path: str, out: str | None) -> None:
     from .codec.api import Compressor
+    if getattr(args, "cluster", None):
+        return do_compress_cluster(args, path, out)
     data = _read_input(path)
     bar = Progress(len(data), os.path.basename(path), args.quiet)
     comp = None
@@ -314,6 +456,8 @@ def do_decompress(args, path: str, out: str | None, test: bool) -> None:
     from .codec.api import Decompressor
     if getattr(args, "range", None):
         return do_decompress_range(args, path, out, test)
+    if getattr(args, "cluster", None):
+        return do_decompress_cluster(args, path, out, test)
     blob = _read_input(path)
     dec = Decompressor(args.model, threads=args.threads, memory_limit=args.memory_limit,
                        allow_engine_mismatch=args.ignore_engine_mismatch, kernel=args.kernel,

@@ -201,11 +201,19 @@ class Compressor:
         from .. import __version__
         h = {"format": FORMAT_NAME, "llmzip": __version__, "mode": "prior"}
         if uses_model:
-            h.update(model=self.model.describe(), engine=self.engine.profile.to_dict())
+            h.update(model=self.model.describe(), engine=self.engine_profile())
             if self.auto:
                 h["model"]["chosen_by"] = {"auto": {k: round(v, 4) for k, v in
                                                     self.auto_scores.items()}}
         return h
+
+    def engine_profile(self) -> dict:
+        """The engine profile an archive records: for the exact engine with the integer
+        weights' hash (known here even when other processes did the coding)."""
+        prof = self.engine.profile.to_dict()
+        if self.engine.kind == "exact" and not prof.get("weights"):
+            prof["weights"] = self.engine.weights_id
+        return prof
 
     def compress(self, data: bytes, progress=None) -> bytes:
         """Whole archive for `data`. progress(n_bytes) is called as input is consumed."""

@@ -1,0 +1,172 @@
+"""The work layer on a real local Ray cluster (ray.init with two worker CPUs in this test
+process): archives byte-identical to the single-process ones, a worker killed mid-run,
+profiles checked before any work. Skipped only where Ray is not installed."""
+
+import io
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import llmzip
+from llmzip.cli import main
+from llmzip.codec import container as ct
+from llmzip.errors import ClusterError
+from conftest import corpus_bytes
+
+SETTINGS = dict(batch=2, seg_len=160, fallback=False)      # many chunks of real work
+
+
+def _have_ray() -> bool:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_ray = pytest.mark.skipif(not _have_ray(), reason="ray is not installed (pip install "
+                               "'llmzip[ray]'; scripts/setup.sh installs it)")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from llmzip.tools.cluster import Cluster
+    c = Cluster("auto", workers=2)          # an embedded local cluster with 2 CPUs
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def text():
+    return corpus_bytes("alice29.txt", 14000)
+
+
+@pytest.fixture(scope="module")
+def single(tiny_model, text):
+    return llmzip.Compressor(tiny_model, **SETTINGS).compress(text)
+
+
+class Killer:
+    """on_result hook: the first time a worker has a chunk in flight, SIGKILL it."""
+
+    def __init__(self):
+        self.killed = None
+
+    def __call__(self, i, pool):
+        if self.killed is None:
+            busy = pool.busy_pids()
+            if busy:
+                self.killed = busy[0]
+                os.kill(self.killed, signal.SIGKILL)
+
+
+@needs_ray
+def test_compress_with_a_worker_killed_equals_single_process(cluster, tiny_model, text,
+                                                             single):
+    from llmzip.tools.cluster import compress_to
+    assert len(ct.scan(single).chunks) >= 6
+    kill = Killer()
+    out = io.BytesIO()
+    st, ps = compress_to(cluster, text, out, tiny_model, on_result=kill, workers=2,
+                         window=6, **SETTINGS)
+    assert kill.killed is not None
+    assert ps.retries >= 1 and ps.replaced == 1
+    assert out.getvalue() == single                    # byte for byte
+    n_chunks = len(ct.scan(single).chunks)
+    assert st.output_bytes == len(single) and st.chunks == {"model": n_chunks}
+    assert ps.chunks == n_chunks and len(ps.setup_seconds) == 3   # 2 workers + 1 fresh
+    assert llmzip.decompress(out.getvalue(), model=tiny_model) == text
+
+
+@needs_ray
+def test_decompress_on_the_cluster_with_a_worker_killed(cluster, tiny_model, text, single):
+    from llmzip.tools.cluster import decompress_to
+    kill = Killer()
+    out = io.BytesIO()
+    n, ps = decompress_to(cluster, io.BytesIO(single), out, tiny_model.path, on_result=kill,
+                          workers=2, window=6)
+    assert kill.killed is not None and ps.retries >= 1
+    assert n == len(text) and out.getvalue() == text
+
+
+@needs_ray
+def test_mixed_input_with_fallback_equals_single_process(cluster, tiny_model, tiny_gguf):
+    from llmzip.tools.cluster import compress_to
+    data = (corpus_bytes("alice29.txt", 9000) + os.urandom(9000)
+            + corpus_bytes("alice29.txt", 20000)[11000:])
+    for kw in (dict(batch=2, seg_len=300), dict(batch=2, seg_len=300, fallback=False)):
+        want = llmzip.Compressor(tiny_gguf, **kw).compress(data)
+        out = io.BytesIO()
+        compress_to(cluster, data, out, tiny_gguf, workers=2, **kw)
+        assert out.getvalue() == want
+    assert {c.method_name for c in ct.scan(want).chunks} >= {"model", "stored"}
+
+
+@needs_ray
+def test_a_worker_with_another_model_is_refused_before_any_work(cluster, tiny_model, tmp_path):
+    from llmzip.engine.models.tiny import write_tiny_gguf
+    from llmzip.tools.cluster import Pool
+    other = write_tiny_gguf(str(tmp_path / "other.gguf"), seed=1)
+    comp = llmzip.Compressor(tiny_model, threads=1, **SETTINGS)
+    expect = {"profile": comp.engine_profile(), "fingerprint": comp.model.fingerprint}
+    with pytest.raises(ClusterError, match="another engine fingerprint"):
+        Pool(cluster, "compress", other, dict(threads=1, **SETTINGS), expect=expect, n=1)
+    changed = dict(expect, profile=dict(expect["profile"], seg_len=999))
+    with pytest.raises(ClusterError, match="seg_len=160"):
+        Pool(cluster, "compress", tiny_model.path, dict(threads=1, **SETTINGS),
+             expect=changed, n=1)
+
+
+@needs_ray
+def test_cli_on_the_cluster(cluster, tiny_model, text, single, tmp_path, capsys):
+    """--cluster through the command line (this process's Ray connection is reused)."""
+    src = tmp_path / "alice.txt"
+    src.write_bytes(text)
+    arc = tmp_path / "alice.txt.llmz"
+    args = ["--model", tiny_model.path, "--batch", "2", "--seg-len", "160", "--no-fallback"]
+    assert main(["compress", str(src), "--cluster", "auto", "--workers", "2", "-v",
+                 "--verify", *args]) == 0
+    # the model was named by its path here, by the LoadedModel in `single`: same file
+    assert ct.scan(arc.read_bytes()).chunks == ct.scan(single).chunks
+    assert "2 workers" in capsys.readouterr().err
+    back = tmp_path / "back.txt"
+    assert main(["decompress", str(arc), "--cluster", "auto", "-o", str(back), "-q",
+                 "--model", tiny_model.path]) == 0
+    assert back.read_bytes() == text
+    bad = bytearray(arc.read_bytes())
+    c = ct.scan(bytes(bad)).chunks[2]
+    bad[c.offset + 3] ^= 1
+    arc.write_bytes(bytes(bad))
+    out = tmp_path / "never.txt"
+    assert main(["decompress", str(arc), "--cluster", "auto", "-o", str(out), "-q",
+                 "--model", tiny_model.path]) == 2
+    assert not out.exists()
+
+
+def test_archive_from_the_cluster_decodes_without_ray(tiny_gguf, tmp_path):
+    """Archives carry nothing of the cluster: one process without Ray decodes them (here
+    an archive of the single-process path, which test_compress_with_a_worker_killed...
+    shows to be the cluster's bytes); and --cluster without Ray says how to install it."""
+    data = corpus_bytes("alice29.txt", 3000)
+    arc = tmp_path / "a.llmz"
+    arc.write_bytes(llmzip.compress(data, model=tiny_gguf, **SETTINGS))
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "import llmzip\n"
+            f"data = llmzip.decompress(open({str(arc)!r}, 'rb').read(), model={tiny_gguf!r})\n"
+            f"assert data == open({corpus_path()!r}, 'rb').read(3000)\n"
+            "from llmzip.cli import main\n"
+            f"sys.exit(main(['compress', {str(arc)!r}, '--cluster', 'auto', '-o', "
+            f"{str(tmp_path / 'x')!r}]))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 1, r.stderr
+    assert "pip install 'llmzip[ray]'" in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def corpus_path():
+    from conftest import corpus_file
+    return corpus_file("alice29.txt")
