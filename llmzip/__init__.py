@@ -13,9 +13,11 @@ from .errors import (ArchiveError, ChecksumError, EngineMismatchError,  # noqa: 
 
 _LAZY = {"compress": "codec.api", "decompress": "codec.api",
          "decompress_range": "codec.api", "Compressor": "codec.api",
-         "Decompressor": "codec.api", "open": "codec.stream"}
+         "Decompressor": "codec.api", "open": "codec.stream", "compress_tree": "codec.tree",
+         "extract": "codec.tree", "extract_file": "codec.tree", "list_archive": "codec.tree"}
 
-__all__ = ["compress", "decompress", "decompress_range", "open", "Compressor", "Decompressor", "__version__",
+__all__ = ["compress", "decompress", "decompress_range", "open", "compress_tree", "extract",
+           "extract_file", "list_archive", "Compressor", "Decompressor", "__version__",
            "LlmzipError", "ArchiveError", "FormatError", "TruncatedError", "ChecksumError",
            "LimitError", "ModelError", "ModelMismatchError", "EngineMismatchError",
            "UnsupportedModelError", "UnsupportedVersionError", "UsageError",

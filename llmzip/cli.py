@@ -1,7 +1,7 @@
 """Command line: gzip/xz/zstd conventions plus llmzip's own subcommands.
 
     llmzip FILE... [-d] [-c] [-t] [-k] [-f] [-q] [-v]      gzip-style
-    llmzip COMMAND ...      compress, decompress, info, bench, eval, show, models, scale
+    llmzip COMMAND ...      compress, decompress, info, list, bench, eval, show, models, scale
 
 Exit codes: 0 ok, 1 error, 2 corrupt or unusable archive, 130 interrupted, 143 terminated.
 """
@@ -23,6 +23,7 @@ COMMANDS = {
     "compress": "compress a file",
     "decompress": "decompress an archive",
     "info": "describe an archive",
+    "list": "list the files of a directory archive",
     "bench": "every codec on every file, round trips verified; tables and plot",
     "eval": "ideal bits per byte of models on files (no coding)",
     "show": "HTML page of the bits each token costs (+ JSON)",
@@ -118,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmzip", description="Lossless compression with a GPT.")
     sub = p.add_subparsers(dest="cmd")
     c = sub.add_parser("compress", help=COMMANDS["compress"])
-    c.add_argument("input", help="file to compress ('-' for stdin)")
+    c.add_argument("input", help="file or folder to compress ('-' for stdin); a folder "
+                   "becomes one directory archive (names, modes, mtimes, links)")
     _io(c)
     _common(c)
     _mode(c)
@@ -126,12 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decompress", help=COMMANDS["decompress"])
     d.add_argument("input", help="archive ('-' for stdin)")
     d.add_argument("-t", "--test", action="store_true", help="check only, write nothing")
+    d.add_argument("--file", metavar="NAME", help="directory archive: extract only this "
+                   "file (decoding only its chunks), to -o, -c or its base name here")
     d.add_argument("--range", metavar="START:LEN", help="decode only original bytes START "
                    "to START+LEN-1 (LEN empty: to the end; units like 64k), decoding only "
                    "the chunks that hold them; needs -o or -c")
     _io(d)
     _common(d)
     _cluster(d)
+    ls = sub.add_parser("list", help=COMMANDS["list"])
+    ls.add_argument("input")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
     i = sub.add_parser("info", help=COMMANDS["info"])
     i.add_argument("input")
     i.add_argument("--json", action="store_true", help="machine-readable output")
@@ -286,12 +293,18 @@ def do_compress_cluster(args, path: str, out: str | None) -> None:
     if getattr(args, "mode", "prior") == "online":
         raise UsageError("--cluster: online mode trains one model over the whole input "
                          "and cannot be split; drop --cluster or --mode online")
-    if out is None:
+    job = None
+    if path != "-" and os.path.isdir(path):
+        from .codec import tree
+        out = _tree_output(args, path, out)
+        job = tree.TreeJob(path)
+    elif out is None:
         out = "-" if path == "-" or args.stdout else path + SUFFIX
     with contextlib.ExitStack() as stack:
-        data = _map_input(path, stack)
-        bar = Progress(len(data), os.path.basename(path), args.quiet)
-        target, atomic = _target(args, out, path, binary=True)
+        data = _map_input(path, stack) if job is None else b""
+        bar = Progress(len(data) if job is None else job.original_len,
+                       os.path.basename(path.rstrip("/")), args.quiet)
+        target, atomic = _target(args, out, path if job is None else None, binary=True)
         if atomic is not None:
             stack.enter_context(atomic)
         cluster = stack.enter_context(cl.Cluster(args.cluster, args.workers))
@@ -301,7 +314,7 @@ def do_compress_cluster(args, path: str, out: str | None) -> None:
                 dtype=args.dtype, threads=args.threads, seg_len=args.seg_len,
                 batch=args.batch, memory_limit=args.memory_limit,
                 fallback=not args.no_fallback, attention=args.attention,
-                engine=args.engine, kernel=args.kernel, device=args.device)
+                engine=args.engine, kernel=args.kernel, device=args.device, tree=job)
         finally:
             bar.close()
         if getattr(args, "verify", False):
@@ -314,7 +327,7 @@ def do_compress_cluster(args, path: str, out: str | None) -> None:
                                  kernel=args.kernel, device=args.device)
         if atomic is not None:
             atomic.commit()
-        n = len(data)
+        n = st.input_bytes
     rate = n / st.seconds if st.seconds else 0.0
     _say(args, f"{path}: {n} -> {st.output_bytes} bytes, {st.bpb:.4f} bits/byte on "
                f"{ps.workers} workers in {st.seconds:.1f} s ({rate:,.0f} B/s)")
@@ -362,8 +375,50 @@ def do_decompress_cluster(args, path: str, out: str | None, test: bool) -> None:
         os.unlink(path)
 
 
+def _tree_output(args, path: str, out: str | None) -> str:
+    if getattr(args, "mode", "prior") == "online":
+        raise UsageError("a folder is compressed in prior mode only; drop --mode online")
+    if args.model == "auto":
+        raise UsageError("--model auto chooses a model from a file's sample; for a folder "
+                         "name the model")
+    if args.rm:
+        raise UsageError("--rm does not remove folders; remove it yourself once the "
+                         "archive is checked")
+    if out is None:
+        out = "-" if args.stdout else path.rstrip("/" + os.sep) + SUFFIX
+    return out
+
+
+def do_compress_tree(args, path: str, out: str | None) -> None:
+    from .codec.api import Compressor
+    from .codec import tree
+    out = _tree_output(args, path, out)
+    job = tree.TreeJob(path)
+    comp = Compressor(args.model, dtype=args.dtype, threads=args.threads,
+                      seg_len=args.seg_len, batch=args.batch, memory_limit=args.memory_limit,
+                      fallback=not args.no_fallback, attention=args.attention,
+                      engine=args.engine, kernel=args.kernel, device=args.device)
+    bar = Progress(job.original_len, os.path.basename(path.rstrip("/")), args.quiet)
+    try:
+        blob = comp.compress_tree(path, progress=bar, job=job)
+    finally:
+        bar.close()
+    if getattr(args, "verify", False):
+        from .codec.api import Decompressor
+        tree.extract_with(Decompressor(comp.model, threads=args.threads,
+                                       memory_limit=args.memory_limit, kernel=args.kernel,
+                                       device=args.device), blob, None)
+    _write_output(out, blob, args, None, binary=True)
+    st = comp.stats
+    _say(args, f"{path}: {len(job.files)} files, {job.original_len} bytes (index "
+               f"{len(job.index)}) -> {len(blob)} bytes, {st.bpb:.4f} bits/byte in "
+               f"{st.seconds:.1f} s")
+
+
 def do_compress(args, path: str, out: str | None) -> None:
     from .codec.api import Compressor
+    if path != "-" and os.path.isdir(path) and not getattr(args, "cluster", None):
+        return do_compress_tree(args, path, out)
     if getattr(args, "cluster", None):
         return do_compress_cluster(args, path, out)
     data = _read_input(path)
@@ -452,10 +507,115 @@ def do_decompress_range(args, path: str, out: str | None, test: bool) -> None:
         _write_output(out, data, args, path, binary=False)
 
 
+def _peek_header(path: str) -> dict:
+    """The archive's header (an empty dict for stdin or a file that is not an archive:
+    the usual path then reports the problem)."""
+    from .codec import container as ct
+    from .errors import ArchiveError
+    if path == "-":
+        return {}
+    try:
+        with open(path, "rb") as f:
+            return ct.ArchiveReader(f).read_header()
+    except (OSError, ArchiveError):
+        return {}
+
+
+def do_extract_tree(args, path: str, out: str | None, test: bool, header: dict) -> None:
+    import contextlib
+    from .codec import tree
+    from .codec.api import Decompressor
+    name = getattr(args, "file", None)
+    if name and "tree" not in header:
+        raise UsageError(f"{path} is not a directory archive; --file works on archives of "
+                         "a folder")
+    dec = Decompressor(args.model, threads=args.threads, memory_limit=args.memory_limit,
+                       allow_engine_mismatch=args.ignore_engine_mismatch, kernel=args.kernel,
+                       device=args.device)
+    t0 = time.perf_counter()
+    with open(path, "rb") as f:
+        if name:
+            data = tree.extract_file_with(dec, f, name)
+            f.seek(0)
+            n_chunks = len(dec.open_index(f).chunks)
+            _say(args, f"{path}: {name}: {len(data)} bytes, {dec.chunks_decoded} of "
+                       f"{n_chunks} chunks decoded")
+            if not test:
+                _write_output(out or os.path.basename(name), data, args, None, binary=False)
+            return
+        if test:
+            entries = tree.extract_with(dec, f, None)
+            _say(args, f"{path}: OK ({len(entries)} entries)")
+            return
+        if out is None:
+            if args.stdout:
+                raise UsageError("a directory archive extracts to a folder, not to stdout "
+                                 "(-c works with --file NAME)")
+            if not path.endswith(SUFFIX):
+                raise UsageError(f"{path}: unknown suffix (expected {SUFFIX}); use -o FOLDER")
+            out = path[:-len(SUFFIX)]
+        if out == "-":
+            raise UsageError("a directory archive extracts to a folder; use -o FOLDER")
+        if getattr(args, "cluster", None):
+            from .tools import cluster as cl
+            info = dec.open_index(f)
+            entries = tree.read_index(dec, f, info)
+            with contextlib.ExitStack() as stack:
+                w = stack.enter_context(tree.TreeWriter(
+                    entries, info.header["tree"]["index_len"], out))
+                c = stack.enter_context(cl.Cluster(args.cluster, args.workers))
+                f.seek(0)
+                cl.decompress_to(c, f, w, args.model, workers=args.workers,
+                                 threads=args.threads, memory_limit=args.memory_limit,
+                                 allow_engine_mismatch=args.ignore_engine_mismatch,
+                                 kernel=args.kernel, device=args.device)
+                w.finish()
+        else:
+            info = dec.open_index(f)
+            bar = Progress(info.footer.original_len, os.path.basename(path), args.quiet)
+            try:
+                f.seek(0)
+                entries = tree.extract_with(dec, f, out, progress=bar)
+            finally:
+                bar.close()
+    files = sum(1 for e in entries if e["type"] == "file")
+    _say(args, f"{path}: {len(entries)} entries ({files} files) -> {out}/ in "
+               f"{time.perf_counter() - t0:.1f} s")
+
+
+def do_list(args) -> None:
+    import stat as st_
+    from .codec import container as ct
+    from .codec import tree
+    with open(args.input, "rb") as f:
+        header = ct.ArchiveReader(f).read_header()
+        f.seek(0)
+        if "tree" not in header:
+            info = ct.scan(f, ct.file_length(f))
+            rows = [{"path": os.path.basename(args.input).removesuffix(SUFFIX),
+                     "type": "file", "size": info.footer.original_len}]
+        else:
+            rows = tree.list_archive(f)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    for e in rows:
+        kind = {"dir": st_.S_IFDIR, "link": st_.S_IFLNK}.get(e["type"], st_.S_IFREG)
+        mode = st_.filemode(kind | e.get("mode", 0o644)) if "mode" in e else "-" * 10
+        when = (time.strftime("%Y-%m-%d %H:%M", time.localtime(e["mtime_ns"] / 1e9))
+                if "mtime_ns" in e else " " * 16)
+        name = e["path"] + (f" -> {e['target']}" if e["type"] == "link" else
+                            "/" if e["type"] == "dir" else "")
+        print(f"{mode} {e.get('size', 0):>12} {when} {name}")
+
+
 def do_decompress(args, path: str, out: str | None, test: bool) -> None:
     from .codec.api import Decompressor
     if getattr(args, "range", None):
         return do_decompress_range(args, path, out, test)
+    header = _peek_header(path)
+    if "tree" in header or getattr(args, "file", None):
+        return do_extract_tree(args, path, out, test, header)
     if getattr(args, "cluster", None):
         return do_decompress_cluster(args, path, out, test)
     blob = _read_input(path)
@@ -590,6 +750,8 @@ def _run(argv: list[str]) -> int:
             do_decompress(args, args.input, out, args.test)
         elif args.cmd == "info":
             do_info(args)
+        elif args.cmd == "list":
+            do_list(args)
         elif args.cmd == "bench":
             from .tools.bench import run_cli
             run_cli(args)

@@ -293,15 +293,46 @@ class Compressor:
         st.model_tokens += delta.get("model_tokens", 0)
         st.ideal_bits += delta.get("ideal_bits", 0.0)
 
-    def archive_head(self, methods) -> bytes:
+    def archive_head(self, methods, tree: dict | None = None) -> bytes:
+        """The header of an archive with chunks of these methods (of a directory archive:
+        with its `tree` description)."""
         methods = set(methods)
-        return ct.header_bytes(self.header(ct.METHOD_MODEL in methods),
-                               ct.version_for(methods, self.engine.kind == "exact"))
+        header = self.header(ct.METHOD_MODEL in methods)
+        if tree is not None:
+            header["tree"] = tree
+        return ct.header_bytes(header, ct.version_for(methods, self.engine.kind == "exact",
+                                                      tree is not None))
+
+    def compress_tree(self, root: str, progress=None, job=None) -> bytes:
+        """Archive of the directory tree at `root` (format version 6, codec/tree.py): a
+        file index, then each file's chunks; every file decodes on its own."""
+        from .tree import TreeJob
+        t0 = time.perf_counter()
+        job = job or TreeJob(root)
+        self.stats = st = Stats(input_bytes=job.original_len)
+        chunks = []
+        for task in job.plan(self):
+            method, chunk, delta = self.code_task(task, progress)
+            self.add_stats(delta)
+            chunks.append((method, chunk))
+        blob = b"".join([self.archive_head((m for m, _ in chunks), job.header()),
+                         *(c for _, c in chunks),
+                         ct.footer_bytes(len(chunks), job.original_len, job.sha256())])
+        for method, _ in chunks:
+            name = ct.METHOD_NAMES[method]
+            st.chunks[name] = st.chunks.get(name, 0) + 1
+        st.output_bytes = len(blob)
+        st.seconds = time.perf_counter() - t0
+        return blob
 
     def _archive(self, data: bytes, chunks: list) -> bytes:
         """Header, the (method, chunk bytes) chunks, footer."""
         return b"".join([self.archive_head(m for m, _ in chunks), *(c for _, c in chunks),
                          ct.footer_bytes(len(chunks), len(data), ct.sha256(data))])
+
+    def plan_classical(self, data):
+        """Tasks that code `data` with classical methods only (no model)."""
+        yield from self._plan_binary(data)
 
     @staticmethod
     def _plan_binary(span):
@@ -465,6 +496,7 @@ class Decompressor:
         if header.get("mode") == "online":
             raise FormatError("online archives decode one-shot only (llmzip.decompress)")
         _check_mode(header)
+        _refuse_tree(header)
         cache: dict = {}
         h = hashlib.sha256()
         n_chunks = total = 0
@@ -519,17 +551,20 @@ class Decompressor:
         self.chunks_decoded += 1
         return raw
 
-    def decompress_range(self, f, start: int, length: int, progress=None) -> bytes:
+    def decompress_range(self, f, start: int, length: int, progress=None,
+                         info: ct.ArchiveInfo | None = None) -> bytes:
         """Original bytes start .. start+length-1 of an archive (bytes, or a seekable binary
         file object at the archive's start), decoding only the chunks that hold them.
 
         Every record CRC is checked (by the index scan) and every decoded chunk's coded
         and content CRCs; the whole-content SHA-256 needs the whole output, so it is not.
-        A range past the end is cut at the end, as reading a file would.
+        A range past the end is cut at the end, as reading a file would. `info`: the
+        archive's open_index(f), if already read.
         """
         if start < 0 or length < 0:
             raise UsageError(f"range start and length must be >= 0, not {start}:{length}")
-        info = self.open_index(f)
+        if info is None:
+            info = self.open_index(f)
         self.chunks_decoded = 0
         total = info.footer.original_len
         if start > total:
@@ -552,6 +587,7 @@ class Decompressor:
     def decompress(self, blob: bytes, progress=None) -> bytes:
         info = ct.scan(blob)                        # validates structure, no decoding yet
         header = info.header
+        _refuse_tree(header)
         if header.get("mode") == "online" and header.get("format") == FORMAT_NAME:
             from .online import decompress_online
             return decompress_online(blob, threads=self.threads, progress=progress,
@@ -579,6 +615,13 @@ class Decompressor:
             raise ChecksumError("whole content (SHA-256)", info.footer.sha256.hex(),
                                 digest.hex())
         return data
+
+
+def _refuse_tree(header: dict) -> None:
+    if "tree" in header:
+        raise UsageError("this is a directory archive: restore it with `llmzip decompress` "
+                         "or llmzip.extract(archive, folder); one file with --file NAME or "
+                         "llmzip.extract_file")
 
 
 def _check_mode(header: dict) -> None:

@@ -26,10 +26,11 @@ from ..errors import (ChecksumError, FormatError, LimitError, TruncatedError,
 
 MAGIC = b"\x89LLMZ\r\n\x1a"          # 0x89 first: not ASCII, not valid UTF-8 (like PNG)
 END_MAGIC = b"LMZ\x00"
-VERSION = 5                           # the newest this llmzip writes (see version_for)
-READ_VERSIONS = (1, 2, 3, 4, 5)       # what it reads: 1 differs only in the header body;
+VERSION = 6                           # the newest this llmzip writes (see version_for)
+READ_VERSIONS = (1, 2, 3, 4, 5, 6)    # what it reads: 1 differs only in the header body;
                                       # 3 adds engine.attention (2 and 1 mean torch-f32);
-                                      # 4 adds the xz chunk method; 5 the exact engine
+                                      # 4 adds the xz chunk method; 5 the exact engine;
+                                      # 6 directory archives (header key "tree")
 
 METHOD_STORED, METHOD_ZSTD, METHOD_MODEL, METHOD_ONLINE, METHOD_XZ = 0, 1, 2, 3, 4
 METHOD_END = 0xFF
@@ -38,13 +39,13 @@ METHOD_NAMES = {METHOD_STORED: "stored", METHOD_ZSTD: "zstd", METHOD_MODEL: "mod
 METHOD_SINCE = {METHOD_XZ: 4}         # methods newer than version 1: the first version
 
 
-def version_for(methods, exact: bool = False) -> int:
+def version_for(methods, exact: bool = False, tree: bool = False) -> int:
     """The version an archive with these chunk methods is written as: the oldest that can
     express them (3, or 4 when an xz chunk is present, or 5 when model chunks come from the
-    exact engine), so an archive that needs nothing new still opens in an older llmzip,
+    exact engine, or 6 for a directory archive), so an archive that needs nothing new still opens in an older llmzip,
     and one that does is refused by it cleanly (UnsupportedVersionError) instead of being
     decoded with the wrong engine."""
-    return max([5 if exact and METHOD_MODEL in methods else 3]
+    return max([6 if tree else 5 if exact and METHOD_MODEL in methods else 3]
                + [METHOD_SINCE.get(m, 0) for m in methods])
 
 MAX_HEADER_BODY = 1 << 16             # 64 KiB of header JSON (compressed and inflated)
@@ -110,7 +111,7 @@ HEADER_DICT_V5_SHA256 = "62e5926137b64a915610c7aefc7f23e0b3126f33eeead1e2ed665c8
 
 
 def _header_dict(version: int) -> bytes:
-    if version >= 5:
+    if version >= 5:                  # version 6 adds no dictionary of its own
         return HEADER_DICT_V5
     return HEADER_DICT_V3 if version >= 3 else HEADER_DICT if version == 2 else b""
 

@@ -301,10 +301,13 @@ def compress_settings(**kw) -> dict:
 
 def compress_to(cluster: Cluster, data, out, model=None, *, progress=None, on_result=None,
                 workers: int | None = None, window: int | None = None, spool_dir=None,
-                **settings):
+                tree=None, **settings):
     """Compress `data` (bytes or an mmap) on the cluster into the binary file object
     `out`; returns (Compressor stats, PoolStats). The bytes are those of
-    Compressor(model, **settings).compress(data)."""
+    Compressor(model, **settings).compress(data). With `tree` (a codec.tree.TreeJob; data
+    is then ignored) a directory archive, the bytes of Compressor.compress_tree()."""
+    if tree is not None:
+        data = b""
     from ..codec import container as ct
     from ..codec.api import Compressor
     settings = compress_settings(**settings)
@@ -333,14 +336,18 @@ def compress_to(cluster: Cluster, data, out, model=None, *, progress=None, on_re
                     progress(struct.unpack_from("<I", chunk, 1)[0])
             return spool, methods, deltas
 
-        spool, methods, deltas = run(comp.plan(data))
+        spool, methods, deltas = run(comp.plan(data) if tree is None else tree.plan(comp))
         for d in deltas:
             comp.add_stats(d)
-        sha = _sha256(data)
-        footer = ct.footer_bytes(len(methods), len(data), sha)
-        head = comp.archive_head(methods)
+        if tree is None:
+            sha, n_orig, head = _sha256(data), len(data), comp.archive_head(methods)
+        else:
+            sha, n_orig = tree.sha256(), tree.original_len
+            head = comp.archive_head(methods, tree.header())
+            st.input_bytes = n_orig
+        footer = ct.footer_bytes(len(methods), n_orig, sha)
         size = len(head) + spool.tell() + len(footer)
-        if comp.whole_fallback(data):
+        if tree is None and comp.whole_fallback(data):
             spool2, methods2, _ = run(comp.plan_whole(data))
             footer2 = ct.footer_bytes(len(methods2), len(data), sha)
             head2 = comp.archive_head(methods2)
