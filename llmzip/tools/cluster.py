@@ -130,8 +130,10 @@ class ChunkWorker:
         delta["seconds"] = time.perf_counter() - t0
         return method, chunk, delta
 
-    def decode(self, chunk, coded: bytes) -> bytes:
-        return self.dec.decompress_chunk(self.info, chunk, coded)
+    def decode(self, chunk, coded: bytes):
+        t0 = time.perf_counter()
+        raw = self.dec.decompress_chunk(self.info, chunk, coded)
+        return raw, time.perf_counter() - t0
 
     def pid(self) -> int:
         return os.getpid()
@@ -146,7 +148,7 @@ class PoolStats:
     replaced: int = 0           # workers started to replace dead ones
     task_bytes: int = 0         # bytes sent to workers (pickled arguments, approximately)
     result_bytes: int = 0       # bytes back
-    chunk_seconds: list = field(default_factory=list)   # compress: worker time per chunk
+    chunk_seconds: list = field(default_factory=list)   # worker time per chunk
 
 
 class Pool:
@@ -416,7 +418,8 @@ def decompress_to(cluster: Cluster, f, out, model=None, *, progress=None, on_res
     h = hashlib.sha256()
     total = 0
     try:
-        for raw in pool.map(tasks(), on_result):
+        for raw, seconds in pool.map(tasks(), on_result):
+            pool.stats.chunk_seconds.append(seconds)
             out.write(raw)
             h.update(raw)
             total += len(raw)
