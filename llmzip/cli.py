@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     e.add_argument("--threads", type=int)
     e.add_argument("--json", help="append one JSON row per (model, file) to this file")
+    _cluster(e)
     mo = sub.add_parser("models", help=COMMANDS["models"])
     mo.add_argument("action", nargs="?", choices=["list", "add", "remove"], default="list")
     mo.add_argument("name", nargs="?", help="add/remove: the model's name")

@@ -170,3 +170,84 @@ def test_archive_from_the_cluster_decodes_without_ray(tiny_gguf, tmp_path):
 def corpus_path():
     from conftest import corpus_file
     return corpus_file("alice29.txt")
+
+
+@needs_ray
+def test_float_engine_on_the_cluster_equals_single_process(cluster, tiny_model):
+    """The float engine's tables depend on the machine: on one machine, with the workers'
+    thread count, the cluster's archive is still the single-process one."""
+    from llmzip.tools.cluster import compress_to
+    data = corpus_bytes("alice29.txt", 4000)
+    kw = dict(engine="float", attention="torch-f32", dtype="float32", threads=1, **SETTINGS)
+    want = llmzip.Compressor(tiny_model, **kw).compress(data)
+    out = io.BytesIO()
+    compress_to(cluster, data, out, tiny_model, workers=2, **kw)
+    assert out.getvalue() == want
+    assert llmzip.decompress(want, model=tiny_model) == data
+
+
+@needs_ray
+def test_directory_archive_on_the_cluster(cluster, tiny_model, tmp_path):
+    from llmzip.codec.tree import TreeJob
+    from llmzip.tools.cluster import compress_to
+    root = tmp_path / "d"
+    (root / "s").mkdir(parents=True)
+    (root / "a.txt").write_bytes(corpus_bytes("alice29.txt", 3000))
+    (root / "s" / "b.txt").write_bytes(corpus_bytes("alice29.txt", 5000)[3000:])
+    want = llmzip.Compressor(tiny_model, **SETTINGS).compress_tree(str(root))
+    out = io.BytesIO()
+    compress_to(cluster, b"", out, tiny_model, workers=2, tree=TreeJob(str(root)),
+                **SETTINGS)
+    assert out.getvalue() == want
+    arc = tmp_path / "d.llmz"
+    arc.write_bytes(want)
+    back = tmp_path / "back"
+    assert main(["decompress", str(arc), "-o", str(back), "--cluster", "auto", "-q",
+                 "--model", tiny_model.path]) == 0
+    assert (back / "s" / "b.txt").read_bytes() == (root / "s" / "b.txt").read_bytes()
+
+
+@needs_ray
+def test_bench_cluster_small(tiny_gguf):
+    from llmzip.tools.clusterbench import bench_cluster, format_bench
+    res = bench_cluster(corpus_bytes("alice29.txt", 3000), model=tiny_gguf, workers=(1, 2),
+                        batch=2, seg_len=200, fallback=False)
+    assert [r["workers"] for r in res["rows"]] == [1, 1, 2]
+    assert all(r["compress_Bps"] > 0 and r["decompress_Bps"] > 0 for r in res["rows"])
+    assert [p["workers"] for p in res["projection"]] == [1, 8, 64, 512]
+    assert "512 workers" in format_bench(res)
+
+
+def test_projection_arithmetic():
+    from llmzip.tools.clusterbench import project
+    rows = project(rate_c=1000.0, rate_d=500.0, load=10.0, plan_rate=1e7,
+                   bytes_per_token=4.0, moved_c=1.2, moved_d=1.2, corpus=10 ** 9,
+                   link=1.25e9, workers=(1, 8, 2000))
+    n = -(-10 ** 9 // (64 * 2048 * 4))                  # 1,908 chunks of 524,288 bytes
+    assert rows[0]["chunks"] == n == 1908
+    chunk = 64 * 2048 * 4
+    assert rows[0]["compress_s"] == pytest.approx(10 + n * chunk / 1000 + 1.2 / 1.25)
+    assert rows[1]["waves"] == 239 and "tail" in rows[1]["limit"]
+    assert rows[2]["waves"] == 1 and "idle" in rows[2]["limit"]
+    assert rows[1]["decompress_s"] == pytest.approx(10 + 239 * chunk / 500 + 1.2 / 1.25)
+
+
+@needs_ray
+def test_eval_on_the_cluster_matches_local(cluster, tiny_gguf, tmp_path, capsys):
+    import json
+    files = []
+    for i, n in enumerate((1500, 2500, 800)):
+        p = tmp_path / f"f{i}.txt"
+        p.write_bytes(corpus_bytes("alice29.txt", 3000)[i * 100:i * 100 + n])
+        files.append(str(p))
+    rows = {}
+    for how in ("local", "cluster"):
+        out = tmp_path / f"{how}.jsonl"
+        extra = ["--cluster", "auto", "--workers", "2"] if how == "cluster" else []
+        assert main(["eval", *files, "--model", tiny_gguf, "--context", "256",
+                     "--json", str(out), *extra]) == 0
+        rows[how] = [json.loads(line) for line in out.read_text().splitlines()]
+    capsys.readouterr()
+    assert [r["file"] for r in rows["cluster"]] == ["f0.txt", "f1.txt", "f2.txt"]
+    for a, b in zip(rows["local"], rows["cluster"]):
+        assert a["tokens"] == b["tokens"] and a["bits"] == pytest.approx(b["bits"], rel=1e-5)

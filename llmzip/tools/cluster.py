@@ -2,6 +2,7 @@
 
     llmzip compress FILE --cluster auto           # an embedded Ray cluster, workers = cores
     llmzip compress FILE --cluster HOST:PORT      # join a running one (ray start --head)
+    llmzip eval FILES --cluster auto              # one file per task
 
 The unit of work is the single-process path's own: Compressor.plan() cuts the input into
 the same chunk tasks compress() codes one after the other, each actor codes them with
@@ -105,7 +106,13 @@ class ChunkWorker:
 
     def setup(self, role: str, model, settings: dict, header: dict | None = None) -> dict:
         t0 = time.perf_counter()
-        if role == "compress":
+        if role == "eval":
+            from ..codec.tokenizer import tokenizer_for
+            from ..engine.models.registry import load_model
+            self.model = load_model(model)
+            tokenizer_for(self.model)
+            profile, fingerprint = None, self.model.fingerprint
+        elif role == "compress":
             from ..codec.api import Compressor
             self.comp = Compressor(model, **settings)
             profile, fingerprint = self.comp.engine_profile(), self.comp.model.fingerprint
@@ -134,6 +141,11 @@ class ChunkWorker:
         t0 = time.perf_counter()
         raw = self.dec.decompress_chunk(self.info, chunk, coded)
         return raw, time.perf_counter() - t0
+
+    def score(self, data: bytes, name: str, context: int, dtype: str, stride):
+        """`llmzip eval` of one file (tools/evaluate.py), on one thread."""
+        from .evaluate import evaluate
+        return evaluate(self.model, data, context, dtype, 1, stride, name)
 
     def pid(self) -> int:
         return os.getpid()
@@ -226,6 +238,7 @@ class Pool:
             slot = i % self.n
         actor = self.actors[slot]
         ref = (actor.code.remote(task) if self.role == "compress"
+               else actor.score.remote(*task) if self.role == "eval"
                else actor.decode.remote(*task))
         return [i, task, slot, ref]
 
