@@ -251,3 +251,33 @@ def test_eval_on_the_cluster_matches_local(cluster, tiny_gguf, tmp_path, capsys)
     assert [r["file"] for r in rows["cluster"]] == ["f0.txt", "f1.txt", "f2.txt"]
     for a, b in zip(rows["local"], rows["cluster"]):
         assert a["tokens"] == b["tokens"] and a["bits"] == pytest.approx(b["bits"], rel=1e-5)
+
+
+@needs_ray
+def test_driver_killed_leaves_no_file_under_the_final_name(tiny_gguf, tmp_path):
+    """SIGKILL of the driver mid-run (its own embedded cluster, --cluster auto): no file
+    under the final name; the Ray processes it started go with it."""
+    import time
+    src = tmp_path / "in.txt"
+    src.write_bytes(corpus_bytes("alice29.txt", 40000))
+    out = tmp_path / "out.llmz"
+    p = subprocess.Popen([sys.executable, "-m", "llmzip", "compress", str(src), "-o", str(out),
+                          "--cluster", "auto", "--workers", "1", "--model", tiny_gguf,
+                          "--batch", "2", "--seg-len", "100", "--no-fallback", "-q"],
+                         start_new_session=True, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and p.poll() is None and not any(
+                n.endswith(".llmz-tmp") for n in os.listdir(tmp_path)):
+            time.sleep(0.1)
+        time.sleep(4)                      # Ray up, the worker coding
+        assert p.poll() is None, "finished before it could be killed"
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=30)
+        assert not out.exists()
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)   # whatever of its session is left
+        except ProcessLookupError:
+            pass

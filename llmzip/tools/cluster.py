@@ -39,6 +39,7 @@ from ..errors import ClusterError, LlmzipError
 
 INSTALL_HINT = "install it with: pip install 'llmzip[ray]' (ray 2.60.0)"
 SPOOL_BLOCK = 1 << 20
+MAX_TRIES = 4                         # workers a chunk may be handed to before giving up
 
 
 def import_ray():
@@ -177,11 +178,21 @@ class Pool:
         self.stats = PoolStats(workers=self.n)
         self._cls = self.ray.remote(num_cpus=1, max_restarts=0)(ChunkWorker)
         self.actors, self.infos = [], []
-        for i in range(self.n):          # every worker checked before any work starts
-            a, info = self._start()
-            self.actors.append(a)
-            self.infos.append(info)
         self._pending: deque = deque()
+        # all workers load the model at once; every one is checked before any work starts
+        actors = [self._cls.remote() for _ in range(self.n)]
+        self.actors = actors
+        refs = [a.setup.remote(self.role, self.model, self.settings, self.header)
+                for a in actors]
+        try:
+            for ref in refs:
+                info = self._get(ref)
+                self._check(info)
+                self.infos.append(info)
+                self.stats.setup_seconds.append(info["setup_seconds"])
+        except BaseException:
+            self.close()
+            raise
 
     def _get(self, ref):
         ray = self.ray
@@ -233,14 +244,14 @@ class Pool:
         not_ready = set(not_ready)
         return sorted({self.infos[p[2]]["pid"] for p in self._pending if p[3] in not_ready})
 
-    def _submit(self, i: int, task, slot: int | None = None):
+    def _submit(self, i: int, task, slot: int | None = None, tries: int = 0):
         if slot is None:
             slot = i % self.n
         actor = self.actors[slot]
         ref = (actor.code.remote(task) if self.role == "compress"
                else actor.score.remote(*task) if self.role == "eval"
                else actor.decode.remote(*task))
-        return [i, task, slot, ref]
+        return [i, task, slot, ref, tries]
 
     def map(self, tasks, on_result=None):
         """Results of `tasks` in order; at most `window` in flight. on_result(i, pool) is
@@ -281,11 +292,17 @@ class Pool:
             self.ray.kill(self.actors[slot])
         except Exception:                 # already gone
             pass
+        for p in self._pending:
+            if p[2] == slot and p[4] + 1 >= MAX_TRIES:
+                raise ClusterError(f"chunk {p[0]} was handed to {MAX_TRIES} workers and each "
+                                   "died (out of memory? see the Ray logs under "
+                                   "/tmp/ray/session_latest/logs); nothing was written")
         self.actors[slot], self.infos[slot] = self._start()
         self.stats.replaced += 1
         for p in self._pending:
             if p[2] == slot:
-                p[3] = self._submit(p[0], p[1], slot)[3]
+                p[3] = self._submit(p[0], p[1], slot, p[4] + 1)[3]
+                p[4] += 1
                 self.stats.retries += 1
 
     def close(self) -> None:
