@@ -174,6 +174,10 @@ class Pool:
         self.role, self.model, self.settings, self.header = role, model, settings, header
         self.expect = expect
         self.n = n or cluster.workers
+        cpus = int(self.ray.cluster_resources().get("CPU", 0))
+        if self.n > cpus:
+            raise ClusterError(f"{self.n} workers asked for, but the cluster has {cpus} CPUs "
+                               f"(each worker takes one); use --workers {cpus} or fewer")
         self.window = window or 2 * self.n
         self.stats = PoolStats(workers=self.n)
         self._cls = self.ray.remote(num_cpus=1, max_restarts=0)(ChunkWorker)
@@ -202,7 +206,7 @@ class Pool:
             cause = getattr(e, "cause", None)
             if isinstance(cause, LlmzipError):
                 raise cause from None
-            raise
+            raise ClusterError(f"a worker failed: {type(cause).__name__}: {cause}") from e
 
     def _start(self):
         actor = self._cls.remote()
