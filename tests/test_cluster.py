@@ -102,7 +102,8 @@ def test_mixed_input_with_fallback_equals_single_process(cluster, tiny_model, ti
         out = io.BytesIO()
         compress_to(cluster, data, out, tiny_gguf, workers=2, **kw)
         assert out.getvalue() == want
-    assert {c.method_name for c in ct.scan(want).chunks} >= {"model", "stored"}
+    methods = {c.method_name for c in ct.scan(want).chunks}
+    assert "model" in methods and len(methods) >= 2
 
 
 @needs_ray

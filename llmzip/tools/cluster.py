@@ -207,6 +207,8 @@ class Pool:
             if isinstance(cause, LlmzipError):
                 raise cause from None
             raise ClusterError(f"a worker failed: {type(cause).__name__}: {cause}") from e
+        except ray.exceptions.UnserializableException as e:
+            raise ClusterError(f"a worker failed: {e}") from None
 
     def _start(self):
         actor = self._cls.remote()
