@@ -282,3 +282,54 @@ def test_driver_killed_leaves_no_file_under_the_final_name(tiny_gguf, tmp_path):
             os.killpg(p.pid, signal.SIGKILL)   # whatever of its session is left
         except ProcessLookupError:
             pass
+
+
+@needs_ray
+def test_join_a_cluster_started_with_ray_start(tiny_gguf, tmp_path):
+    """`ray start --head` on 127.0.0.1 (its own processes, as on a real head node), then
+    `llmzip compress --cluster 127.0.0.1:PORT`: the single-process archive."""
+    import socket
+    import time
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(llmzip.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    head = subprocess.Popen([ray_cli, "start", "--head", "--block", f"--port={port}",
+                             "--node-ip-address=127.0.0.1", "--num-cpus=2",
+                             "--include-dashboard=false", "--disable-usage-stats"],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert head.poll() is None, "ray start --head failed"
+                time.sleep(0.5)
+        data = corpus_bytes("alice29.txt", 6000)
+        src = tmp_path / "in.txt"
+        src.write_bytes(data)
+        arc = tmp_path / "in.llmz"
+        r = subprocess.run([sys.executable, "-m", "llmzip", "compress", str(src), "-o", str(arc),
+                            "--cluster", f"127.0.0.1:{port}", "--workers", "2", "--model",
+                            tiny_gguf, "--batch", "2", "--seg-len", "160", "--no-fallback"],
+                           env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert "on 2 workers" in r.stderr
+        want = llmzip.Compressor(tiny_gguf, **SETTINGS).compress(data)
+        assert arc.read_bytes() == want
+    finally:
+        head.send_signal(signal.SIGTERM)       # --block: stops the node's processes
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        try:
+            os.killpg(head.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -58,6 +58,19 @@ def local_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _token_auth_if_available() -> None:
+    """Joining a cluster: Ray 2.60's `ray start --head` turns token authentication on when
+    a token exists (~/.ray/auth_token, which a local ray.init() creates), but a driver
+    joining it sends the token only with RAY_AUTH_MODE=token. Where the mode is not set
+    and a token is available, set it, as `ray start` does for the head."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    token_file = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(
+        os.path.expanduser("~"), ".ray", "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or os.path.exists(token_file):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 class Cluster:
     """A connection to Ray: `address` "auto" starts an embedded local cluster (workers =
     cores unless given), anything else joins the cluster at that address. If this process
@@ -65,6 +78,8 @@ class Cluster:
     open."""
 
     def __init__(self, address: str = "auto", workers: int | None = None):
+        if address != "auto":
+            _token_auth_if_available()      # before Ray reads its configuration
         ray = self.ray = import_ray()
         self.started = False
         if not ray.is_initialized():
@@ -78,8 +93,9 @@ class Cluster:
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise ClusterError(f"cannot start or join the Ray cluster {address!r}: {e}; "
                                    "--cluster auto starts one on this machine, --cluster "
-                                   "HOST:PORT joins one started with `ray start --head`"
-                                   ) from None
+                                   "HOST:PORT joins one started with `ray start --head` (a "
+                                   "cluster with token authentication needs its token here: "
+                                   "~/.ray/auth_token or $RAY_AUTH_TOKEN)") from None
             self.started = True
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = max(1, workers or cpus)
