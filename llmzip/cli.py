@@ -680,6 +680,10 @@ def do_info(args) -> None:
     print(f"archive       {args.input}: {info.archive_len} bytes, format v{info.version}, "
           f"mode {h.get('mode')}")
     print(f"original      {f.original_len} bytes, sha256 {f.sha256.hex()}")
+    if isinstance(h.get("tree"), dict):
+        t = h["tree"]
+        print(f"folder        {t.get('files')} files, {t.get('entries')} entries, index "
+              f"{t.get('index_len')} bytes (`llmzip list` lists them)")
     print(f"bits/byte     {bpb:.4f}" if bpb is not None else "bits/byte     -")
     if isinstance(m, dict):
         print(f"model         {m.get('name')} ({m.get('file')}, {m.get('params', 0):,} "
@@ -740,9 +744,18 @@ def do_models(args) -> None:
               f"({r['quantisation']}), license {r['license']}, {r['where']}: {r['path']}")
 
 
+def _check_cluster_args(args) -> None:
+    if getattr(args, "workers", None) is not None:
+        if not getattr(args, "cluster", None):
+            raise UsageError("--workers goes with --cluster auto|HOST:PORT")
+        if args.workers < 1:
+            raise UsageError("--workers must be at least 1")
+
+
 def _run(argv: list[str]) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         args = build_parser().parse_args(argv)
+        _check_cluster_args(args)
         if args.cmd == "compress":
             out = "-" if args.stdout else args.output
             do_compress(args, args.input, out)
@@ -769,6 +782,7 @@ def _run(argv: list[str]) -> int:
             run_scale(args)
         return 0
     args = build_short_parser().parse_args(argv)
+    _check_cluster_args(args)
     if args.output and len(args.files) > 1:
         raise UsageError("-o takes a single input file")
     status = 0

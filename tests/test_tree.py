@@ -178,3 +178,12 @@ def test_compressing_a_link_that_leaves_the_tree_is_refused(tmp_path, tiny_gguf)
     os.symlink("../../etc/passwd", root / "bad")
     assert main(["compress", str(root), "--model", tiny_gguf, "-q"]) == 1
     assert not (tmp_path / "t.llmz").exists()
+
+
+def test_info_names_the_folder_and_workers_need_cluster(src, tmp_path, tiny_gguf, capsys):
+    arc = tmp_path / "c.llmz"
+    assert main(["compress", str(src), "-o", str(arc), "--model", tiny_gguf, "-q"]) == 0
+    assert main(["info", str(arc)]) == 0
+    assert "5 files, 10 entries" in capsys.readouterr().out
+    assert main(["compress", str(src), "--workers", "2", "--model", tiny_gguf]) == 1
+    assert "--workers goes with --cluster" in capsys.readouterr().err
