@@ -104,8 +104,11 @@ def test_decompress_on_the_cluster_with_a_worker_killed(cluster, tiny_model, tex
 
 
 @needs_ray
-def test_mixed_input_with_fallback_equals_single_process(cluster, tiny_model, tiny_gguf):
+def test_mixed_input_with_fallback_equals_single_process(cluster, tiny_model, tiny_gguf,
+                                                         monkeypatch):
+    from llmzip.codec import api
     from llmzip.tools.cluster import compress_to
+    monkeypatch.setattr(api, "PLAN_PIECE", 5000)      # text planned in pieces too
     data = (corpus_bytes("alice29.txt", 9000) + os.urandom(9000)
             + corpus_bytes("alice29.txt", 20000)[11000:])
     for kw in (dict(batch=2, seg_len=300), dict(batch=2, seg_len=300, fallback=False)):

@@ -136,3 +136,20 @@ def test_cli_range(multi, tiny_gguf, tiny_model, tmp_path, capsys):
     assert main(["decompress", str(arc), "--model", tiny_model.path, "--range", "5:5"]) == 1
     assert not (tmp_path / "m").exists()
     assert main(["decompress", str(arc), "--range", "x:5", "-c"]) == 1
+
+
+def test_long_text_is_planned_in_pieces(tiny_model, monkeypatch):
+    """Text spans longer than PLAN_PIECE are tokenised piece by piece, cut after a
+    newline: chunks end there, and the archive still round-trips."""
+    from llmzip.codec import api
+    monkeypatch.setattr(api, "PLAN_PIECE", 4000)
+    data = corpus_bytes("alice29.txt", 11000)
+    blob = llmzip.compress(data, model=tiny_model, batch=4, seg_len=500, fallback=False)
+    ends = set()
+    pos = 0
+    for c in ct.scan(blob).chunks:
+        pos += c.raw_len
+        ends.add(pos)
+    cut = data.rfind(b"\n", 0, 4000) + 1
+    assert cut in ends and data[cut - 1:cut] == b"\n"
+    assert llmzip.decompress(blob, model=tiny_model) == data

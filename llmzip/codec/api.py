@@ -23,6 +23,7 @@ from .tokenizer import tokenizer_for
 
 FORMAT_NAME = "llmzip"
 BINARY_CHUNK = 1 << 22                 # binary spans: classical chunks of 4 MiB
+PLAN_PIECE = 1 << 26                   # text spans are tokenised 64 MiB at a time
 DEFAULT_SEG_LEN = 2048                 # tokens per segment (BOS not counted)
 MAX_SEGMENTS = 4096                    # per model chunk (decoder limit)
 DEFAULT_MEMORY_LIMIT = 8 << 30         # bytes the decoder may allocate for the KV cache
@@ -88,6 +89,14 @@ def _get_varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
         if shift > 63:
             raise FormatError("varint too long in model chunk")
+
+
+def _rfind_newline(data, a: int, b: int) -> int:
+    """The last b"\n" in data[a:b] (its index in data), or -1."""
+    if hasattr(data, "rfind"):
+        return data.rfind(b"\n", a, b)
+    i = bytes(data[a:b]).rfind(b"\n")
+    return a + i if i >= 0 else -1
 
 
 @dataclass
@@ -262,13 +271,25 @@ class Compressor:
 
     def plan(self, data):
         """The chunk tasks of `data` in archive order: ("binary", raw bytes) or ("model",
-        token ids, segment lengths, segment table). Every task is coded on its own."""
+        token ids, segment lengths, segment table). Every task is coded on its own.
+
+        `data` may be an mmap: a text span is tokenised in pieces of at most PLAN_PIECE
+        bytes (cut after a newline where there is one), so planning holds one piece and
+        its token ids, never the whole input."""
         for start, end, is_text in split_text_binary(data):
-            span = data[start:end]
-            if is_text:
-                yield from self._plan_model(span)
-            else:
-                yield from self._plan_binary(span)
+            if not is_text:
+                for i in range(start, end, BINARY_CHUNK):
+                    yield ("binary", bytes(data[i:min(i + BINARY_CHUNK, end)]))
+                continue
+            a = start
+            while a < end:
+                b = min(end, a + PLAN_PIECE)
+                if b < end:
+                    nl = _rfind_newline(data, a, b)
+                    if nl > a:
+                        b = nl + 1
+                yield from self._plan_model(bytes(data[a:b]))
+                a = b
 
     def whole_fallback(self, data) -> bool:
         """Whether compress() also tries classical chunks over the whole input."""

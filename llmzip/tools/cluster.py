@@ -16,8 +16,8 @@ other tables (the float engine on another CPU or torch; another model file) is r
 Memory: at most `window` chunks are in flight (2 per worker by default); coded chunks go
 to an unlinked spool file until the header (which names the model only when a chunk uses
 it) can be written; the output is renamed into place only when complete (AtomicOutput).
-The driver reads its input through mmap and holds the token ids of one text span while
-it plans it. A worker that dies (killed, out of memory, its node lost) has its chunks
+The driver reads its input through mmap and tokenises text in pieces of at most 64 MiB
+(Compressor.plan, the same in one process). A worker that dies (killed, out of memory, its node lost) has its chunks
 handed to a fresh worker; `retries` counts them.
 
 Ray is optional (`pip install 'llmzip[ray]'`); without --cluster nothing here is imported.
