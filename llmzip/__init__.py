@@ -9,16 +9,19 @@ __version__ = "0.2.0"
 from .errors import (ArchiveError, ChecksumError, EngineMismatchError,  # noqa: E402
                      FormatError, KernelUnavailableError, LimitError, LlmzipError,
                      ModelError, ModelMismatchError, TruncatedError, UnsupportedModelError,
-                     UnsupportedVersionError, UsageError)
+                     UnsupportedVersionError, UsageError, ClusterError)
 
-_LAZY = {"compress": "codec.api", "decompress": "codec.api", "Compressor": "codec.api",
-         "Decompressor": "codec.api", "open": "codec.stream"}
+_LAZY = {"compress": "codec.api", "decompress": "codec.api",
+         "decompress_range": "codec.api", "Compressor": "codec.api",
+         "Decompressor": "codec.api", "open": "codec.stream", "compress_tree": "codec.tree",
+         "extract": "codec.tree", "extract_file": "codec.tree", "list_archive": "codec.tree"}
 
-__all__ = ["compress", "decompress", "open", "Compressor", "Decompressor", "__version__",
+__all__ = ["compress", "decompress", "decompress_range", "open", "compress_tree", "extract",
+           "extract_file", "list_archive", "Compressor", "Decompressor", "__version__",
            "LlmzipError", "ArchiveError", "FormatError", "TruncatedError", "ChecksumError",
            "LimitError", "ModelError", "ModelMismatchError", "EngineMismatchError",
            "UnsupportedModelError", "UnsupportedVersionError", "UsageError",
-           "KernelUnavailableError"]
+           "KernelUnavailableError", "ClusterError"]
 
 
 def __getattr__(name):

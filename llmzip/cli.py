@@ -1,7 +1,7 @@
 """Command line: gzip/xz/zstd conventions plus llmzip's own subcommands.
 
     llmzip FILE... [-d] [-c] [-t] [-k] [-f] [-q] [-v]      gzip-style
-    llmzip COMMAND ...      compress, decompress, info, bench, eval, show, models, scale
+    llmzip COMMAND ...      compress, decompress, info, list, bench, eval, show, models, scale
 
 Exit codes: 0 ok, 1 error, 2 corrupt or unusable archive, 130 interrupted, 143 terminated.
 """
@@ -23,6 +23,7 @@ COMMANDS = {
     "compress": "compress a file",
     "decompress": "decompress an archive",
     "info": "describe an archive",
+    "list": "list the files of a directory archive",
     "bench": "every codec on every file, round trips verified; tables and plot",
     "eval": "ideal bits per byte of models on files (no coding)",
     "show": "HTML page of the bits each token costs (+ JSON)",
@@ -96,6 +97,15 @@ def _io(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm", action="store_true", help="remove the input after success")
 
 
+def _cluster(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", metavar="auto|ADDRESS", help="run on Ray (pip install "
+                   "'llmzip[ray]'): 'auto' starts a local cluster with a worker per core, "
+                   "HOST:PORT joins one started with `ray start --head`; the archive is the "
+                   "same bytes as without (docs/cluster.md)")
+    p.add_argument("--workers", type=int, help="--cluster: workers (each loads the model "
+                   "once; default: the cluster's CPUs)")
+
+
 def _mode(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["prior", "online"], default="prior",
                    help="prior: a pretrained model (default); online: a GPT trained on the "
@@ -109,15 +119,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmzip", description="Lossless compression with a GPT.")
     sub = p.add_subparsers(dest="cmd")
     c = sub.add_parser("compress", help=COMMANDS["compress"])
-    c.add_argument("input", help="file to compress ('-' for stdin)")
+    c.add_argument("input", help="file or folder to compress ('-' for stdin); a folder "
+                   "becomes one directory archive (names, modes, mtimes, links)")
     _io(c)
     _common(c)
     _mode(c)
+    _cluster(c)
     d = sub.add_parser("decompress", help=COMMANDS["decompress"])
     d.add_argument("input", help="archive ('-' for stdin)")
     d.add_argument("-t", "--test", action="store_true", help="check only, write nothing")
+    d.add_argument("--file", metavar="NAME", help="directory archive: extract only this "
+                   "file (decoding only its chunks), to -o, -c or its base name here")
+    d.add_argument("--range", metavar="START:LEN", help="decode only original bytes START "
+                   "to START+LEN-1 (LEN empty: to the end; units like 64k), decoding only "
+                   "the chunks that hold them; needs -o or -c")
     _io(d)
     _common(d)
+    _cluster(d)
+    ls = sub.add_parser("list", help=COMMANDS["list"])
+    ls.add_argument("input")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
     i = sub.add_parser("info", help=COMMANDS["info"])
     i.add_argument("input")
     i.add_argument("--json", action="store_true", help="machine-readable output")
@@ -141,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     e.add_argument("--threads", type=int)
     e.add_argument("--json", help="append one JSON row per (model, file) to this file")
+    _cluster(e)
     mo = sub.add_parser("models", help=COMMANDS["models"])
     mo.add_argument("action", nargs="?", choices=["list", "add", "remove"], default="list")
     mo.add_argument("name", nargs="?", help="add/remove: the model's name")
@@ -172,6 +194,7 @@ def build_short_parser() -> argparse.ArgumentParser:
     _io(p)
     _common(p)
     _mode(p)
+    _cluster(p)
     return p
 
 
@@ -219,8 +242,186 @@ def _compress_online(args, data: bytes, bar):
     return blob, st
 
 
+class _Sink:
+    """An output that only counts (decode checks with -t and --verify)."""
+
+    def __init__(self):
+        self.n = 0
+
+    def write(self, b) -> None:
+        self.n += len(b)
+
+
+def _target(args, out: str, src: str | None, binary: bool):
+    """(file object, AtomicOutput or None) for streamed output."""
+    from .files import AtomicOutput
+    if out == "-":
+        if binary and not args.force and sys.stdout.isatty():
+            raise UsageError("refusing to write compressed data to a terminal; use -o or -f")
+        return sys.stdout.buffer, None
+    if src not in (None, "-") and os.path.exists(out) and os.path.samefile(src, out):
+        raise UsageError(f"output {out} is the input file")
+    o = AtomicOutput(out, overwrite=args.force,
+                     copy_stat_from=src if src not in (None, "-") else None)
+    return o, o
+
+
+def _map_input(path: str, stack):
+    """The input as bytes or a read-only mmap (not read into memory)."""
+    import mmap
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        f = stack.enter_context(open(path, "rb"))
+        if os.fstat(f.fileno()).st_size == 0:
+            return b""
+        return stack.enter_context(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _say_pool(args, ps) -> None:
+    if getattr(args, "verbose", False):
+        load = max(ps.setup_seconds) if ps.setup_seconds else 0.0
+        _say(args, f"cluster: {ps.workers} workers (model load up to {load:.1f} s), "
+                   f"{ps.chunks} chunks, {ps.retries} handed out again after a worker died, "
+                   f"{ps.task_bytes} bytes sent, {ps.result_bytes} bytes back")
+
+
+def do_compress_cluster(args, path: str, out: str | None) -> None:
+    import contextlib
+    from .tools import cluster as cl
+    if getattr(args, "mode", "prior") == "online":
+        raise UsageError("--cluster: online mode trains one model over the whole input "
+                         "and cannot be split; drop --cluster or --mode online")
+    job = None
+    if path != "-" and os.path.isdir(path):
+        from .codec import tree
+        out = _tree_output(args, path, out)
+        job = tree.TreeJob(path)
+    elif out is None:
+        out = "-" if path == "-" or args.stdout else path + SUFFIX
+    with contextlib.ExitStack() as stack:
+        data = _map_input(path, stack) if job is None else b""
+        bar = Progress(len(data) if job is None else job.original_len,
+                       os.path.basename(path.rstrip("/")), args.quiet)
+        target, atomic = _target(args, out, path if job is None else None, binary=True)
+        if atomic is not None:
+            stack.enter_context(atomic)
+        cluster = stack.enter_context(cl.Cluster(args.cluster, args.workers))
+        try:
+            st, ps = cl.compress_to(
+                cluster, data, target, args.model, progress=bar, workers=args.workers,
+                dtype=args.dtype, threads=args.threads, seg_len=args.seg_len,
+                batch=args.batch, memory_limit=args.memory_limit,
+                fallback=not args.no_fallback, attention=args.attention,
+                engine=args.engine, kernel=args.kernel, device=args.device, tree=job)
+        finally:
+            bar.close()
+        if getattr(args, "verify", False):
+            if atomic is None:
+                raise UsageError("--verify with --cluster needs an output file (-o)")
+            atomic.f.flush()
+            with open(atomic.tmp, "rb") as f:
+                cl.decompress_to(cluster, f, _Sink(), args.model, workers=args.workers,
+                                 threads=args.threads, memory_limit=args.memory_limit,
+                                 kernel=args.kernel, device=args.device)
+        if atomic is not None:
+            atomic.commit()
+        n = st.input_bytes
+    rate = n / st.seconds if st.seconds else 0.0
+    _say(args, f"{path}: {n} -> {st.output_bytes} bytes, {st.bpb:.4f} bits/byte on "
+               f"{ps.workers} workers in {st.seconds:.1f} s ({rate:,.0f} B/s)")
+    _say_pool(args, ps)
+    if args.rm and path != "-" and out != "-":
+        os.unlink(path)
+
+
+def do_decompress_cluster(args, path: str, out: str | None, test: bool) -> None:
+    import contextlib
+    import io
+    from .tools import cluster as cl
+    if out is None and not test:
+        if path == "-" or args.stdout:
+            out = "-"
+        elif path.endswith(SUFFIX):
+            out = path[:-len(SUFFIX)]
+        else:
+            raise UsageError(f"{path}: unknown suffix (expected {SUFFIX}); use -o or -c")
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        try:
+            f = io.BytesIO(sys.stdin.buffer.read()) if path == "-" else \
+                stack.enter_context(open(path, "rb"))
+        except OSError as e:
+            raise UsageError(f"cannot read {path}: {e.strerror}") from None
+        if test:
+            target, atomic = _Sink(), None
+        else:
+            target, atomic = _target(args, out, path, binary=False)
+        if atomic is not None:
+            stack.enter_context(atomic)
+        cluster = stack.enter_context(cl.Cluster(args.cluster, args.workers))
+        n, ps = cl.decompress_to(cluster, f, target, args.model, workers=args.workers,
+                                 threads=args.threads, memory_limit=args.memory_limit,
+                                 allow_engine_mismatch=args.ignore_engine_mismatch,
+                                 kernel=args.kernel, device=args.device)
+        if atomic is not None:
+            atomic.commit()
+    dt = time.perf_counter() - t0
+    _say(args, f"{path}: {'OK, ' if test else ''}{n} bytes on {ps.workers} workers in "
+               f"{dt:.1f} s ({n / dt if dt else 0:,.0f} B/s)")
+    _say_pool(args, ps)
+    if args.rm and not test and path != "-" and out != "-":
+        os.unlink(path)
+
+
+def _tree_output(args, path: str, out: str | None) -> str:
+    if getattr(args, "mode", "prior") == "online":
+        raise UsageError("a folder is compressed in prior mode only; drop --mode online")
+    if args.model == "auto":
+        raise UsageError("--model auto chooses a model from a file's sample; for a folder "
+                         "name the model")
+    if args.rm:
+        raise UsageError("--rm does not remove folders; remove it yourself once the "
+                         "archive is checked")
+    if out is None:
+        out = "-" if args.stdout else path.rstrip("/" + os.sep) + SUFFIX
+    return out
+
+
+def do_compress_tree(args, path: str, out: str | None) -> None:
+    from .codec.api import Compressor
+    from .codec import tree
+    out = _tree_output(args, path, out)
+    job = tree.TreeJob(path)
+    comp = Compressor(args.model, dtype=args.dtype, threads=args.threads,
+                      seg_len=args.seg_len, batch=args.batch, memory_limit=args.memory_limit,
+                      fallback=not args.no_fallback, attention=args.attention,
+                      engine=args.engine, kernel=args.kernel, device=args.device)
+    bar = Progress(job.original_len, os.path.basename(path.rstrip("/")), args.quiet)
+    try:
+        blob = comp.compress_tree(path, progress=bar, job=job)
+    finally:
+        bar.close()
+    if getattr(args, "verify", False):
+        from .codec.api import Decompressor
+        tree.extract_with(Decompressor(comp.model, threads=args.threads,
+                                       memory_limit=args.memory_limit, kernel=args.kernel,
+                                       device=args.device), blob, None)
+    _write_output(out, blob, args, None, binary=True)
+    st = comp.stats
+    _say(args, f"{path}: {len(job.files)} files, {job.original_len} bytes (index "
+               f"{len(job.index)}) -> {len(blob)} bytes, {st.bpb:.4f} bits/byte in "
+               f"{st.seconds:.1f} s")
+
+
 def do_compress(args, path: str, out: str | None) -> None:
     from .codec.api import Compressor
+    if path != "-" and os.path.isdir(path) and not getattr(args, "cluster", None):
+        return do_compress_tree(args, path, out)
+    if getattr(args, "cluster", None):
+        return do_compress_cluster(args, path, out)
     data = _read_input(path)
     bar = Progress(len(data), os.path.basename(path), args.quiet)
     comp = None
@@ -258,8 +459,166 @@ def do_compress(args, path: str, out: str | None) -> None:
         os.unlink(path)
 
 
+def _parse_range(text: str) -> tuple[int, int | None]:
+    start, sep, length = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        a = _size(start)
+        b = _size(length) if length.strip() else None
+    except ValueError:
+        raise UsageError(f"--range takes START:LEN in bytes (e.g. 1000:500, 64k:4k or "
+                         f"1M:), not {text!r}") from None
+    if a < 0 or (b is not None and b < 0):
+        raise UsageError(f"--range: START and LEN must be >= 0, not {text!r}")
+    return a, b
+
+
+def do_decompress_range(args, path: str, out: str | None, test: bool) -> None:
+    import io
+    from .codec.api import Decompressor
+    start, length = _parse_range(args.range)
+    if out is None and not test:
+        raise UsageError("--range writes a part of the original: give -o FILE or -c")
+    dec = Decompressor(args.model, threads=args.threads, memory_limit=args.memory_limit,
+                       allow_engine_mismatch=args.ignore_engine_mismatch, kernel=args.kernel,
+                       device=args.device)
+    t0 = time.perf_counter()
+    try:
+        f = io.BytesIO(sys.stdin.buffer.read()) if path == "-" else open(path, "rb")
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from None
+    with f:
+        info = dec.open_index(f)
+        total = info.footer.original_len
+        if length is None:
+            length = max(total - start, 0)
+        from .codec import container as ct
+        need = ct.chunks_for_range(info, start, min(length, max(total - start, 0)))
+        bar = Progress(sum(c.raw_len for c in need), os.path.basename(path), args.quiet)
+        try:
+            data = dec.decompress_range(f, start, length, progress=bar)
+        finally:
+            bar.close()
+    dt = time.perf_counter() - t0
+    _say(args, f"{path}: bytes {start}..{start + len(data) - 1} of {total}: {len(data)} "
+               f"bytes, {dec.chunks_decoded} of {len(info.chunks)} chunks decoded "
+               f"in {dt:.1f} s")
+    if not test:
+        _write_output(out, data, args, path, binary=False)
+
+
+def _peek_header(path: str) -> dict:
+    """The archive's header (an empty dict for stdin or a file that is not an archive:
+    the usual path then reports the problem)."""
+    from .codec import container as ct
+    from .errors import ArchiveError
+    if path == "-":
+        return {}
+    try:
+        with open(path, "rb") as f:
+            return ct.ArchiveReader(f).read_header()
+    except (OSError, ArchiveError):
+        return {}
+
+
+def do_extract_tree(args, path: str, out: str | None, test: bool, header: dict) -> None:
+    import contextlib
+    from .codec import tree
+    from .codec.api import Decompressor
+    name = getattr(args, "file", None)
+    if name and "tree" not in header:
+        raise UsageError(f"{path} is not a directory archive; --file works on archives of "
+                         "a folder")
+    dec = Decompressor(args.model, threads=args.threads, memory_limit=args.memory_limit,
+                       allow_engine_mismatch=args.ignore_engine_mismatch, kernel=args.kernel,
+                       device=args.device)
+    t0 = time.perf_counter()
+    with open(path, "rb") as f:
+        if name:
+            data = tree.extract_file_with(dec, f, name)
+            f.seek(0)
+            n_chunks = len(dec.open_index(f).chunks)
+            _say(args, f"{path}: {name}: {len(data)} bytes, {dec.chunks_decoded} of "
+                       f"{n_chunks} chunks decoded")
+            if not test:
+                _write_output(out or os.path.basename(name), data, args, None, binary=False)
+            return
+        if test:
+            entries = tree.extract_with(dec, f, None)
+            _say(args, f"{path}: OK ({len(entries)} entries)")
+            return
+        if out is None:
+            if args.stdout:
+                raise UsageError("a directory archive extracts to a folder, not to stdout "
+                                 "(-c works with --file NAME)")
+            if not path.endswith(SUFFIX):
+                raise UsageError(f"{path}: unknown suffix (expected {SUFFIX}); use -o FOLDER")
+            out = path[:-len(SUFFIX)]
+        if out == "-":
+            raise UsageError("a directory archive extracts to a folder; use -o FOLDER")
+        if getattr(args, "cluster", None):
+            from .tools import cluster as cl
+            info = dec.open_index(f)
+            entries = tree.read_index(dec, f, info)
+            with contextlib.ExitStack() as stack:
+                w = stack.enter_context(tree.TreeWriter(
+                    entries, info.header["tree"]["index_len"], out))
+                c = stack.enter_context(cl.Cluster(args.cluster, args.workers))
+                f.seek(0)
+                cl.decompress_to(c, f, w, args.model, workers=args.workers,
+                                 threads=args.threads, memory_limit=args.memory_limit,
+                                 allow_engine_mismatch=args.ignore_engine_mismatch,
+                                 kernel=args.kernel, device=args.device)
+                w.finish()
+        else:
+            info = dec.open_index(f)
+            bar = Progress(info.footer.original_len, os.path.basename(path), args.quiet)
+            try:
+                f.seek(0)
+                entries = tree.extract_with(dec, f, out, progress=bar)
+            finally:
+                bar.close()
+    files = sum(1 for e in entries if e["type"] == "file")
+    _say(args, f"{path}: {len(entries)} entries ({files} files) -> {out}/ in "
+               f"{time.perf_counter() - t0:.1f} s")
+
+
+def do_list(args) -> None:
+    import stat as st_
+    from .codec import container as ct
+    from .codec import tree
+    with open(args.input, "rb") as f:
+        header = ct.ArchiveReader(f).read_header()
+        f.seek(0)
+        if "tree" not in header:
+            info = ct.scan(f, ct.file_length(f))
+            rows = [{"path": os.path.basename(args.input).removesuffix(SUFFIX),
+                     "type": "file", "size": info.footer.original_len}]
+        else:
+            rows = tree.list_archive(f)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    for e in rows:
+        kind = {"dir": st_.S_IFDIR, "link": st_.S_IFLNK}.get(e["type"], st_.S_IFREG)
+        mode = st_.filemode(kind | e.get("mode", 0o644)) if "mode" in e else "-" * 10
+        when = (time.strftime("%Y-%m-%d %H:%M", time.localtime(e["mtime_ns"] / 1e9))
+                if "mtime_ns" in e else " " * 16)
+        name = e["path"] + (f" -> {e['target']}" if e["type"] == "link" else
+                            "/" if e["type"] == "dir" else "")
+        print(f"{mode} {e.get('size', 0):>12} {when} {name}")
+
+
 def do_decompress(args, path: str, out: str | None, test: bool) -> None:
     from .codec.api import Decompressor
+    if getattr(args, "range", None):
+        return do_decompress_range(args, path, out, test)
+    header = _peek_header(path)
+    if "tree" in header or getattr(args, "file", None):
+        return do_extract_tree(args, path, out, test, header)
+    if getattr(args, "cluster", None):
+        return do_decompress_cluster(args, path, out, test)
     blob = _read_input(path)
     dec = Decompressor(args.model, threads=args.threads, memory_limit=args.memory_limit,
                        allow_engine_mismatch=args.ignore_engine_mismatch, kernel=args.kernel,
@@ -321,6 +680,10 @@ def do_info(args) -> None:
     print(f"archive       {args.input}: {info.archive_len} bytes, format v{info.version}, "
           f"mode {h.get('mode')}")
     print(f"original      {f.original_len} bytes, sha256 {f.sha256.hex()}")
+    if isinstance(h.get("tree"), dict):
+        t = h["tree"]
+        print(f"folder        {t.get('files')} files, {t.get('entries')} entries, index "
+              f"{t.get('index_len')} bytes (`llmzip list` lists them)")
     print(f"bits/byte     {bpb:.4f}" if bpb is not None else "bits/byte     -")
     if isinstance(m, dict):
         print(f"model         {m.get('name')} ({m.get('file')}, {m.get('params', 0):,} "
@@ -381,9 +744,18 @@ def do_models(args) -> None:
               f"({r['quantisation']}), license {r['license']}, {r['where']}: {r['path']}")
 
 
+def _check_cluster_args(args) -> None:
+    if getattr(args, "workers", None) is not None:
+        if not getattr(args, "cluster", None):
+            raise UsageError("--workers goes with --cluster auto|HOST:PORT")
+        if args.workers < 1:
+            raise UsageError("--workers must be at least 1")
+
+
 def _run(argv: list[str]) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         args = build_parser().parse_args(argv)
+        _check_cluster_args(args)
         if args.cmd == "compress":
             out = "-" if args.stdout else args.output
             do_compress(args, args.input, out)
@@ -392,6 +764,8 @@ def _run(argv: list[str]) -> int:
             do_decompress(args, args.input, out, args.test)
         elif args.cmd == "info":
             do_info(args)
+        elif args.cmd == "list":
+            do_list(args)
         elif args.cmd == "bench":
             from .tools.bench import run_cli
             run_cli(args)
@@ -408,6 +782,7 @@ def _run(argv: list[str]) -> int:
             run_scale(args)
         return 0
     args = build_short_parser().parse_args(argv)
+    _check_cluster_args(args)
     if args.output and len(args.files) > 1:
         raise UsageError("-o takes a single input file")
     status = 0

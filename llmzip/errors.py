@@ -7,8 +7,21 @@ archive) and every other ``LlmzipError`` to exit code 1.
 from __future__ import annotations
 
 
+def _rebuild(cls, args, state):
+    e = cls.__new__(cls)
+    Exception.__init__(e, *args)
+    e.__dict__.update(state)
+    return e
+
+
 class LlmzipError(Exception):
     """Base class of every error llmzip raises deliberately."""
+
+    def __reduce__(self):
+        # subclasses take their own arguments (ChecksumError(what, expected, actual)):
+        # rebuild from the message and the fields, so the errors pickle (a Ray worker's
+        # error reaches the driver as itself)
+        return (_rebuild, (type(self), self.args, self.__dict__))
 
 
 class ModelError(LlmzipError):
@@ -106,3 +119,9 @@ class KernelUnavailableError(LlmzipError):
 
 class UsageError(LlmzipError):
     """Bad command-line or API usage (exit code 1)."""
+
+
+class ClusterError(LlmzipError):
+    """The work layer cannot run on the cluster asked for: Ray is not installed, the
+    cluster cannot be reached, or its workers would not compute the same integers
+    (exit code 1; nothing is written)."""

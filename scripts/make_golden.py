@@ -57,6 +57,8 @@ def main() -> None:
         manifest["good"][name] = {"methods": sorted({c.method_name for c in
                                                      ct.scan(blob).chunks})}
 
+    trees(model, manifest)
+
     blob = open(os.path.join(OUT, "text.llmz"), "rb").read()
     info = ct.scan(blob)
     first = info.chunks[0]
@@ -107,6 +109,56 @@ def main() -> None:
         json.dump(manifest, f, indent=1, sort_keys=True)
     print(f"wrote {len(good)} good and {len(bad)} bad archives to {os.path.abspath(OUT)}; "
           f"kept {len(manifest['legacy'])} of earlier versions")
+
+
+def _entry(path, kind, mode, t, **kw):
+    return {"path": path, "type": kind, "mode": mode, "mtime_ns": 1_700_000_000_000_000_000 + t,
+            **kw}
+
+
+def trees(model, manifest) -> None:
+    """Directory archives (format version 6): a good one (files, folders, links, modes,
+    mtimes, an empty file and folder) whose expected listing and file hashes go in the
+    manifest, and hostile ones that must be refused before anything is written. Made
+    from fixed entries (codec.tree.TreeJob(entries=, contents=)), so they are the same on
+    every run and the hostile ones exist at all (walk() refuses to write them)."""
+    import hashlib
+    from llmzip.codec.tree import TreeJob
+    contents = {"README": TEXT[:300], "data/mixed.bin": MIXED[:3000], "data/text.txt": TEXT,
+                "data/empty": b"", "run.sh": b"#!/bin/sh\necho llmzip\n"}
+    entries = [
+        _entry("README", "file", 0o644, 1, size=300),
+        _entry("data", "dir", 0o755, 2),
+        _entry("data/empty", "file", 0o600, 3, size=0),
+        _entry("data/mixed.bin", "file", 0o640, 4, size=3000),
+        _entry("data/text.txt", "file", 0o644, 5, size=len(TEXT)),
+        _entry("data/up", "link", 0o777, 6, target="../README"),
+        _entry("empty-dir", "dir", 0o700, 7),
+        _entry("latest", "link", 0o777, 8, target="data/text.txt"),
+        _entry("run.sh", "file", 0o755, 9, size=len(contents["run.sh"])),
+    ]
+    comp = llmzip.Compressor(model, batch=3, seg_len=96, fallback=False)
+    blob = comp.compress_tree("", job=TreeJob("", entries=entries, contents=contents))
+    open(os.path.join(OUT, "tree.llmz"), "wb").write(blob)
+    manifest["trees"] = {"tree": {
+        "entries": entries,
+        "sha256": {k: hashlib.sha256(v).hexdigest() for k, v in contents.items()},
+        "methods": sorted({c.method_name for c in ct.scan(blob).chunks})}}
+    hostile = {
+        "traversal": [_entry("../escaped", "file", 0o644, 0, size=1)],
+        "absolute": [_entry("/tmp/llmzip-golden-escaped", "file", 0o644, 0, size=1)],
+        "link_out": [_entry("out", "link", 0o777, 0, target="../../etc")],
+        "through_link": [_entry("d", "dir", 0o755, 0),
+                         _entry("l", "link", 0o777, 0, target="d"),
+                         _entry("l/x", "file", 0o644, 0, size=1)],
+    }
+    manifest["bad_trees"] = {}
+    for name, ents in hostile.items():
+        job = TreeJob("", entries=ents, contents={e["path"]: b"!" for e in ents
+                                                  if e["type"] == "file"})
+        open(os.path.join(OUT, f"bad_tree_{name}.llmz"), "wb").write(
+            comp.compress_tree("", job=job))
+        manifest["bad_trees"][name] = "FormatError"
 
 
 REAL_SAMPLE = 1500        # bytes of alice29.txt in each real-model golden archive

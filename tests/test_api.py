@@ -59,14 +59,18 @@ def test_compress_keeps_whole_input_classical_when_smaller_than_model_chunks(tin
     # them over the whole input.
     data = corpus_bytes("alice29.txt", 3000) * 4
     c = llmzip.Compressor(tiny_model, batch=4, seg_len=200)
-    model_chunks = c._model_chunks
+    code_task = c.code_task
 
-    def model_wins_each_chunk(span, progress):
+    def model_wins_each_chunk(task, progress=None):
+        if task[0] != "model":
+            return code_task(task, progress)
         c.fallback = False
-        yield from model_chunks(span, progress)
-        c.fallback = True
+        try:
+            return code_task(task, progress)
+        finally:
+            c.fallback = True
 
-    c._model_chunks = model_wins_each_chunk
+    c.code_task = model_wins_each_chunk
     blob = c.compress(data)
     method, _ = best_classical(data)
     assert c.stats.whole_classical and c.stats.chunks == {ct.METHOD_NAMES[method]: 1}

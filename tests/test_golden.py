@@ -84,3 +84,36 @@ def test_real_model_golden_decodes_here(name):
     blob = open(os.path.join(REAL, f"{name}.llmz"), "rb").read()
     assert ct.scan(blob).header["engine"]["kind"] == "exact"
     assert llmzip.decompress(blob) == corpus_bytes("alice29.txt", 1500)
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST.get("trees", {})))
+def test_golden_directory_archive_extracts(golden_model, name, tmp_path):
+    """A directory archive (format version 6) restores its names, modes, mtimes, links."""
+    import hashlib
+    import stat
+    want = MANIFEST["trees"][name]
+    path = os.path.join(GOLDEN, f"{name}.llmz")
+    assert ct.scan(open(path, "rb").read()).version == 6
+    assert llmzip.list_archive(path) == want["entries"]
+    out = tmp_path / "out"
+    llmzip.extract(path, str(out), model=golden_model)
+    for e in want["entries"]:
+        p = os.path.join(out, *e["path"].split("/"))
+        st = os.lstat(p)
+        assert st.st_mtime_ns == e["mtime_ns"], e["path"]
+        if e["type"] == "link":
+            assert os.readlink(p) == e["target"]
+            continue
+        assert stat.S_IMODE(st.st_mode) == e["mode"], e["path"]
+        if e["type"] == "file":
+            digest = hashlib.sha256(open(p, "rb").read()).hexdigest()
+            assert digest == want["sha256"][e["path"]], e["path"]
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST.get("bad_trees", {})))
+def test_golden_hostile_directory_archive_refused(golden_model, name, tmp_path):
+    path = os.path.join(GOLDEN, f"bad_tree_{name}.llmz")
+    expected = getattr(errors, MANIFEST["bad_trees"][name])
+    with pytest.raises(expected):
+        llmzip.extract(path, str(tmp_path / "out"), model=golden_model)
+    assert os.listdir(tmp_path) == []

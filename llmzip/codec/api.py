@@ -23,6 +23,7 @@ from .tokenizer import tokenizer_for
 
 FORMAT_NAME = "llmzip"
 BINARY_CHUNK = 1 << 22                 # binary spans: classical chunks of 4 MiB
+PLAN_PIECE = 1 << 26                   # text spans are tokenised 64 MiB at a time
 DEFAULT_SEG_LEN = 2048                 # tokens per segment (BOS not counted)
 MAX_SEGMENTS = 4096                    # per model chunk (decoder limit)
 DEFAULT_MEMORY_LIMIT = 8 << 30         # bytes the decoder may allocate for the KV cache
@@ -88,6 +89,14 @@ def _get_varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
         if shift > 63:
             raise FormatError("varint too long in model chunk")
+
+
+def _rfind_newline(data, a: int, b: int) -> int:
+    """The last b"\n" in data[a:b] (its index in data), or -1."""
+    if hasattr(data, "rfind"):
+        return data.rfind(b"\n", a, b)
+    i = bytes(data[a:b]).rfind(b"\n")
+    return a + i if i >= 0 else -1
 
 
 @dataclass
@@ -201,44 +210,43 @@ class Compressor:
         from .. import __version__
         h = {"format": FORMAT_NAME, "llmzip": __version__, "mode": "prior"}
         if uses_model:
-            h.update(model=self.model.describe(), engine=self.engine.profile.to_dict())
+            h.update(model=self.model.describe(), engine=self.engine_profile())
             if self.auto:
                 h["model"]["chosen_by"] = {"auto": {k: round(v, 4) for k, v in
                                                     self.auto_scores.items()}}
         return h
 
+    def engine_profile(self) -> dict:
+        """The engine profile an archive records: for the exact engine with the integer
+        weights' hash (known here even when other processes did the coding)."""
+        prof = self.engine.profile.to_dict()
+        if self.engine.kind == "exact" and not prof.get("weights"):
+            prof["weights"] = self.engine.weights_id
+        return prof
+
     def compress(self, data: bytes, progress=None) -> bytes:
         """Whole archive for `data`. progress(n_bytes) is called as input is consumed."""
         t0 = time.perf_counter()
-        if self.auto:                       # --model auto: the best model on a sample
-            name, scores = choose_auto(data)
-            if name != self.model.name:
-                self.__init__(name, fallback=self.fallback, **self._settings)
-            self.auto, self.auto_scores = True, scores
+        self.prepare(data)
         load0 = self.model.load_seconds
         self.stats = st = Stats(input_bytes=len(data))
         chunks = []                         # (method, chunk bytes); raw bytes not kept
-        spans = list(split_text_binary(data))
-        for start, end, is_text in spans:
-            for method, raw, coded in (self._model_chunks(data[start:end], progress)
-                                       if is_text else
-                                       self._binary_chunks(data[start:end], progress)):
-                chunks.append((method, ct.chunk_bytes(method, raw, coded)))
+        for task in self.plan(data):
+            method, chunk, delta = self.code_task(task, progress)
+            self.add_stats(delta)
+            chunks.append((method, chunk))
         blob = self._archive(data, chunks)
-        if self.fallback and (len(spans) > 1 or any(t for _, _, t in spans)):
+        if self.whole_fallback(data):
             # Text was cut into model-sized chunks, each coded with the model or (where it
             # lost) on its own: zstd and xz over the whole input see repeats further apart
             # than one chunk. A list of 10,000 URLs: 2.02 bits/byte with the model, 1.98
             # with xz chunk by chunk, 1.71 with xz over the file. (An input that is one
             # binary span already got exactly this.)
-            whole = [(m, ct.chunk_bytes(m, raw, coded))
-                     for m, raw, coded in self._binary_chunks(data, None)]
+            whole = [self.code_task(t)[:2] for t in self.plan_whole(data)]
             alt = self._archive(data, whole)
             if len(alt) < len(blob):
                 blob, chunks = alt, whole
-                st.model_bytes = st.model_tokens = 0
-                st.ideal_bits = 0.0
-                st.whole_classical = True
+                self.use_whole_stats()
         for method, _ in chunks:
             name = ct.METHOD_NAMES[method]
             st.chunks[name] = st.chunks.get(name, 0) + 1
@@ -247,31 +255,141 @@ class Compressor:
         st.model_load_seconds = self.model.load_seconds - load0
         return blob
 
+    # The steps of compress(), public so that a work layer (tools/cluster.py) can hand the
+    # chunks to other processes: plan() cuts the input into tasks in archive order (cheap:
+    # text/binary routing and tokenising), code_task() codes one of them (the slow part,
+    # independent of every other task), archive_head()/footer bytes frame the chunks.
+    # compress() is these steps run in one process, so both give the same bytes.
+
+    def prepare(self, data: bytes) -> None:
+        """`--model auto`: choose the model for this input (before plan())."""
+        if self.auto:                       # --model auto: the best model on a sample
+            name, scores = choose_auto(data)
+            if name != self.model.name:
+                self.__init__(name, fallback=self.fallback, **self._settings)
+            self.auto, self.auto_scores = True, scores
+
+    def plan(self, data):
+        """The chunk tasks of `data` in archive order: ("binary", raw bytes) or ("model",
+        token ids, segment lengths, segment table). Every task is coded on its own.
+
+        `data` may be an mmap: a text span is tokenised in pieces of at most PLAN_PIECE
+        bytes (cut after a newline where there is one), so planning holds one piece and
+        its token ids, never the whole input."""
+        for start, end, is_text in split_text_binary(data):
+            if not is_text:
+                for i in range(start, end, BINARY_CHUNK):
+                    yield ("binary", bytes(data[i:min(i + BINARY_CHUNK, end)]))
+                continue
+            a = start
+            while a < end:
+                b = min(end, a + PLAN_PIECE)
+                if b < end:
+                    nl = _rfind_newline(data, a, b)
+                    if nl > a:
+                        b = nl + 1
+                yield from self._plan_model(bytes(data[a:b]))
+                a = b
+
+    def whole_fallback(self, data) -> bool:
+        """Whether compress() also tries classical chunks over the whole input."""
+        if not self.fallback:
+            return False
+        spans = split_text_binary(data)
+        return len(spans) > 1 or any(t for _, _, t in spans)
+
+    def plan_whole(self, data):
+        """The tasks of the whole-input classical alternative (see compress())."""
+        yield from self._plan_binary(data)
+
+    def use_whole_stats(self) -> None:
+        st = self.stats
+        st.model_bytes = st.model_tokens = 0
+        st.ideal_bits = 0.0
+        st.whole_classical = True
+
+    def add_stats(self, delta: dict) -> None:
+        st = self.stats
+        st.model_bytes += delta.get("model_bytes", 0)
+        st.model_tokens += delta.get("model_tokens", 0)
+        st.ideal_bits += delta.get("ideal_bits", 0.0)
+
+    def archive_head(self, methods, tree: dict | None = None) -> bytes:
+        """The header of an archive with chunks of these methods (of a directory archive:
+        with its `tree` description)."""
+        methods = set(methods)
+        header = self.header(ct.METHOD_MODEL in methods)
+        if tree is not None:
+            header["tree"] = tree
+        return ct.header_bytes(header, ct.version_for(methods, self.engine.kind == "exact",
+                                                      tree is not None))
+
+    def compress_tree(self, root: str, progress=None, job=None) -> bytes:
+        """Archive of the directory tree at `root` (format version 6, codec/tree.py): a
+        file index, then each file's chunks; every file decodes on its own."""
+        from .tree import TreeJob
+        t0 = time.perf_counter()
+        job = job or TreeJob(root)
+        self.stats = st = Stats(input_bytes=job.original_len)
+        chunks = []
+        for task in job.plan(self):
+            method, chunk, delta = self.code_task(task, progress)
+            self.add_stats(delta)
+            chunks.append((method, chunk))
+        blob = b"".join([self.archive_head((m for m, _ in chunks), job.header()),
+                         *(c for _, c in chunks),
+                         ct.footer_bytes(len(chunks), job.original_len, job.sha256())])
+        for method, _ in chunks:
+            name = ct.METHOD_NAMES[method]
+            st.chunks[name] = st.chunks.get(name, 0) + 1
+        st.output_bytes = len(blob)
+        st.seconds = time.perf_counter() - t0
+        return blob
+
     def _archive(self, data: bytes, chunks: list) -> bytes:
         """Header, the (method, chunk bytes) chunks, footer."""
-        methods = {m for m, _ in chunks}
-        head = ct.header_bytes(self.header(ct.METHOD_MODEL in methods),
-                               ct.version_for(methods, self.engine.kind == "exact"))
-        return b"".join([head, *(c for _, c in chunks),
+        return b"".join([self.archive_head(m for m, _ in chunks), *(c for _, c in chunks),
                          ct.footer_bytes(len(chunks), len(data), ct.sha256(data))])
 
-    def _binary_chunks(self, span: bytes, progress):
-        for i in range(0, len(span), BINARY_CHUNK):
-            raw = span[i:i + BINARY_CHUNK]
-            yield self._best_classical(raw)
-            if progress:
-                progress(len(raw))
+    def plan_classical(self, data):
+        """Tasks that code `data` with classical methods only (no model)."""
+        yield from self._plan_binary(data)
 
     @staticmethod
-    def _best_classical(raw: bytes):
-        method, coded = best_classical(raw)
-        return method, raw, coded
+    def _plan_binary(span):
+        for i in range(0, len(span), BINARY_CHUNK):
+            yield ("binary", bytes(span[i:i + BINARY_CHUNK]))
 
-    def _model_chunks(self, span: bytes, progress):
+    def code_task(self, task, progress=None) -> tuple[int, bytes, dict]:
+        """(method, chunk record + coded bytes, stats delta) of one task of plan()."""
+        if task[0] == "binary":
+            raw = task[1]
+            method, coded = best_classical(raw)
+            if progress:
+                progress(len(raw))
+            return method, ct.chunk_bytes(method, raw, coded), {}
+        _, chunk_ids, seg_lens, table = task
+        tok = self.tokenizer
+        raw = tok.decode(chunk_ids)
+        segments, p = [], 0
+        for L in seg_lens:
+            segments.append(chunk_ids[p:p + L])
+            p += L
+        step_progress = (lambda tokens: progress(len(tok.decode(tokens)))) if progress \
+            else None
+        words, bits = encode_segments(self.engine, segments, step_progress)
+        coded = bytes(table) + words
+        best = best_classical(raw) if self.fallback else None
+        if best is None or len(coded) < len(best[1]):
+            return ct.METHOD_MODEL, ct.chunk_bytes(ct.METHOD_MODEL, raw, coded), dict(
+                model_bytes=len(raw), model_tokens=len(chunk_ids), ideal_bits=bits)
+        return best[0], ct.chunk_bytes(best[0], raw, best[1]), {}
+
+    def _plan_model(self, span):
         tok = self.tokenizer
         ids = tok.encode(span)
         if tok.decode(ids) != span:          # never trust a tokenizer blindly
-            yield from self._binary_chunks(span, progress)
+            yield from self._plan_binary(span)
             return
         pos = 0
         while pos < len(ids):
@@ -286,24 +404,7 @@ class Compressor:
                 _put_varint(table, v)
             seg_lens[-1] += adjust
             n += adjust
-            chunk_ids = ids[pos:pos + n]
-            raw = tok.decode(chunk_ids)
-            segments, p = [], 0
-            for L in seg_lens:
-                segments.append(chunk_ids[p:p + L])
-                p += L
-            step_progress = (lambda tokens: progress(len(tok.decode(tokens)))) if progress \
-                else None
-            words, bits = encode_segments(self.engine, segments, step_progress)
-            coded = bytes(table) + words
-            best = self._best_classical(raw) if self.fallback else None
-            if best is None or len(coded) < len(best[2]):
-                self.stats.model_bytes += len(raw)
-                self.stats.model_tokens += n
-                self.stats.ideal_bits += bits
-                yield ct.METHOD_MODEL, raw, coded
-            else:
-                yield best
+            yield ("model", ids[pos:pos + n], seg_lens, bytes(table))
             pos += n
 
 
@@ -324,6 +425,7 @@ class Decompressor:
         self.engine = None                  # set once an archive needs a model
         self.memory_limit = memory_limit
         self.allow_engine_mismatch = allow_engine_mismatch
+        self.chunks_decoded = 0             # chunks the last call decoded (random access)
 
     def _model_for(self, header: dict) -> LoadedModel:
         need = header.get("model") or {}
@@ -415,6 +517,7 @@ class Decompressor:
         if header.get("mode") == "online":
             raise FormatError("online archives decode one-shot only (llmzip.decompress)")
         _check_mode(header)
+        _refuse_tree(header)
         cache: dict = {}
         h = hashlib.sha256()
         n_chunks = total = 0
@@ -435,9 +538,77 @@ class Decompressor:
             raise ChecksumError("whole content (SHA-256)", footer.sha256.hex(), h.hexdigest())
         r.check_end()
 
+    def open_index(self, f) -> ct.ArchiveInfo:
+        """Header, chunk index and footer of an archive (bytes, or a seekable binary file
+        object positioned at its start), without decoding anything: each chunk's original
+        offset and length and where its coded bytes lie (ChunkInfo.orig_offset, raw_len,
+        offset). Refuses archives that cannot be decoded by parts (online mode)."""
+        if isinstance(f, (bytes, bytearray, memoryview)):
+            info = ct.scan(f)
+        else:
+            start = f.tell()
+            info = ct.scan(f, ct.file_length(f))
+            f.seek(start)
+            for c in info.chunks:               # offsets relative to the file, not to start
+                c.offset += start
+        if info.header.get("mode") == "online":
+            raise UsageError("online archives decode whole only: each byte's model depends "
+                             "on every byte before it (use llmzip.decompress)")
+        _check_mode(info.header)
+        return info
+
+    def decompress_chunk(self, info: ct.ArchiveInfo, c: ct.ChunkInfo, coded: bytes,
+                         progress=None) -> bytes:
+        """One chunk's original bytes from its coded bytes, every CRC checked."""
+        actual = ct.crc32(coded)
+        if len(coded) != c.coded_len or actual != c.coded_crc:
+            raise ChecksumError("chunk data", f"{c.coded_crc:08x}", f"{actual:08x}")
+        held = getattr(self, "_held", None)     # one engine per archive, kept while reused
+        if held is None or held[0] is not info:
+            held = self._held = (info, {})
+        engine = self._engine_lazy(info.header, held[1]) if c.method == ct.METHOD_MODEL \
+            else None
+        raw = _checked(c, decode_chunk(c, coded, engine, progress))
+        self.chunks_decoded += 1
+        return raw
+
+    def decompress_range(self, f, start: int, length: int, progress=None,
+                         info: ct.ArchiveInfo | None = None) -> bytes:
+        """Original bytes start .. start+length-1 of an archive (bytes, or a seekable binary
+        file object at the archive's start), decoding only the chunks that hold them.
+
+        Every record CRC is checked (by the index scan) and every decoded chunk's coded
+        and content CRCs; the whole-content SHA-256 needs the whole output, so it is not.
+        A range past the end is cut at the end, as reading a file would. `info`: the
+        archive's open_index(f), if already read.
+        """
+        if start < 0 or length < 0:
+            raise UsageError(f"range start and length must be >= 0, not {start}:{length}")
+        if info is None:
+            info = self.open_index(f)
+        self.chunks_decoded = 0
+        total = info.footer.original_len
+        if start > total:
+            raise UsageError(f"range starts at byte {start}, past the end of the original "
+                             f"({total} bytes)")
+        length = min(length, total - start)
+        out = []
+        for c in ct.chunks_for_range(info, start, length):
+            if isinstance(f, (bytes, bytearray, memoryview)):
+                coded = bytes(f[c.offset:c.offset + c.coded_len])
+            else:
+                f.seek(c.offset)
+                coded = f.read(c.coded_len)
+            raw = self.decompress_chunk(info, c, coded, progress)
+            lo = max(start - c.orig_offset, 0)
+            hi = min(start + length - c.orig_offset, c.raw_len)
+            out.append(raw[lo:hi])
+        return b"".join(out)
+
     def decompress(self, blob: bytes, progress=None) -> bytes:
         info = ct.scan(blob)                        # validates structure, no decoding yet
         header = info.header
+        _refuse_tree(header)
         if header.get("mode") == "online" and header.get("format") == FORMAT_NAME:
             from .online import decompress_online
             return decompress_online(blob, threads=self.threads, progress=progress,
@@ -454,15 +625,24 @@ class Decompressor:
         if any(c.method == ct.METHOD_MODEL for c in info.chunks):
             self._engine_lazy(header, cache)       # model problems before any decoding
         out = []
+        self.chunks_decoded = 0
         for c, coded in zip(info.chunks, coded_chunks):
             engine = cache.get("engine")
             out.append(_checked(c, decode_chunk(c, coded, engine, progress)))
+            self.chunks_decoded += 1
         data = b"".join(out)
         digest = ct.sha256(data)
         if digest != info.footer.sha256:
             raise ChecksumError("whole content (SHA-256)", info.footer.sha256.hex(),
                                 digest.hex())
         return data
+
+
+def _refuse_tree(header: dict) -> None:
+    if "tree" in header:
+        raise UsageError("this is a directory archive: restore it with `llmzip decompress` "
+                         "or llmzip.extract(archive, folder); one file with --file NAME or "
+                         "llmzip.extract_file")
 
 
 def _check_mode(header: dict) -> None:
@@ -513,3 +693,15 @@ def compress(data: bytes, model: str | LoadedModel | None = None, **kw) -> bytes
 def decompress(blob: bytes, model: str | LoadedModel | None = None, **kw) -> bytes:
     """One-shot: the original bytes of an archive; raises an ArchiveError on any problem."""
     return Decompressor(model, **kw).decompress(bytes(blob))
+
+
+def decompress_range(archive, start: int, length: int,
+                     model: str | LoadedModel | None = None, **kw) -> bytes:
+    """Original bytes start .. start+length-1 of an archive (bytes, a path or a seekable
+    binary file object), decoding only the chunks that hold them (see
+    Decompressor.decompress_range)."""
+    dec = Decompressor(model, **kw)
+    if isinstance(archive, (str, os.PathLike)):
+        with open(archive, "rb") as f:
+            return dec.decompress_range(f, start, length)
+    return dec.decompress_range(archive, start, length)

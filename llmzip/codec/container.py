@@ -26,10 +26,11 @@ from ..errors import (ChecksumError, FormatError, LimitError, TruncatedError,
 
 MAGIC = b"\x89LLMZ\r\n\x1a"          # 0x89 first: not ASCII, not valid UTF-8 (like PNG)
 END_MAGIC = b"LMZ\x00"
-VERSION = 5                           # the newest this llmzip writes (see version_for)
-READ_VERSIONS = (1, 2, 3, 4, 5)       # what it reads: 1 differs only in the header body;
+VERSION = 6                           # the newest this llmzip writes (see version_for)
+READ_VERSIONS = (1, 2, 3, 4, 5, 6)    # what it reads: 1 differs only in the header body;
                                       # 3 adds engine.attention (2 and 1 mean torch-f32);
-                                      # 4 adds the xz chunk method; 5 the exact engine
+                                      # 4 adds the xz chunk method; 5 the exact engine;
+                                      # 6 directory archives (header key "tree")
 
 METHOD_STORED, METHOD_ZSTD, METHOD_MODEL, METHOD_ONLINE, METHOD_XZ = 0, 1, 2, 3, 4
 METHOD_END = 0xFF
@@ -38,13 +39,13 @@ METHOD_NAMES = {METHOD_STORED: "stored", METHOD_ZSTD: "zstd", METHOD_MODEL: "mod
 METHOD_SINCE = {METHOD_XZ: 4}         # methods newer than version 1: the first version
 
 
-def version_for(methods, exact: bool = False) -> int:
+def version_for(methods, exact: bool = False, tree: bool = False) -> int:
     """The version an archive with these chunk methods is written as: the oldest that can
     express them (3, or 4 when an xz chunk is present, or 5 when model chunks come from the
-    exact engine), so an archive that needs nothing new still opens in an older llmzip,
+    exact engine, or 6 for a directory archive), so an archive that needs nothing new still opens in an older llmzip,
     and one that does is refused by it cleanly (UnsupportedVersionError) instead of being
     decoded with the wrong engine."""
-    return max([5 if exact and METHOD_MODEL in methods else 3]
+    return max([6 if tree else 5 if exact and METHOD_MODEL in methods else 3]
                + [METHOD_SINCE.get(m, 0) for m in methods])
 
 MAX_HEADER_BODY = 1 << 16             # 64 KiB of header JSON (compressed and inflated)
@@ -110,7 +111,7 @@ HEADER_DICT_V5_SHA256 = "62e5926137b64a915610c7aefc7f23e0b3126f33eeead1e2ed665c8
 
 
 def _header_dict(version: int) -> bytes:
-    if version >= 5:
+    if version >= 5:                  # version 6 adds no dictionary of its own
         return HEADER_DICT_V5
     return HEADER_DICT_V3 if version >= 3 else HEADER_DICT if version == 2 else b""
 
@@ -118,6 +119,7 @@ def _header_dict(version: int) -> bytes:
 _HEAD = struct.Struct("<8sHHI")
 _CHUNK = struct.Struct("<BIIII")      # method raw_len coded_len raw_crc coded_crc
 _FOOT_BODY = struct.Struct("<IQ32s")  # n_chunks original_len sha256
+RECORD_LEN = _CHUNK.size + 4          # 21 bytes: record fields and their CRC
 
 
 def crc32(data: bytes) -> int:
@@ -132,6 +134,12 @@ class ChunkInfo:
     raw_crc: int
     coded_crc: int
     offset: int = 0          # where the coded bytes start in the archive
+    orig_offset: int = 0     # where the chunk's bytes start in the original (set by scan)
+
+    @property
+    def record_offset(self) -> int:
+        """Where the chunk's record starts in the archive."""
+        return self.offset - RECORD_LEN
 
     @property
     def method_name(self) -> str:
@@ -314,16 +322,43 @@ def scan(data_or_file, total_len: int | None = None) -> ArchiveInfo:
     r = ArchiveReader(data_or_file, total_len)
     info = ArchiveInfo(header=r.read_header(), version=r.version)
     info.header_len = r.pos
+    orig = 0
     while (c := r.next_chunk()) is not None:
         if len(info.chunks) >= MAX_CHUNKS:
             raise LimitError("chunk count", len(info.chunks) + 1, MAX_CHUNKS)
         r.skip_coded(c)
+        c.orig_offset = orig
+        orig += c.raw_len
         info.chunks.append(c)
     info.footer = r.read_footer()
     check_footer_against_chunks(info.footer, info.chunks)
     r.check_end()
     info.archive_len = r.pos
     return info
+
+
+def file_length(f) -> int | None:
+    """Bytes in a seekable file object from its current position to its end (else None)."""
+    try:
+        if not f.seekable():
+            return None
+        here = f.tell()
+        end = f.seek(0, io.SEEK_END)
+        f.seek(here)
+        return end - here
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def chunks_for_range(info: ArchiveInfo, start: int, length: int) -> list:
+    """The chunks (ChunkInfo, in order) that hold original bytes start .. start+length-1:
+    the random-access index is the chunk records themselves (docs/format.md, 'Random
+    access'), found by scan() with one seek per chunk."""
+    if length <= 0:
+        return []
+    end = start + length
+    return [c for c in info.chunks
+            if c.raw_len and c.orig_offset < end and c.orig_offset + c.raw_len > start]
 
 
 def check_footer_against_chunks(footer: Footer, chunks: list) -> None:

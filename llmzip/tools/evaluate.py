@@ -73,10 +73,9 @@ def summarize(results: list[EvalResult]) -> dict:
 
 
 def run_cli(args) -> int:
-    """`llmzip eval --model M [--model M2 ...] FILES`: a table, a summary, JSONL rows."""
-    import json
+    """`llmzip eval --model M [--model M2 ...] FILES`: a table, a summary, JSONL rows.
+    With --cluster, one file per task on Ray workers (tools/cluster.py)."""
     import os
-    import sys
 
     from ..codec.api import default_threads
     from ..engine.models.registry import load_model
@@ -88,26 +87,66 @@ def run_cli(args) -> int:
         else:
             files.append(p)
     results = []
-    for spec in args.model or [None]:
-        model = load_model(spec)
-        tokenizer_for(model)                # built here, outside the timed evaluate()
+    cluster = None
+    if getattr(args, "cluster", None):
+        from .cluster import Cluster
+        cluster = Cluster(args.cluster, args.workers)
+
+    def local(model):
         for path in files:
             with open(path, "rb") as f:
                 data = f.read()
-            r = evaluate(model, data, args.context, args.dtype,
-                         args.threads or default_threads(), args.stride,
-                         os.path.basename(path))
-            results.append(r)
-            print(f"{r.model:16s} {r.file:24s} {r.bytes:9d} B {r.tokens:8d} tok "
-                  f"{r.bits_per_token:7.3f} bits/tok {r.bits_per_byte:7.4f} bits/byte "
-                  f"({r.seconds:.0f} s)", flush=True)
-            if args.json:
-                with open(args.json, "a") as f:
-                    f.write(json.dumps(r.to_dict()) + "\n")
+            yield evaluate(model, data, args.context, args.dtype,
+                           args.threads or default_threads(), args.stride,
+                           os.path.basename(path))
+
+    def on_cluster(model, spec):
+        """One file per task on the cluster's workers (each loads the model once and
+        scores on one thread); results in file order."""
+        from .cluster import Pool
+
+        def tasks():
+            for path in files:
+                with open(path, "rb") as f:
+                    yield (f.read(), os.path.basename(path), args.context, args.dtype,
+                           args.stride)
+        pool = Pool(cluster, "eval", spec if spec is not None else model.path, {},
+                    expect={"fingerprint": model.fingerprint, "profile": None},
+                    n=args.workers)
+        try:
+            yield from pool.map(tasks())
+        finally:
+            pool.close()
+
+    try:
+        for spec in args.model or [None]:
+            model = load_model(spec)
+            tokenizer_for(model)            # built here, outside the timed evaluate()
+            for r in (on_cluster(model, spec) if cluster else local(model)):
+                results.append(r)
+                _print_row(r, args)
+    finally:
+        if cluster is not None:
+            cluster.close()
+    _print_summary(results, args)
+    return 0
+
+
+def _print_row(r, args) -> None:
+    import json
+    print(f"{r.model:16s} {r.file:24s} {r.bytes:9d} B {r.tokens:8d} tok "
+          f"{r.bits_per_token:7.3f} bits/tok {r.bits_per_byte:7.4f} bits/byte "
+          f"({r.seconds:.0f} s)", flush=True)
+    if args.json:
+        with open(args.json, "a") as f:
+            f.write(json.dumps(r.to_dict()) + "\n")
+
+
+def _print_summary(results, args) -> None:
+    import sys
     print(f"\ncontext {args.context} tokens after a BOS, "
           + (f"sliding windows with stride {args.stride}" if args.stride
              else "independent chunks (as compress segments them)"), file=sys.stdout)
     for m, s in summarize(results).items():
         print(f"{m:16s} overall {s['bits_per_byte']:.4f} bits/byte over {s['files']} files; "
               f"mean of files {s['mean_file_bpb']:.4f} ± {s['ci95']:.4f} (95% CI)")
-    return 0
