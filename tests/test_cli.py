@@ -168,7 +168,7 @@ def test_attention_option_recorded_and_shown(tiny_gguf, text_file, capsys, atten
 
 
 def test_attention_choices_match_engine():
-    """cli.py writes the names out (so the CLI starts without torch); they must be the
+    """llmzip/cli/parser.py writes the names out (so the CLI starts without torch); they must be the
     engine's."""
     import argparse
     from llmzip.cli import _common
