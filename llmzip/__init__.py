@@ -6,15 +6,6 @@ The heavy parts (torch, the model code) load on first use, so `llmzip --help` an
 
 __version__ = "0.2.0"
 
-import os as _os
-
-# The exact engine's C kernels run on torch's OpenMP runtime beside their own thread pool;
-# OpenMP threads that spin after a parallel region took the CPUs from the matrix product
-# (prefill 0.88 -> 0.68 ms a token on 2 vCPUs with this). The runtime reads it once, when
-# it loads: it takes effect when llmzip is imported before torch (the CLI always is), and
-# an OMP_WAIT_POLICY set by the user wins. Results never depend on it.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from .errors import (ArchiveError, ChecksumError, EngineMismatchError,  # noqa: E402
                      FormatError, KernelUnavailableError, LimitError, LlmzipError,
                      ModelError, ModelMismatchError, TruncatedError, UnsupportedModelError,
