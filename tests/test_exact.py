@@ -151,9 +151,14 @@ def test_every_path_equals_the_reference(model, oracle, kernel):
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_threads_do_not_matter(model, oracle, threads):
+def test_threads_do_not_matter(model, oracle, threads, monkeypatch):
+    """Every kernel split over threads (the size limits below which calls run on one
+    thread are lifted: the tiny model's calls are all small)."""
+    monkeypatch.setattr(kernels, "GEMM_PAR_MACS", 0)
+    monkeypatch.setattr(kernels, "ROWS_PAR_ITEMS", 0)
     segs, want = oracle
     assert _same(_prefill(ExactEngine(model, threads=threads), segs), want)
+    assert _same(_steps(ExactEngine(model, threads=threads), segs), want)
 
 
 @pytest.mark.parametrize("batch", [1, 2, 7, 64])
