@@ -8,7 +8,7 @@ import time
 
 from ..errors import UsageError
 from ..progress import Progress
-from .common import SUFFIX, _read_input, _say, _write_output
+from .common import SUFFIX, _read_input, _say, _write_output, decompressed_name
 from .corpus import (_peek_header, do_compress_cluster, do_compress_tree, do_decompress_cluster,
                      do_decompress_range, do_extract_tree)
 
@@ -94,12 +94,7 @@ def do_decompress(args, path: str, out: str | None, test: bool) -> None:
         _say(args, f"{path}: OK ({len(data)} bytes)")
         return
     if out is None:
-        if path == "-" or args.stdout:
-            out = "-"
-        elif path.endswith(SUFFIX):
-            out = path[:-len(SUFFIX)]
-        else:
-            raise UsageError(f"{path}: unknown suffix (expected {SUFFIX}); use -o or -c")
+        out = decompressed_name(args, path)
     _write_output(out, data, args, path, binary=False)
     _say(args, f"{path}: {len(blob)} -> {len(data)} bytes in {dt:.1f} s "
                f"({len(data) / dt if dt else 0:,.0f} B/s)")

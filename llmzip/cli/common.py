@@ -97,3 +97,12 @@ def _map_input(path: str, stack):
         return stack.enter_context(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
+
+
+def decompressed_name(args, path: str) -> str:
+    """Where `llmzip -d PATH` writes without -o: stdout for '-' or -c, else PATH less .llmz."""
+    if path == "-" or args.stdout:
+        return "-"
+    if path.endswith(SUFFIX):
+        return path[:-len(SUFFIX)]
+    raise UsageError(f"{path}: unknown suffix (expected {SUFFIX}); use -o or -c")

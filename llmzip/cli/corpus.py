@@ -10,7 +10,8 @@ import time
 
 from ..errors import ArchiveError, UsageError
 from ..progress import Progress
-from .common import SUFFIX, _Sink, _map_input, _say, _target, _write_output
+from .common import (SUFFIX, _map_input, _say, _Sink, _target, _write_output,
+                     decompressed_name)
 from .parser import _size
 
 
@@ -76,12 +77,7 @@ def do_decompress_cluster(args, path: str, out: str | None, test: bool) -> None:
     import io
     from ..tools import cluster as cl
     if out is None and not test:
-        if path == "-" or args.stdout:
-            out = "-"
-        elif path.endswith(SUFFIX):
-            out = path[:-len(SUFFIX)]
-        else:
-            raise UsageError(f"{path}: unknown suffix (expected {SUFFIX}); use -o or -c")
+        out = decompressed_name(args, path)
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         try:

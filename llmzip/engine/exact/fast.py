@@ -120,24 +120,25 @@ class FastModel:
                 y = k.attention(q16, eq, H, K, D, row_b[r0:r1], row_pos[r0:r1], cache, li,
                                 L.window, self.exp32, threads)
                 a, ea = k.quant(y, W["o"].levels, threads)
-                acc = k.gemm(a, W["o"].packed, threads)
-                if self.gemma:
-                    o = k.requant(acc, W["o"], ea, ACT_FRAC, ACT_FRAC, threads)
-                    xs += k.rmsnorm(o, L.post_attn_norm, RES_FRAC, self.q_width, threads)
-                else:
-                    k.requant(acc, W["o"], ea, ACT_FRAC, RES_FRAC, threads, out=xs)
+                self._residual(xs, k.gemm(a, W["o"].packed, threads), W["o"], ea,
+                               L.post_attn_norm if self.gemma else None, threads)
                 a, ea = k.norm_quant(xs, L.ffn_norm, ACT_FRAC, self.q_width,
                                      W["gate_up"].levels, threads)
                 acc = k.gemm(a, W["gate_up"].packed, threads)
                 a, ea = k.glu(acc, W["gate_up"], ea, self.act_t, ACT_FRAC, W["down"].levels,
                               threads)
-                acc = k.gemm(a, W["down"].packed, threads)
-                if self.gemma:
-                    o = k.requant(acc, W["down"], ea, ACT_FRAC, ACT_FRAC, threads)
-                    xs += k.rmsnorm(o, L.post_ffn_norm, RES_FRAC, self.q_width, threads)
-                else:
-                    k.requant(acc, W["down"], ea, ACT_FRAC, RES_FRAC, threads, out=xs)
+                self._residual(xs, k.gemm(a, W["down"].packed, threads), W["down"], ea,
+                               L.post_ffn_norm if self.gemma else None, threads)
         return k.norm_quant(x, m.norm, ACT_FRAC, self.q_width, self.head.levels, threads), M
+
+    def _residual(self, xs, acc, lin, ea, post_norm, threads) -> None:
+        """xs += the layer output acc (Q16), through Gemma's post-norm when there is one."""
+        k = self.k
+        if post_norm is None:
+            k.requant(acc, lin, ea, ACT_FRAC, RES_FRAC, threads, out=xs)
+        else:
+            o = k.requant(acc, lin, ea, ACT_FRAC, ACT_FRAC, threads)
+            xs += k.rmsnorm(o, post_norm, RES_FRAC, self.q_width, threads)
 
     def freqs(self, hidden, threads: int, precision: int, block: int = 64) -> torch.Tensor:
         """Output layer and frequency tables for quantised hidden states, `block` rows at

@@ -55,14 +55,19 @@ EXPORT int llmzip_ex_quant(int M, int K, const int64_t *y, int64_t levels, int16
 /* ---- RMSNorm: x / rms(x) * gain, into Q(out_frac) ------------------------------- */
 /* floor(rsr(x, s) * Q / r): |rsr(x, s)| < 2^20 and Q = isqrt(C << 42) < 2^28 for C < 2^14,
  * so the quotient is below 2^48 and floor_div_inv is exact */
+/* the row's shift to at most 2^20 (P) and r = max(1, isqrt(sum rsr(x, s)^2 << 10)) */
+INLINE int64_t rms_of(const int64_t *x, int C, rsr_t *P) {
+    *P = rsr_parts(pow2_exponent(max_abs(x, C), (1 << 20) - 1));
+    int64_t ss = 0;
+    for (int k = 0; k < C; k++) { int64_t v = RSR(x[k], *P); ss += v * v; }
+    int64_t r = isqrt64(ss << 10);
+    return r < 1 ? 1 : r;
+}
+
 INLINE void rmsnorm_row(const int64_t *x, int C, const int64_t *gain, int out_frac,
                         int64_t Q, int64_t *y) {
-    int s = pow2_exponent(max_abs(x, C), (1 << 20) - 1);
-    rsr_t P = rsr_parts(s), G = rsr_parts(32 - out_frac);
-    int64_t ss = 0;
-    for (int k = 0; k < C; k++) { int64_t v = RSR(x[k], P); ss += v * v; }
-    int64_t r = isqrt64(ss << 10);
-    if (r < 1) r = 1;
+    rsr_t P, G = rsr_parts(32 - out_frac);
+    const int64_t r = rms_of(x, C, &P);
     const double inv = 1.0 / (double)r;
     for (int k = 0; k < C; k++) {
         int64_t t = floor_div_inv(RSR(x[k], P) * Q, r, inv);
@@ -92,12 +97,8 @@ T_AVX2 static void rmsnorm_row_l1(const int64_t *x, int C, const int64_t *gain, 
 
 T_AVX512 static void rmsnorm_row_l2(const int64_t *x, int C, const int64_t *gain, int out_frac,
                                     int64_t Q, int64_t *y) {
-    int s = pow2_exponent(max_abs(x, C), (1 << 20) - 1);
-    rsr_t P = rsr_parts(s), G = rsr_parts(32 - out_frac);
-    int64_t ss = 0;
-    for (int k = 0; k < C; k++) { int64_t v = RSR(x[k], P); ss += v * v; }
-    int64_t r = isqrt64(ss << 10);
-    if (r < 1) r = 1;
+    rsr_t P, G = rsr_parts(32 - out_frac);
+    const int64_t r = rms_of(x, C, &P);
     const double inv = 1.0 / (double)r;
     const __m512i vQ = _mm512_set1_epi64(Q), vr = _mm512_set1_epi64(r);
     const __m512d vinv = _mm512_set1_pd(inv);
