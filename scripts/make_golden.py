@@ -11,7 +11,8 @@ alice29.txt made with the real default models (SmolLM2, Gemma 3) by the exact en
 Archives of earlier format versions live in tests/golden/v<N>/ (made by this script as it
 was at that version; see git history). They are never rewritten: the script lists them
 in the manifest under "legacy", and the tests decode them with today's code. Before
-re-running for a new version, `git mv` the current good archives into tests/golden/v<old>/.
+re-running for a new version, `git mv` the current good archives into tests/golden/v<old>/
+(tree.llmz too: earlier trees are listed under "trees" with their version).
 """
 
 from __future__ import annotations
@@ -47,10 +48,13 @@ def main() -> None:
         "mixed": (MIXED, dict(fallback=False)),
         "binary": (BINARY, {}),
         "empty": (b"", {}),
+        # a window of 64 positions sliding by 16 over segments of 400 tokens (version 7)
+        "slide": (TEXT * 3, dict(fallback=False, window=64, stride=16, seg_len=400)),
     }
     manifest = {"good": {}, "bad": {}}
     for name, (data, kw) in good.items():
-        blob = llmzip.compress(data, model=model, batch=3, seg_len=96, **kw)  # exact engine
+        # the exact engine at the default level (adaptive models on: format version 7)
+        blob = llmzip.compress(data, model=model, **{"batch": 3, "seg_len": 96, **kw})
         assert llmzip.decompress(blob, model=model) == data
         open(os.path.join(OUT, f"{name}.orig"), "wb").write(data)
         open(os.path.join(OUT, f"{name}.llmz"), "wb").write(blob)
@@ -141,9 +145,16 @@ def trees(model, manifest) -> None:
     blob = comp.compress_tree("", job=TreeJob("", entries=entries, contents=contents))
     open(os.path.join(OUT, "tree.llmz"), "wb").write(blob)
     manifest["trees"] = {"tree": {
-        "entries": entries,
+        "entries": entries, "version": ct.scan(blob).version,
         "sha256": {k: hashlib.sha256(v).hexdigest() for k, v in contents.items()},
         "methods": sorted({c.method_name for c in ct.scan(blob).chunks})}}
+    for sub in sorted(d for d in os.listdir(OUT) if d.startswith("v") and d[1:].isdigit()):
+        path = os.path.join(OUT, sub, "tree.llmz")       # the same tree, earlier versions
+        if os.path.exists(path):
+            old = ct.scan(open(path, "rb").read())
+            manifest["trees"][f"{sub}/tree"] = dict(
+                manifest["trees"]["tree"], version=old.version,
+                methods=sorted({c.method_name for c in old.chunks}))
     hostile = {
         "traversal": [_entry("../escaped", "file", 0o644, 0, size=1)],
         "absolute": [_entry("/tmp/llmzip-golden-escaped", "file", 0o644, 0, size=1)],

@@ -71,7 +71,7 @@ def test_compress_with_a_worker_killed_equals_single_process(cluster, tiny_model
     kill = Killer()
     out = io.BytesIO()
     st, ps = compress_to(cluster, text, out, tiny_model, on_result=kill, workers=2,
-                         window=6, **SETTINGS)
+                         in_flight=6, **SETTINGS)
     assert kill.killed is not None
     assert ps.retries >= 1 and ps.replaced == 1
     assert out.getvalue() == single                    # byte for byte
@@ -98,7 +98,7 @@ def test_decompress_on_the_cluster_with_a_worker_killed(cluster, tiny_model, tex
     kill = Killer()
     out = io.BytesIO()
     n, ps = decompress_to(cluster, io.BytesIO(single), out, tiny_model.path, on_result=kill,
-                          workers=2, window=6)
+                          workers=2, in_flight=6)
     assert kill.killed is not None and ps.retries >= 1
     assert n == len(text) and out.getvalue() == text
 

@@ -207,7 +207,7 @@ def test_two_processes(tiny_gguf, tiny_model):
 @pytest.fixture(scope="module")
 def archives(tiny_model):
     return {k: llmzip.compress(DATA, model=tiny_model, kernel=k, batch=4, seg_len=200,
-                               fallback=False)
+                               fallback=False, level=1)
             for k in (["reference"] + PATHS[:1] + PATHS[-1:])}
 
 

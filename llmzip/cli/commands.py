@@ -8,7 +8,8 @@ import time
 
 from ..errors import UsageError
 from ..progress import Progress
-from .common import SUFFIX, _read_input, _say, _write_output, decompressed_name
+from .common import (SUFFIX, _read_input, _say, _write_output, compressor_settings,
+                     decompressed_name)
 from .corpus import (_peek_header, do_compress_cluster, do_compress_tree, do_decompress_cluster,
                      do_decompress_range, do_extract_tree)
 
@@ -38,11 +39,7 @@ def do_compress(args, path: str, out: str | None) -> None:
         if getattr(args, "mode", "prior") == "online":
             blob, st = _compress_online(args, data, bar)
         else:
-            comp = Compressor(args.model, dtype=args.dtype, threads=args.threads,
-                              seg_len=args.seg_len, batch=args.batch,
-                              memory_limit=args.memory_limit,
-                              fallback=not args.no_fallback, attention=args.attention,
-                              engine=args.engine, kernel=args.kernel, device=args.device)
+            comp = Compressor(args.model, **compressor_settings(args))
             blob = comp.compress(data, progress=bar)
             st = comp.stats
     finally:
@@ -146,6 +143,12 @@ def do_info(args) -> None:
               f"weights {e.get('weights')}; decodes on any machine), segments of "
               f"<= {e.get('seg_len')} tokens x {e.get('batch')}, {e.get('precision')}-bit "
               f"tables")
+        if e.get("window"):
+            print(f"window        {e.get('window')} positions sliding by {e.get('stride')} "
+                  f"tokens")
+        if e.get("adapt"):
+            print("adaptive      " + ", ".join(f"{k} (rate {v})" for k, v in
+                                                  sorted(e["adapt"].items())))
     elif isinstance(e, dict):
         print(f"engine        float (llmzip 0.1; decodes where CPU, threads and torch match): "
               f"dtype {e.get('dtype')}, attention "

@@ -29,6 +29,20 @@ COMMANDS = {
 SUBCOMMANDS = tuple(COMMANDS)
 
 
+def compressor_settings(args) -> dict:
+    """Compressor keyword arguments from the command line (model not included)."""
+    adapt = getattr(args, "adapt", None)
+    if adapt is not None:
+        from ..codec.adapt import AdaptConfig
+        adapt = AdaptConfig.parse(adapt).to_dict()
+    return dict(dtype=args.dtype, threads=args.threads, seg_len=args.seg_len,
+                batch=args.batch, memory_limit=args.memory_limit,
+                fallback=not args.no_fallback, attention=args.attention, engine=args.engine,
+                kernel=args.kernel, device=args.device, level=getattr(args, "level", None),
+                window=getattr(args, "window", None), stride=getattr(args, "stride", None),
+                adapt=adapt)
+
+
 def _read_input(path: str) -> bytes:
     if path == "-":
         return sys.stdin.buffer.read()

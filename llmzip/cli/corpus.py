@@ -11,7 +11,7 @@ import time
 from ..errors import ArchiveError, UsageError
 from ..progress import Progress
 from .common import (SUFFIX, _map_input, _say, _Sink, _target, _write_output,
-                     decompressed_name)
+                     compressor_settings, decompressed_name)
 from .parser import _size
 
 
@@ -47,10 +47,7 @@ def do_compress_cluster(args, path: str, out: str | None) -> None:
         try:
             st, ps = cl.compress_to(
                 cluster, data, target, args.model, progress=bar, workers=args.workers,
-                dtype=args.dtype, threads=args.threads, seg_len=args.seg_len,
-                batch=args.batch, memory_limit=args.memory_limit,
-                fallback=not args.no_fallback, attention=args.attention,
-                engine=args.engine, kernel=args.kernel, device=args.device, tree=job)
+                tree=job, **compressor_settings(args))
         finally:
             bar.close()
         if getattr(args, "verify", False):
@@ -125,10 +122,7 @@ def do_compress_tree(args, path: str, out: str | None) -> None:
     from ..codec import tree
     out = _tree_output(args, path, out)
     job = tree.TreeJob(path)
-    comp = Compressor(args.model, dtype=args.dtype, threads=args.threads,
-                      seg_len=args.seg_len, batch=args.batch, memory_limit=args.memory_limit,
-                      fallback=not args.no_fallback, attention=args.attention,
-                      engine=args.engine, kernel=args.kernel, device=args.device)
+    comp = Compressor(args.model, **compressor_settings(args))
     bar = Progress(job.original_len, os.path.basename(path.rstrip("/")), args.quiet)
     try:
         blob = comp.compress_tree(path, progress=bar, job=job)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..codec.levels import describe as describe_levels
 from .common import COMMANDS
 
 
@@ -36,9 +37,21 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "auto: the widest this CPU has; reference: plain torch, slow)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="cpu (cuda is refused until it has been tested; docs/engine.md)")
+    for n in range(1, 10):
+        p.add_argument(f"-{n}", dest="level", action="store_const", const=n,
+                       help=argparse.SUPPRESS)
+    p.add_argument("--level", type=int, choices=range(1, 10), metavar="1..9",
+                   help="-1 (fast) .. -9 (strongest): model, window, segments and adaptive "
+                   "models (default -6; `llmzip --help` lists them)")
     p.add_argument("--batch", type=int, default=64, help="most segments coded in lockstep")
-    p.add_argument("--seg-len", type=int, help="most tokens per segment (default 2048, or "
-                   "the model's context if shorter)")
+    p.add_argument("--seg-len", type=int, help="most tokens per segment (default: the "
+                   "level's; at most the model's context without a sliding window)")
+    p.add_argument("--window", type=int, help="exact engine: positions of the sliding "
+                   "window, BOS included (0: none, each segment one window; default: the "
+                   "level's)")
+    p.add_argument("--stride", type=int, help="exact engine: tokens the window moves by")
+    p.add_argument("--adapt", help="exact engine: adaptive models as NAME=RATE,... "
+                   "(bias, temper, match; 'off' for none; default: the level's)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                    help="float engine: model arithmetic, recorded in the archive (auto: "
                    "bfloat16 where the CPU has native bf16, else float32)")
@@ -159,7 +172,8 @@ def build_short_parser() -> argparse.ArgumentParser:
         description="Lossless compression with a GPT.\n\n"
         "gzip-style: llmzip FILE writes FILE.llmz; -d decompresses, -t tests, -c writes\n"
         "to stdout (options below). Commands (llmzip COMMAND -h for their options):\n\n"
-        f"{commands}")
+        f"{commands}\n\nLevels (compressing; explicit options override them):\n"
+        f"{describe_levels()}")
     p.add_argument("files", nargs="*", default=["-"], metavar="FILE",
                    help="files to compress or, with -d/-t, archives ('-' or none: stdin)")
     p.add_argument("-d", "--decompress", action="store_true", help="decompress")

@@ -17,6 +17,8 @@ from ..errors import (ChecksumError, EngineMismatchError, FormatError, LimitErro
                       ModelError, ModelMismatchError, UsageError)
 from . import container as ct
 from .classical import CLASSICAL_METHODS, best_classical, decode_classical
+from .adapt import AdaptConfig
+from .levels import DEFAULT_LEVEL, level_settings
 from .lockstep import decode_segments, encode_segments
 from .segment import balanced, plan_segments, split_text_binary
 from .tokenizer import tokenizer_for
@@ -26,6 +28,7 @@ BINARY_CHUNK = 1 << 22                 # binary spans: classical chunks of 4 MiB
 PLAN_PIECE = 1 << 26                   # text spans are tokenised 64 MiB at a time
 DEFAULT_SEG_LEN = 2048                 # tokens per segment (BOS not counted)
 MAX_SEGMENTS = 4096                    # per model chunk (decoder limit)
+MAX_SLIDING_SEG = 1 << 20              # tokens per segment with a sliding window
 DEFAULT_MEMORY_LIMIT = 8 << 30         # bytes the decoder may allocate for the KV cache
 MAX_DEFAULT_THREADS = 2                # see default_threads()
 _CHECKED_ENGINE_FIELDS = ("torch", "constriction", "cpu")
@@ -111,6 +114,7 @@ class Stats:
     whole_classical: bool = False       # zstd/xz over the whole input beat the chunks
     seconds: float = 0.0
     model_load_seconds: float = 0.0
+    adapt_seconds: float = 0.0          # of `seconds`, spent in the adaptive models
 
     @property
     def bpb(self) -> float:
@@ -149,14 +153,22 @@ class Compressor:
                  threads: int | None = None, seg_len: int | None = None, batch: int = 64,
                  memory_limit: int = DEFAULT_MEMORY_LIMIT, fallback: bool = True,
                  attention: str = "auto", engine: str = "exact", kernel: str = "auto",
-                 device: str = "cpu"):
+                 device: str = "cpu", level: int | None = None, window: int | None = None,
+                 stride: int | None = None, adapt: dict | None = None):
         """engine="exact" (the default) computes in integers, so its archives decode on any
         machine, with any thread count; "float" is the float engine of llmzip 0.1, whose
         archives decode only where the CPU, threads and torch match (dtype and attention
         apply to it only). kernel forces one of the exact engine's kernel paths (KERNELS).
         threads: None follows the machine's load (exact) or default_threads() (float).
         fallback=False keeps model-coded chunks even where zstd, xz or storing would be
-        smaller (for tests and measurements; archives stay valid either way)."""
+        smaller (for tests and measurements; archives stay valid either way).
+        window, stride: the exact engine's sliding window (positions, BOS included, and
+        the tokens it moves by); segments may then be longer than the model's context.
+        adapt: learning rates of the adaptive models (codec/adapt.py AdaptConfig fields).
+        level (1..9, default levels.DEFAULT_LEVEL) chooses the model, seg_len, window,
+        stride and adapt (codec/levels.py); those given explicitly override it, and a
+        level's window larger than the model's context is fitted to it. The float
+        engine takes only the level's model."""
         check_device(device)
         if engine not in ENGINES:
             raise UsageError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -170,22 +182,44 @@ class Compressor:
         self.auto_scores: dict = {}
         self._settings = dict(dtype=dtype, threads=threads, seg_len=seg_len, batch=batch,
                               memory_limit=memory_limit, attention=attention, engine=engine,
-                              kernel=kernel, device=device)
+                              kernel=kernel, device=device, level=level, window=window,
+                              stride=stride, adapt=adapt)
+        self.level = DEFAULT_LEVEL if level is None else level
+        lv = level_settings(self.level)
         if self.auto:
             model = None                    # placeholder until an input is seen
+        elif model is None:
+            model = lv["model"]
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
         self.tokenizer = tokenizer_for(self.model)
         ctx = self.model.config.context_length
+        if engine != "exact":
+            if window or stride or adapt:
+                raise UsageError("a sliding window and adaptive models need the exact engine")
+            window, stride, adapt = 0, 0, {}
+        if window is None and lv["window"] > ctx - 1:    # fit the level to a short context
+            window, stride = ctx, stride or max(1, ctx // 4)
+        window = lv["window"] if window is None else window
+        stride = (lv["stride"] if window == lv["window"] else 0) if stride is None else stride
+        if engine == "exact" and (window or lv["seg_len"] < ctx):
+            seg_len = seg_len or lv["seg_len"]
+        adapt = AdaptConfig.from_dict(dict(lv["adapt"] if adapt is None else adapt),
+                                      UsageError).to_dict()
+        if not _window_ok(window, stride, ctx):
+            raise UsageError(f"a sliding window has 2..{ctx} positions (this model's "
+                             f"context) and a stride of 1..window-1, not {window}/{stride}")
         seg_len = seg_len or min(DEFAULT_SEG_LEN, ctx - 1)
-        if not 1 <= seg_len <= ctx - 1:
+        if not 1 <= seg_len <= (MAX_SLIDING_SEG if window else ctx - 1):
             raise UsageError(f"segment length must be 1..{ctx - 1} for this model "
-                             f"(its context window, BOS included), not {seg_len}")
+                             f"(its context window, BOS included), or up to "
+                             f"{MAX_SLIDING_SEG} with a sliding window, not {seg_len}")
         if not 1 <= batch <= MAX_SEGMENTS:
             raise UsageError(f"batch must be 1..{MAX_SEGMENTS}, not {batch}")
         if threads is not None and threads < 1:
             raise UsageError("threads must be at least 1")
         if engine == "exact":
-            self.profile = ExactProfile(seg_len=seg_len, batch=batch)
+            self.profile = ExactProfile(seg_len=seg_len, batch=batch, window=window,
+                                        stride=stride, adapt=adapt)
             self.engine = ExactEngine(self.model, self.profile, kernel=kernel, threads=threads,
                                       memory_limit=memory_limit)
             self.stats = Stats()
@@ -313,6 +347,7 @@ class Compressor:
         st.model_bytes += delta.get("model_bytes", 0)
         st.model_tokens += delta.get("model_tokens", 0)
         st.ideal_bits += delta.get("ideal_bits", 0.0)
+        st.adapt_seconds += delta.get("adapt_seconds", 0.0)
 
     def archive_head(self, methods, tree: dict | None = None) -> bytes:
         """The header of an archive with chunks of these methods (of a directory archive:
@@ -321,8 +356,9 @@ class Compressor:
         header = self.header(ct.METHOD_MODEL in methods)
         if tree is not None:
             header["tree"] = tree
-        return ct.header_bytes(header, ct.version_for(methods, self.engine.kind == "exact",
-                                                      tree is not None))
+        exact = self.engine.kind == "exact"
+        return ct.header_bytes(header, ct.version_for(
+            methods, exact, tree is not None, exact and self.engine.profile.extended))
 
     def compress_tree(self, root: str, progress=None, job=None) -> bytes:
         """Archive of the directory tree at `root` (format version 6, codec/tree.py): a
@@ -377,13 +413,15 @@ class Compressor:
             p += L
         step_progress = (lambda tokens: progress(len(tok.decode(tokens)))) if progress \
             else None
-        words, bits = encode_segments(self.engine, segments, step_progress)
+        timing: dict = {}
+        words, bits = encode_segments(self.engine, segments, step_progress, timing)
         coded = bytes(table) + words
         best = best_classical(raw) if self.fallback else None
         if best is None or len(coded) < len(best[1]):
             return ct.METHOD_MODEL, ct.chunk_bytes(ct.METHOD_MODEL, raw, coded), dict(
-                model_bytes=len(raw), model_tokens=len(chunk_ids), ideal_bits=bits)
-        return best[0], ct.chunk_bytes(best[0], raw, best[1]), {}
+                model_bytes=len(raw), model_tokens=len(chunk_ids), ideal_bits=bits,
+                **timing)
+        return best[0], ct.chunk_bytes(best[0], raw, best[1]), timing
 
     def _plan_model(self, span):
         tok = self.tokenizer
@@ -490,8 +528,11 @@ class Decompressor:
                               f"{profile.arith!r}; this llmzip computes version "
                               f"{ARITH_VERSION}: decode it with the llmzip that wrote it")
         if (not isinstance(profile.precision, int) or not 8 < profile.precision <= 24
-                or not isinstance(profile.weights, str) or not profile.weights):
+                or not isinstance(profile.weights, str) or not profile.weights
+                or not _window_ok(profile.window, profile.stride,
+                                  model.config.context_length)):
             raise FormatError(f"bad exact engine profile {eng!r}")
+        AdaptConfig.from_dict(profile.adapt)   # FormatError for unknown models or rates
         engine = ExactEngine(model, profile, kernel=self.kernel, threads=self.threads,
                              memory_limit=self.memory_limit)
         engine.check_weights()              # a model that gives other integers: refuse now
@@ -636,6 +677,14 @@ class Decompressor:
             raise ChecksumError("whole content (SHA-256)", info.footer.sha256.hex(),
                                 digest.hex())
         return data
+
+
+def _window_ok(window, stride, ctx: int) -> bool:
+    """A sliding window the engine can run: none (0, 0), or 2..ctx positions with a stride
+    of 1..window-1 tokens."""
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (window, stride)):
+        return False
+    return (window, stride) == (0, 0) or (2 <= window <= ctx and 1 <= stride < window)
 
 
 def _refuse_tree(header: dict) -> None:

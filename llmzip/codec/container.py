@@ -26,11 +26,13 @@ from ..errors import (ChecksumError, FormatError, LimitError, TruncatedError,
 
 MAGIC = b"\x89LLMZ\r\n\x1a"          # 0x89 first: not ASCII, not valid UTF-8 (like PNG)
 END_MAGIC = b"LMZ\x00"
-VERSION = 6                           # the newest this llmzip writes (see version_for)
-READ_VERSIONS = (1, 2, 3, 4, 5, 6)    # what it reads: 1 differs only in the header body;
+VERSION = 7                           # the newest this llmzip writes (see version_for)
+READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7)  # what it reads: 1 differs only in the header body;
                                       # 3 adds engine.attention (2 and 1 mean torch-f32);
                                       # 4 adds the xz chunk method; 5 the exact engine;
-                                      # 6 directory archives (header key "tree")
+                                      # 6 directory archives (header key "tree"); 7 the
+                                      # exact engine's sliding window and adaptive models
+                                      # (engine.window, .stride, .adapt)
 
 METHOD_STORED, METHOD_ZSTD, METHOD_MODEL, METHOD_ONLINE, METHOD_XZ = 0, 1, 2, 3, 4
 METHOD_END = 0xFF
@@ -39,14 +41,18 @@ METHOD_NAMES = {METHOD_STORED: "stored", METHOD_ZSTD: "zstd", METHOD_MODEL: "mod
 METHOD_SINCE = {METHOD_XZ: 4}         # methods newer than version 1: the first version
 
 
-def version_for(methods, exact: bool = False, tree: bool = False) -> int:
+def version_for(methods, exact: bool = False, tree: bool = False, extended: bool = False
+                ) -> int:
     """The version an archive with these chunk methods is written as: the oldest that can
-    express them (3, or 4 when an xz chunk is present, or 5 when model chunks come from the
-    exact engine, or 6 for a directory archive), so an archive that needs nothing new still opens in an older llmzip,
-    and one that does is refused by it cleanly (UnsupportedVersionError) instead of being
-    decoded with the wrong engine."""
-    return max([6 if tree else 5 if exact and METHOD_MODEL in methods else 3]
-               + [METHOD_SINCE.get(m, 0) for m in methods])
+    express them (3, or 4 when an xz chunk is present, 5 when model chunks come from the
+    exact engine, 6 for a directory archive, 7 when the exact engine slides its window or
+    adapts), so an archive that needs nothing new still opens in an older llmzip, and one
+    that does is refused by it cleanly (UnsupportedVersionError) instead of being decoded
+    with the wrong engine."""
+    model = METHOD_MODEL in methods
+    base = (7 if exact and extended and model else 6 if tree
+            else 5 if exact and model else 3)
+    return max([base] + [METHOD_SINCE.get(m, 0) for m in methods])
 
 MAX_HEADER_BODY = 1 << 16             # 64 KiB of header JSON (compressed and inflated)
 MAX_CHUNK_RAW = 1 << 26               # 64 MiB of original bytes per chunk
@@ -109,8 +115,22 @@ HEADER_DICT_V5 = HEADER_DICT_V3 + (
 )
 HEADER_DICT_V5_SHA256 = "62e5926137b64a915610c7aefc7f23e0b3126f33eeead1e2ed665c875bd1c0ee"
 
+# Version 7: version 5's dictionary followed by a default header of level 6 (SmolLM2 with
+# the sliding window and the adaptive models), so their keys cost almost nothing. Frozen
+# with format version 7 (SHA-256 in docs/format.md, checked by the tests).
+HEADER_DICT_V7 = HEADER_DICT_V5 + (
+    b'{"engine":{"adapt":{"bias":14000,"match":20000,"temper":2000000},"arith":1,"batch":64,'
+    b'"kind":"exact","precision":24,"seg_len":16384,"stride":1024,"weights":"","window":4096'
+    b'},"format":"llmzip","llmzip":"0.3.0","mode":"prior","model":{"arch":"llama","file":"Sm'
+    b'olLM2-135M-Instruct.Q4_1.gguf","fingerprint":"","name":"smollm2-135m","params":1345150'
+    b'08,"vocab":49152}}'
+)
+HEADER_DICT_V7_SHA256 = "d2c9f691eb59838cfeacd39dd2f4675603af7df141a90ddf3b42df69b5ff3e14"
+
 
 def _header_dict(version: int) -> bytes:
+    if version >= 7:
+        return HEADER_DICT_V7
     if version >= 5:                  # version 6 adds no dictionary of its own
         return HEADER_DICT_V5
     return HEADER_DICT_V3 if version >= 3 else HEADER_DICT if version == 2 else b""

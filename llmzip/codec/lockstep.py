@@ -5,7 +5,9 @@ step's tokens from its integer frequency tables; the encoder codes the true toke
 same tables in the same order (step t, then segment). The float engine (0.1) gets them
 through the very same lockstep with the same shapes; the exact engine computes them a
 block of positions at a time (encode_steps, a parallel prefill), which its integer
-arithmetic makes bit-identical to the decoder's steps.
+arithmetic makes bit-identical to the decoder's steps. With adaptive models (adapt.py, the
+exact engine only) the engine hands over logits and an Adapter, fed the same steps in the
+same order on both sides, makes the tables and learns from each step's tokens.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 from ..engine.probs import bits_of
 from ..errors import FormatError
+from .adapt import AdaptConfig, Adapter
 from .coder import RangeDecoder, RangeEncoder
 
 if TYPE_CHECKING:
@@ -23,23 +26,41 @@ if TYPE_CHECKING:
     from ..engine.float_engine import Engine
 
 
-def encode_segments(engine: Engine | ExactEngine, segments: list[np.ndarray], progress=None
-                    ) -> tuple[bytes, float]:
-    """Code segments of token ids; returns (range-coded words, ideal bits)."""
+def _adapter(engine, n_seg: int) -> Adapter | None:
+    """The adaptive models the engine's profile names (ExactProfile.adapt), or None."""
+    adapt = AdaptConfig.from_dict(getattr(engine.profile, "adapt", None) or {})
+    if not adapt.active:
+        return None
+    return Adapter(adapt, n_seg, engine.model.config.vocab_size, engine.profile.precision,
+                   engine.kernel.table)
+
+
+def encode_segments(engine: Engine | ExactEngine, segments: list[np.ndarray], progress=None,
+                    timing: dict | None = None) -> tuple[bytes, float]:
+    """Code segments of token ids; returns (range-coded words, ideal bits). timing, if
+    given, gets the seconds spent in the adaptive models added to "adapt_seconds"."""
     enc = RangeEncoder()
     total_bits = [0.0]
+    ad = _adapter(engine, len(segments))
 
     def step(t, live, freqs):
         symbols = np.array([segments[i][t] for i in live], dtype=np.int64)
+        if ad is not None:
+            freqs = ad.tables(live, freqs)           # the engine gave logits
         enc.encode_symbols(symbols, freqs)
         total_bits[0] += float(bits_of(freqs, symbols, engine.profile.precision).sum())
+        if ad is not None:
+            ad.update(symbols)
         return symbols
 
+    out = "freqs" if ad is None else "logits"
     if hasattr(engine, "encode_steps"):
-        for t, live, freqs in engine.encode_steps(segments, progress):
+        for t, live, freqs in engine.encode_steps(segments, progress, out=out):
             step(t, live, freqs)
     else:
         engine.lockstep([len(s) for s in segments], step, progress)
+    if timing is not None and ad is not None:
+        timing["adapt_seconds"] = timing.get("adapt_seconds", 0.0) + ad.seconds
     return enc.finish(), total_bits[0]
 
 
@@ -49,14 +70,22 @@ def decode_segments(engine: Engine | ExactEngine, lengths: list[int], payload: b
     dec = RangeDecoder(payload)
     out = [np.zeros(n, dtype=np.int64) for n in lengths]
     V = engine.model.config.vocab_size
+    ad = _adapter(engine, len(lengths))
 
     def step(t, live, freqs):
+        if ad is not None:
+            freqs = ad.tables(live, freqs)
         symbols = dec.decode_symbols(freqs)
         if symbols.size and (symbols.min() < 0 or symbols.max() >= V):
             raise FormatError("decoded token id outside the vocabulary")
+        if ad is not None:
+            ad.update(symbols)
         for i, s in zip(live, symbols):
             out[i][t] = s
         return symbols
 
-    engine.lockstep(lengths, step, progress)
+    if ad is None:
+        engine.lockstep(lengths, step, progress)
+    else:
+        engine.lockstep(lengths, step, progress, out="logits")
     return out

@@ -13,7 +13,7 @@ chunk coded by any worker decodes on any machine. Before any chunk is handed out
 worker reports its engine profile and model fingerprint, and a worker that would compute
 other tables (the float engine on another CPU or torch; another model file) is refused.
 
-Memory: at most `window` chunks are in flight (2 per worker by default); coded chunks go
+Memory: at most `in_flight` chunks are in flight (2 per worker by default); coded chunks go
 to an unlinked spool file until the header (which names the model only when a chunk uses
 it) can be written; the output is renamed into place only when complete (AtomicOutput).
 The driver reads its input through mmap and tokenises text in pieces of at most 64 MiB
@@ -185,7 +185,7 @@ class Pool:
 
     def __init__(self, cluster: Cluster, role: str, model, settings: dict,
                  header: dict | None = None, expect: dict | None = None,
-                 n: int | None = None, window: int | None = None):
+                 n: int | None = None, in_flight: int | None = None):
         self.ray = cluster.ray
         self.role, self.model, self.settings, self.header = role, model, settings, header
         self.expect = expect
@@ -194,7 +194,7 @@ class Pool:
         if self.n > cpus:
             raise ClusterError(f"{self.n} workers asked for, but the cluster has {cpus} CPUs "
                                f"(each worker takes one); use --workers {cpus} or fewer")
-        self.window = window or 2 * self.n
+        self.in_flight = in_flight or 2 * self.n
         self.stats = PoolStats(workers=self.n)
         self._cls = self.ray.remote(num_cpus=1, max_restarts=0)(ChunkWorker)
         self.actors, self.infos = [], []
@@ -276,7 +276,7 @@ class Pool:
         return [i, task, slot, ref, tries]
 
     def map(self, tasks, on_result=None):
-        """Results of `tasks` in order; at most `window` in flight. on_result(i, pool) is
+        """Results of `tasks` in order; at most `in_flight` in flight. on_result(i, pool) is
         called after each result (tests kill workers from there)."""
         ray = self.ray
         dead = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
@@ -286,7 +286,7 @@ class Pool:
         pending.clear()
 
         def fill():
-            while len(pending) < self.window:
+            while len(pending) < self.in_flight:
                 nxt = next(it, None)
                 if nxt is None:
                     return
@@ -354,7 +354,7 @@ def compress_settings(**kw) -> dict:
 
 
 def compress_to(cluster: Cluster, data, out, model=None, *, progress=None, on_result=None,
-                workers: int | None = None, window: int | None = None, spool_dir=None,
+                workers: int | None = None, in_flight: int | None = None, spool_dir=None,
                 tree=None, **settings):
     """Compress `data` (bytes or an mmap) on the cluster into the binary file object
     `out`; returns (Compressor stats, PoolStats). The bytes are those of
@@ -374,7 +374,7 @@ def compress_to(cluster: Cluster, data, out, model=None, *, progress=None, on_re
     comp.stats = st = Stats(input_bytes=len(data))
     pool = Pool(cluster, "compress", model_for_workers,
                 {**settings, "fallback": comp.fallback}, expect=expect, n=workers,
-                window=window)
+                in_flight=in_flight)
     try:
         def run(tasks):
             """Code `tasks` on the pool into a spool file: (spool, methods, stats deltas)."""
@@ -445,7 +445,7 @@ def _sha256(data) -> bytes:
 # ----------------------------------------------------------------------------- decompress
 
 def decompress_to(cluster: Cluster, f, out, model=None, *, progress=None, on_result=None,
-                  workers: int | None = None, window: int | None = None, **settings):
+                  workers: int | None = None, in_flight: int | None = None, **settings):
     """Decode the archive in the seekable binary file object `f` on the cluster into `out`,
     chunk by chunk in order; checks every CRC and the whole-content SHA-256. Returns
     (original length, PoolStats)."""
@@ -458,7 +458,7 @@ def decompress_to(cluster: Cluster, f, out, model=None, *, progress=None, on_res
     if settings.get("threads") is None:
         settings["threads"] = 1
     pool = Pool(cluster, "decompress", _model_spec(model), settings, header=info.header,
-                n=workers, window=window)
+                n=workers, in_flight=in_flight)
 
     def tasks():
         for c in info.chunks:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -35,9 +35,26 @@ class ExactProfile:
     precision: int = 24          # bits of the integer frequency tables
     seg_len: int = 2048          # most tokens in one segment (BOS not counted)
     batch: int = 64              # most segments coded together (one range-coder stream)
+    window: int = 0              # 0: a segment is one window (BOS + its tokens); else the
+                                 # positions of a window (BOS included), which slides by
+    stride: int = 0              # `stride` tokens when full (see ExactEngine.windows)
+    adapt: dict = field(default_factory=dict)   # learning rates of the codec's adaptive
+                                 # models, which make the tables from the engine's logits
+                                 # (codec/adapt.py); empty: the engine's tables as they are
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """As archives record it: the sliding window and adaptive models only when used,
+        so archives without them keep the header of format version 5."""
+        d = asdict(self)
+        for k in ("window", "stride", "adapt"):
+            if not d[k]:
+                del d[k]
+        return d
+
+    @property
+    def extended(self) -> bool:
+        """Whether archives need format version 7 (a sliding window or adaptive models)."""
+        return bool(self.window or self.adapt)
 
 
 def int_model(model) -> W.IntModel:
@@ -197,75 +214,118 @@ class ExactEngine:
 
     def check_shape(self, lengths: list[int]) -> None:
         ctx = self.model.config.context_length
-        if any(n > ctx - 1 for n in lengths):
+        W, S = self._profile.window, self._profile.stride
+        if W and not (2 <= W <= ctx and 1 <= S < W):
+            raise LimitError("sliding window", W, ctx, f"a window of 2..{ctx} positions "
+                             "with a stride of 1..window-1 tokens")
+        if not W and any(n > ctx - 1 for n in lengths):
             raise LimitError("segment length", max(lengths), ctx - 1,
                              "the model's context window (BOS included) is the maximum")
-        need = self.kv_bytes(len(lengths), max(lengths, default=0))
+        span = min(max(lengths, default=0), W) if W else max(lengths, default=0)
+        need = self.kv_bytes(len(lengths), span)
         if need > self.memory_limit:
             raise LimitError("KV cache memory", need, self.memory_limit,
                              f"raise it with --memory-limit {(need >> 20) + 1}M")
 
-    def _inputs(self, segments) -> np.ndarray:
-        """(B, T) model inputs: BOS, then each segment's tokens but its last (BOS pads)."""
-        B, T = len(segments), max(len(s) for s in segments)
-        inp = np.full((B, T), self.model.bos_id, dtype=np.int64)
+    def windows(self, n: int) -> list[tuple[int, int, int]]:
+        """The windows that code a segment of n tokens: (first, end, start) = tokens
+        first..end-1 are coded in a window whose position 0 holds BOS and position j >= 1
+        token start + j - 1, so token t is predicted at position t - start.
+
+        Without a window (0) one window holds the whole segment. With window W and stride
+        S the first holds tokens 0..W-1; window k >= 1 codes the next S tokens
+        W + (k-1) S .. W + k S - 1 after the W - S tokens before them (start = k S): the
+        context never shrinks below W - S tokens and never restarts from BOS alone."""
+        W, S = self._profile.window, self._profile.stride
+        if not W or n <= W:
+            return [(0, n, 0)] if n else []
+        out = [(0, W, 0)]
+        while out[-1][1] < n:
+            k = len(out)
+            out.append((out[-1][1], min(n, W + k * S), k * S))
+        return out
+
+    def _inputs(self, segments, start: int, end: int) -> np.ndarray:
+        """(B, end - start) model inputs of one window: BOS, then each segment's tokens
+        start..end-2 (BOS pads a shorter segment)."""
+        inp = np.full((len(segments), end - start), self.model.bos_id, dtype=np.int64)
         for i, s in enumerate(segments):
-            inp[i, 1:len(s)] = np.asarray(s[:-1], dtype=np.int64)
+            part = np.asarray(s[start:end - 1], dtype=np.int64)
+            inp[i, 1:1 + len(part)] = part
         return inp
 
-    def encode_steps(self, segments, progress=None):
-        """Yield (t, live, freqs) for t = 0, 1, ...: the segments with a token t and their
+    def encode_steps(self, segments, progress=None, out: str = "freqs"):
+        """Yield (t, live, tables) for t = 0, 1, ...: the segments with a token t and their
         tables (len(live), V), exactly what lockstep hands to `choose` at step t, but
-        computed a block of positions of every segment at a time."""
+        computed a block of positions of every segment at a time. out="logits" yields the
+        logits the tables are made from instead."""
         lengths = [len(s) for s in segments]
         self.check_shape(lengths)
         if not segments or max(lengths) == 0:
             return
         lens = np.asarray(lengths)
-        inp = torch.from_numpy(self._inputs(segments))
-        B, T = inp.shape
+        B, T = len(lengths), int(lens.max())
         V = self.model.config.vocab_size
-        cache = self.kernel.new_cache(B, T)
-        block = max(1, min(T, FREQ_BLOCK_BYTES // (4 * V * B)))
+        cache = self.kernel.new_cache(B, min(T, self._profile.window or T))
         with torch.inference_mode():
-            for t0 in range(0, T, block):
-                t1 = min(T, t0 + block)
-                live = np.nonzero(lens > t0)[0]
-                f = self.kernel.forward(inp[live, t0:t1], torch.from_numpy(live), t0, cache,
-                                        self.threads(), self.profile.precision)
-                for t in range(t0, t1):
-                    rows = np.nonzero(lens[live] > t)[0]
-                    yield t, live[rows], (f[:, t - t0] if len(rows) == len(live) else f[torch.from_numpy(rows), t - t0]).numpy()
-                    if progress is not None:
-                        progress(np.asarray([segments[i][t] for i in live[rows]]))
+            for first, end, start in self.windows(T):
+                live = np.nonzero(lens > first)[0]
+                inp = torch.from_numpy(self._inputs([segments[i] for i in live], start, end))
+                p0 = first - start                       # the first position coded
+                if p0:                                   # the context kept from before
+                    self.kernel.forward(inp[:, :p0], torch.from_numpy(live), 0, cache,
+                                        self.threads(), out="cache")
+                block = max(1, min(end - first, FREQ_BLOCK_BYTES // (4 * V * len(live))))
+                for a in range(p0, end - start, block):
+                    b = min(end - start, a + block)
+                    rows = np.nonzero(lens[live] > a + start)[0]
+                    f = self.kernel.forward(inp[rows, a:b], torch.from_numpy(live[rows]), a,
+                                            cache, self.threads(), self.profile.precision, out)
+                    for q in range(a, b):
+                        t = q + start
+                        r = np.nonzero(lens[live[rows]] > t)[0]
+                        yield t, live[rows[r]], (f[:, q - a] if len(r) == len(rows)
+                                                 else f[torch.from_numpy(r), q - a]).numpy()
+                        if progress is not None:
+                            progress(np.asarray([segments[i][t] for i in live[rows[r]]]))
 
-    def lockstep(self, lengths: list[int], choose, progress=None) -> None:
+    def lockstep(self, lengths: list[int], choose, progress=None, out: str = "freqs") -> None:
         """Step the segments one position at a time (the decoder): at step t,
-        choose(t, live, freqs) gets the segments with a token t and their tables and
-        returns those tokens, which the next step feeds to the model."""
+        choose(t, live, tables) gets the segments with a token t and their tables (or
+        logits, out="logits") and returns those tokens, which the next step feeds to the
+        model. Where a window slides, the kept context is computed again from the tokens
+        decoded (a prefill, as the encoder computes it)."""
         self.check_shape(lengths)
         if not lengths or max(lengths) == 0:
             return
         lens = np.asarray(lengths)
         B, T = len(lengths), int(lens.max())
-        cache = self.kernel.new_cache(B, T)
-        nxt = np.full(B, self.model.bos_id, dtype=np.int64)
+        cache = self.kernel.new_cache(B, min(T, self._profile.window or T))
         gc_was = gc.isenabled()
         gc.disable()                 # a step allocates few objects; the collector cost 2%
         try:
-            self._lockstep(lens, B, T, cache, nxt, choose, progress)
+            self._lockstep(lens, B, T, cache, choose, progress, out)
         finally:
             if gc_was:
                 gc.enable()
 
-    def _lockstep(self, lens, B, T, cache, nxt, choose, progress) -> None:
+    def _lockstep(self, lens, B, T, cache, choose, progress, out) -> None:
+        bos = self.model.bos_id
+        hist = np.full((B, T + 1), bos, dtype=np.int64)   # hist[:, t + 1] = token t
         with torch.inference_mode():
-            for t in range(T):
-                live = np.nonzero(lens > t)[0]
-                f = self.kernel.forward(torch.from_numpy(nxt[live])[:, None],
-                                        torch.from_numpy(live), t, cache, self.threads(),
-                                        self.profile.precision)
-                tokens = choose(t, live, f[:, 0].numpy())
-                nxt[live] = tokens
-                if progress is not None:
-                    progress(tokens)
+            for first, end, start in self.windows(T):
+                if first > start:                         # rebuild the kept context
+                    live = np.nonzero(lens > first)[0]
+                    ctx = hist[live, start:first].copy()  # tokens start..first-2 after BOS
+                    ctx[:, 0] = bos
+                    self.kernel.forward(torch.from_numpy(ctx), torch.from_numpy(live), 0,
+                                        cache, self.threads(), out="cache")
+                for t in range(first, end):
+                    live = np.nonzero(lens > t)[0]
+                    f = self.kernel.forward(torch.from_numpy(hist[live, t])[:, None],
+                                            torch.from_numpy(live), t - start, cache,
+                                            self.threads(), self.profile.precision, out)
+                    tokens = choose(t, live, f[:, 0].numpy())
+                    hist[live, t + 1] = tokens
+                    if progress is not None:
+                        progress(tokens)

@@ -79,12 +79,18 @@ class FastModel:
         return self._tabs[n]
 
     def forward(self, tokens: torch.Tensor, seg: torch.Tensor, pos: int, cache: KVCache,
-                threads: int = 1, precision: int = 24) -> torch.Tensor:
+                threads: int = 1, precision: int = 24, out: str = "freqs") -> torch.Tensor | None:
         """tokens (B, T) at positions pos..pos+T-1 of the cache's segments `seg` (B,) ->
-        frequency tables (B, T, V) int32 (the cache is filled for those positions)."""
+        frequency tables (B, T, V) int32, or with out="logits" the logits they are made
+        from (B, T, V) int32 Q10 bits, or with out="cache" nothing (the cache is filled for
+        those positions in every case)."""
         B, Tn = tokens.shape
-        x, rows = self.hidden(tokens, seg, pos, cache, threads)
-        return self.freqs(x, threads, precision).view(B, Tn, -1)
+        (a, e), rows = self.hidden(tokens, seg, pos, cache, threads)
+        if out == "cache":
+            return None
+        if out == "logits":
+            return self.logits((a, e), threads).view(B, Tn, -1)
+        return self.freqs((a, e), threads, precision).view(B, Tn, -1)
 
     def hidden(self, tokens, seg, pos, cache, threads):
         """The final hidden states, quantised for the output layer: (a int16, e int32)."""
@@ -150,4 +156,25 @@ class FastModel:
             acc = self.k.gemm(a[r:r + block], self.head.packed, threads)
             self.k.freqs(acc, self.head, e[r:r + block], ACT_FRAC - LOGIT_FRAC, self.exp32,
                          precision, out[r:r + block], threads)
+        return out
+
+    def logits(self, hidden, threads: int, block: int = 64) -> torch.Tensor:
+        """Output layer for quantised hidden states: the logits freqs() makes its tables
+        from, (M, V) int32 Q10 bits (clamped to +-2^30)."""
+        a, e = hidden
+        M, V = a.shape[0], self.cfg.vocab_size
+        out = torch.empty((M, V), dtype=torch.int32)
+        for r in range(0, M, block):
+            acc = self.k.gemm(a[r:r + block], self.head.packed, threads)
+            self.k.logits(acc, self.head, e[r:r + block], ACT_FRAC - LOGIT_FRAC,
+                          out[r:r + block], threads)
+        return out
+
+    def table(self, logits: torch.Tensor, bias: torch.Tensor | None, precision: int,
+              threads: int = 1) -> torch.Tensor:
+        """Frequency tables from logits (M, V) int32 plus an int32 bias ((V,) or (M, V)):
+        those of reference.freqs(clamp(logits + bias))."""
+        out = torch.empty(logits.shape, dtype=torch.int32)
+        self.k.table(logits.contiguous(), None if bias is None else bias.contiguous(),
+                     self.exp32, precision, out, threads)
         return out

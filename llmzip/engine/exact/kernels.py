@@ -61,6 +61,8 @@ def _setup(lib) -> None:
         "llmzip_ex_attention": (_i, [_i, _i, _i, _i, _v, _v, _v, _v, _v, _v, _v, _v, _i, _i,
                                      _v, _v, _i, _i]),
         "llmzip_ex_freqs": (_i, [_i, _i, _v, _v, _i, _v, _v, _i, _v, _i, _i]),
+        "llmzip_ex_logits": (_i, [_i, _i, _v, _v, _i, _v, _v, _i]),
+        "llmzip_ex_table": (_i, [_i, _i, _v, _v, _l, _v, _i, _v, _i, _i]),
         "llmzip_ex_max_level": (_i, []),
     }
     for name, (res, args) in sig.items():
@@ -217,3 +219,19 @@ class Kernels:
         _check(self.lib.llmzip_ex_freqs(M, V, p(acc), p(lin.mult), lin.sb + frac_drop, p(e),
                                         p(exp_t), precision, p(out), self.level, threads),
                "freqs")
+
+    def logits(self, acc, lin, e, frac_drop, out, threads):
+        """The logits llmzip_ex_freqs makes its tables from: (M, V) int32, Q10 bits."""
+        M, V = acc.shape
+        e = e.contiguous()
+        _check(self.lib.llmzip_ex_logits(M, V, p(acc), p(lin.mult), lin.sb + frac_drop, p(e),
+                                         p(out), _t(threads, M * V, ROWS_PAR_ITEMS)), "logits")
+
+    def table(self, logits, bias, exp_t, precision, out, threads=1):
+        """Frequency tables (M, V) from logits (M, V) plus bias ((V,) for every row, (M, V)
+        one per row, or None), as freqs() makes them from its own logits."""
+        M, V = logits.shape
+        stride = 0 if bias is None or bias.dim() == 1 else V
+        _check(self.lib.llmzip_ex_table(M, V, p(logits), 0 if bias is None else p(bias),
+                                        stride, p(exp_t), precision, p(out), self.level,
+                                        _t(threads, M * V, ROWS_PAR_ITEMS)), "table")

@@ -254,9 +254,18 @@ class ReferenceModel:
     def new_cache(self, batch: int, max_len: int) -> Cache:
         return Cache(self.m, batch, max_len)
 
-    def forward(self, tokens, seg, pos, cache, threads=1, precision=24) -> torch.Tensor:
+    def forward(self, tokens, seg, pos, cache, threads=1, precision=24, out="freqs"):
         n = -(-max(cache.max_len, 1) // 1024) * 1024
         if n not in self._tabs:
             self._tabs = {n: rope_tabs(self.m, n)}
         logits = forward(self.m, tokens.long(), cache, pos, self._tabs[n], seg.long())
+        if out == "cache":
+            return None
+        if out == "logits":
+            return logits.clamp(-Z_CLAMP, Z_CLAMP).to(torch.int32)
         return freqs(logits, precision).to(torch.int32)
+
+    def table(self, logits, bias, precision, threads=1) -> torch.Tensor:
+        """Frequency tables from clamped logits (M, V) plus a bias ((V,) or (M, V))."""
+        x = logits.long() if bias is None else logits.long() + bias.long()
+        return freqs(x, precision).to(torch.int32)

@@ -1,0 +1,201 @@
+"""Models that learn the file as it is coded, mixed with the LLM in the logit domain.
+
+The exact engine gives integer logits l (Q10 bits) for every position; without
+adaptation they become the frequency tables directly. With it, each table is made from
+
+    l'_v = (tau * l_v >> 16) + b_v + sum over match predictions d of w[ctx] [v == d]
+
+and, after the token y is coded, every part takes one step of stochastic gradient descent
+on the code length -log2 p_y (p the table, normalised over the whole vocabulary, so the
+mixture always sums to one):
+
+  - tau, a temperature (Q16): the LLM is slightly overconfident; d/dtau = -(l_y - E_p[l]).
+  - b, an adaptive bias over the vocabulary (one vector for all segments of a chunk):
+    d/db_v = p_v - [v == y]. It learns the file's own word frequencies.
+  - a match model: where the last MATCH_ORDER tokens occurred before (in any segment of
+    the chunk), it predicts the token that followed them there and adds a learned weight
+    w[ctx] to that token's logit; ctx is the match length's bucket and how far the LLM
+    already ranks the token (d/dw = p_d - [d == y]).
+
+Everything is integer: the tables come from the engine's C kernel (or the reference),
+the updates are int64 numpy and Python arithmetic with floor shifts, so the decoder
+repeats every step bit for bit on any machine. The parts update once per lockstep step,
+after all its segments' tokens are coded (in segment order), on both sides.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+
+from ..errors import FormatError, UsageError
+
+STATE_FRAC = 30          # b and w are kept in Q(10 + 30) bits; applied as Q10 (floor)
+TAU_ONE = 1 << 16        # tau in Q16 as applied; kept in Q32
+MATCH_ORDER = 4          # tokens of context a match is looked up by
+MATCH_MAX = 64           # match lengths are counted up to this
+BIAS_CLAMP = 64 << (10 + STATE_FRAC)          # |b| <= 64 bits
+W_CLAMP = 32 << (10 + STATE_FRAC)             # |w| <= 32 bits
+LEN_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, MATCH_MAX + 1)   # upper bounds (excl.)
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Learning rates of the adaptive parts; 0 switches a part off. Recorded in the
+    archive header ("adapt"); every value is an integer so the decoder repeats it."""
+    bias: int = 0        # bias step per unit probability, in 2^-16 bits (2837 ~ 0.03 nats)
+    temper: int = 0      # temperature step per bit of (l_y - E l), in 2^-32
+    match: int = 0       # match weight step per unit probability, in 2^-16 bits
+
+    @property
+    def active(self) -> bool:
+        return any(v for v in asdict(self).values())
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v}
+
+    @classmethod
+    def from_dict(cls, d, error=FormatError) -> "AdaptConfig":
+        names = {f.name for f in fields(cls)}
+        if not isinstance(d, dict) or set(d) - names:
+            raise error(f"unknown adaptive models {sorted(set(d) - names) if isinstance(d, dict) else d!r}"
+                        f"; this llmzip knows {', '.join(sorted(names))}")
+        if any(not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 31
+               for v in d.values()):
+            raise error(f"adaptive learning rates must be integers 0..2^31-1, not {d!r}")
+        return cls(**d)
+
+    @classmethod
+    def parse(cls, text: str) -> "AdaptConfig":
+        """'bias=2837,match=40000' (the command line's --adapt); 'off' or '' for none."""
+        if text in ("", "off", "none"):
+            return cls()
+        d = {}
+        for part in text.split(","):
+            k, _, v = part.partition("=")
+            try:
+                d[k.strip()] = int(v)
+            except ValueError:
+                raise UsageError(f"--adapt wants NAME=INTEGER[,...], not {text!r}") from None
+        return cls.from_dict(d, UsageError)
+
+
+def _bucket(length: int) -> int:
+    return next(i for i, b in enumerate(LEN_BUCKETS) if length < b)
+
+
+class MatchModel:
+    """Long repeats: the chunk's coded tokens, indexed by their last MATCH_ORDER tokens."""
+
+    def __init__(self, n_seg: int):
+        self.hist: list[list[int]] = [[] for _ in range(n_seg)]   # coded tokens per segment
+        self.index: dict = {}               # context tuple -> (segment, index of next token)
+        self.ptr: list = [None] * n_seg     # per segment: (segment, index) predicted next
+        self.len = [0] * n_seg              # per segment: length of the current match
+
+    def predict(self, seg: int) -> tuple[int, int] | None:
+        """(predicted token, match length) for segment seg's next token, or None."""
+        p = self.ptr[seg]
+        if p is None:
+            return None
+        return self.hist[p[0]][p[1]], self.len[seg]
+
+    def update(self, seg: int, y: int) -> None:
+        h = self.hist[seg]
+        p = self.ptr[seg]
+        if p is not None and self.hist[p[0]][p[1]] == y:
+            self.len[seg] = min(self.len[seg] + 1, MATCH_MAX)
+            p = (p[0], p[1] + 1)
+        else:
+            p = None
+        h.append(y)
+        n = len(h)
+        if n > MATCH_ORDER:                 # the context before y now has a known successor
+            self.index[tuple(h[n - 1 - MATCH_ORDER:n - 1])] = (seg, n - 1)
+        if p is not None and p[1] >= len(self.hist[p[0]]):
+            p = None                        # ran into tokens not coded yet
+        if p is None and n >= MATCH_ORDER:
+            q = self.index.get(tuple(h[n - MATCH_ORDER:]))
+            if q is not None and q != (seg, n):
+                p = q
+                src, k = self.hist[q[0]], 0
+                while (k < MATCH_MAX and k < q[1] and k < n
+                       and src[q[1] - 1 - k] == h[n - 1 - k]):
+                    k += 1
+                self.len[seg] = k
+        if p is None:
+            self.len[seg] = 0
+        self.ptr[seg] = p
+
+
+class Adapter:
+    """The adaptive parts of one chunk: logits of a lockstep step in, tables out; then
+    update(symbols). `table(logits, bias)` is the engine's table function."""
+
+    def __init__(self, cfg: AdaptConfig, n_seg: int, vocab: int, precision: int, table):
+        self.cfg, self.V, self.P, self.table = cfg, vocab, precision, table
+        self.tau = TAU_ONE << 16                               # Q32
+        self.b = np.zeros(vocab, dtype=np.int64) if cfg.bias else None
+        self.match = MatchModel(n_seg) if cfg.match else None
+        self.w = np.zeros((len(LEN_BUCKETS), 3), dtype=np.int64)   # Q40 bits
+        self._step = None
+        self.seconds = 0.0                  # time spent here (for the benchmarks)
+
+    def tables(self, live: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """Frequency tables (len(live), V) int32 for the segments `live` at this step."""
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        lg = logits
+        if cfg.temper:
+            tau = self.tau >> 16
+            lg = np.clip((logits.astype(np.int64) * tau) >> 16, -(1 << 30), 1 << 30)
+        preds = []
+        if self.match is not None:
+            lg = lg.astype(np.int32, copy=True)
+            for r, s in enumerate(live):
+                m = self.match.predict(int(s))
+                if m is None:
+                    continue
+                d, n = m
+                row = lg[r]
+                gap = int(row.max()) - int(row[d])
+                ctx = (_bucket(n), 0 if gap == 0 else 1 if gap < 4096 else 2)
+                row[d] = min(int(row[d]) + int(self.w[ctx] >> STATE_FRAC), 1 << 30)
+                preds.append((r, d, ctx))
+        bias = None if self.b is None else torch.from_numpy((self.b >> STATE_FRAC).astype(np.int32))
+        f = self.table(torch.from_numpy(np.ascontiguousarray(lg, dtype=np.int32)), bias,
+                       self.P).numpy()
+        self._step = (live, logits, f, preds)
+        self.seconds += time.perf_counter() - t0
+        return f
+
+    def update(self, symbols: np.ndarray) -> None:
+        """One learning step on this step's coded tokens (after tables())."""
+        t0 = time.perf_counter()
+        live, logits, f, preds = self._step
+        cfg, P = self.cfg, self.P
+        rows = np.arange(len(live))
+        if cfg.temper:
+            l64 = logits.astype(np.int64)
+            top = l64.max(axis=1)
+            el = np.einsum("rv,rv->r", f.astype(np.int64), l64 - top[:, None])   # < 2^55
+            g = int(((l64[rows, symbols] - top) * (1 << P) - el).sum())  # Q(10 + P) bits
+            self.tau = min(max(self.tau + ((cfg.temper * g) >> (10 + P)), 1 << 30),
+                           1 << 34)                                      # 1/4 .. 4
+        if self.b is not None:
+            step = cfg.bias << (24 - P)
+            self.b -= f.sum(axis=0, dtype=np.int64) * step
+            np.add.at(self.b, symbols, step << P)
+            np.clip(self.b, -BIAS_CLAMP, BIAS_CLAMP, out=self.b)
+        if self.match is not None:
+            step = cfg.match << (24 - P)
+            for r, d, ctx in preds:
+                hit = int(symbols[r]) == d
+                w = int(self.w[ctx]) + step * (((1 << P) if hit else 0) - int(f[r, d]))
+                self.w[ctx] = min(max(w, -W_CLAMP), W_CLAMP)
+            for s, y in zip(live, symbols):
+                self.match.update(int(s), int(y))
+        self.seconds += time.perf_counter() - t0

@@ -1,0 +1,65 @@
+"""Compression levels -1 .. -9, as xz and zstd users expect: from fast to strongest.
+
+A level chooses the model, the exact engine's window (how much context each token sees,
+and whether it slides or restarts from BOS), the segment length (longer segments keep
+more context but give the decoder fewer segments to step together) and the adaptive
+models (codec/adapt.py). Options given explicitly (--model, --seg-len, --window,
+--stride, --adapt) override the level's. The figures are measured by
+scripts/bench_levels.py (docs/results.md); `llmzip --help` prints this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+DEFAULT_LEVEL = 6
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level's settings (Compressor keyword arguments)."""
+    model: str | None = None     # None: the default model (or --model)
+    seg_len: int = 2048          # most tokens per segment (BOS not counted)
+    window: int = 0              # positions of the sliding window (0: one per segment)
+    stride: int = 0              # tokens the window moves by when full
+    adapt: dict = field(default_factory=dict)   # adaptive models' learning rates
+    note: str = ""               # what it is for, for --help
+
+    def settings(self) -> dict:
+        d = asdict(self)
+        d.pop("note")
+        return d
+
+
+_BIAS = {"bias": 14000}
+_MIX = {"bias": 14000, "temper": 2000000, "match": 20000}
+_W2, _W4, _W8 = (dict(window=w, stride=w // 4) for w in (2048, 4096, 8192))
+
+LEVELS = {
+    1: Level(note="segments of 2,048 tokens from BOS (llmzip 0.2)"),
+    2: Level(adapt=_BIAS, note="+ adaptive bias"),
+    3: Level(**_W2, seg_len=8192, adapt=_BIAS, note="window 2,048 sliding by 512"),
+    4: Level(**_W2, seg_len=8192, adapt=_MIX, note="+ temperature, match model"),
+    5: Level(**_W4, seg_len=8192, adapt=_MIX, note="window 4,096 sliding by 1,024"),
+    6: Level(**_W4, seg_len=16384, adapt=_MIX, note="segments of 16,384 tokens"),
+    7: Level(**_W8, seg_len=32768, adapt=_MIX, note="window 8,192, segments of 32,768"),
+    8: Level(model="gemma3-270m", **_W4, seg_len=16384, adapt=_MIX, note="Gemma 3 270M"),
+    9: Level(model="gemma3-270m", **_W8, seg_len=32768, adapt=_MIX,
+             note="Gemma 3 270M, window 8,192"),
+}
+
+
+def level_settings(level: int) -> dict:
+    """Compressor keyword arguments of a level (1..9)."""
+    from ..errors import UsageError
+    if level not in LEVELS:
+        raise UsageError(f"levels are 1..9, not {level}")
+    return LEVELS[level].settings()
+
+
+def describe() -> str:
+    """The levels as a table for --help."""
+    rows = []
+    for n, lv in LEVELS.items():
+        rows.append(f"  -{n}  {lv.note}{'  [default]' if n == DEFAULT_LEVEL else ''}")
+    return "\n".join(rows)

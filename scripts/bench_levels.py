@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Levels and ablation benchmark: actual archive bits/byte and speed, every round trip verified.
+
+    python scripts/bench_levels.py [--file F] [--bytes N] [--sections ablation,levels]
+                                   [--levels 1,3,6] [--out docs/results/levels] [-q]
+
+Section "ablation": the default level built up one part at a time (segments from BOS,
+then the sliding window, the adaptive bias, the temperature, the match model). Section
+"levels": the chosen levels. Tables go to stdout, progress to stderr (-q: none);
+levels.json, levels.md and levels.png go to --out. Run it on a quiet machine (`uptime`).
+"""
+
+import argparse
+import os
+import shlex
+import sys
+import time
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+from llmzip.tools import levelbench as lb  # noqa: E402
+from llmzip.tools.enginebench import machine_info  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--file", default=os.path.join(ROOT, "..", "shared", "corpus", "alice29.txt"))
+    p.add_argument("--bytes", type=int, help="only the file's first N bytes")
+    p.add_argument("--sections", default="ablation,levels")
+    p.add_argument("--levels", default="1,2,3,4,5,6,7", help="comma-separated levels")
+    p.add_argument("--out", default=os.path.join("docs", "results", "levels"))
+    p.add_argument("-q", "--quiet", action="store_true")
+    a = p.parse_args(argv)
+    t0 = time.perf_counter()
+    log = None if a.quiet else (lambda m: print(f"{time.perf_counter() - t0:7.1f}s {m}",
+                                                file=sys.stderr, flush=True))
+    with open(a.file, "rb") as f:
+        data = f.read()
+    label = os.path.basename(a.file)
+    if a.bytes:
+        data, label = data[:a.bytes], f"{label}[:{a.bytes}]"
+    res = {"command": "python scripts/bench_levels.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+           "machine": machine_info(), "sections": []}
+    for sec in a.sections.split(","):
+        if sec == "ablation":
+            rows = lb.ablation_rows()
+        elif sec == "levels":
+            rows = lb.level_rows([int(x) for x in a.levels.split(",")])
+        else:
+            p.error(f"unknown section {sec!r}")
+        s = lb.run(data, rows, label, log)
+        s["title"] = sec
+        res["sections"].append(s)
+        print(lb.render_text(*lb.table(s)), flush=True)
+        lb.write_reports(res, a.out)              # after each section: nothing lost
+    print("wrote", ", ".join(lb.write_reports(res, a.out)))
+    return 0 if all(r["verified"] for s in res["sections"] for r in s["rows"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""Sliding windows, adaptive models and levels (issue 15): exact, deterministic, useful.
+
+The engine's sliding window must give each token the table its definition says (that of
+a fresh window holding the kept context), the same from the encoder's prefill and the
+decoder's steps, on every kernel path; the adaptive models must make the same tables on
+both sides (round trips, archives identical whatever the kernel or thread count) and
+must actually help on text they can learn.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import llmzip
+from llmzip.codec import container as ct
+from llmzip.codec.adapt import AdaptConfig, Adapter, MatchModel
+from llmzip.codec.levels import DEFAULT_LEVEL, LEVELS, level_settings
+from llmzip.engine.exact import ExactEngine, ExactProfile
+from llmzip.errors import FormatError, UsageError
+from conftest import corpus_bytes
+
+KERNELS = ["reference", "portable", "auto"]
+TEXT = corpus_bytes("alice29.txt", 5000)
+
+
+@pytest.fixture(scope="module", params=["llama", "gemma"])
+def model(request, tiny_model, tmp_path_factory):
+    if request.param == "llama":
+        return tiny_model
+    from llmzip.engine.models.registry import load_model
+    from llmzip.engine.models.tiny import write_tiny_gemma_gguf
+    path = tmp_path_factory.mktemp("gemma") / "tiny-gemma.gguf"
+    return load_model(write_tiny_gemma_gguf(str(path), seed=3))
+
+
+def _segments(model, lengths=(90, 85, 60)):
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, model.config.vocab_size, n) for n in lengths]
+
+
+def _prefill(engine, segs, out="freqs"):
+    return [(t, live.copy(), f.copy()) for t, live, f in engine.encode_steps(segs, out=out)]
+
+
+def _steps(engine, segs, out="freqs"):
+    got = []
+
+    def choose(t, live, f):
+        got.append((t, live.copy(), f.copy()))
+        return np.array([segs[i][t] for i in live])
+
+    engine.lockstep([len(s) for s in segs], choose, out=out)
+    return got
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(
+        x[0] == y[0] and np.array_equal(x[1], y[1]) and np.array_equal(x[2], y[2])
+        for x, y in zip(a, b))
+
+
+SLIDE = ExactProfile(window=32, stride=8)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_sliding_window_prefill_equals_steps_and_reference(model, kernel):
+    segs = _segments(model)
+    want = _prefill(ExactEngine(model, SLIDE, kernel="reference"), segs)
+    e = ExactEngine(model, SLIDE, kernel=kernel, threads=2)
+    assert _same(_prefill(e, segs), want)
+    assert _same(_steps(e, segs), want)
+    assert _same(_steps(e, segs, "logits"), _prefill(e, segs, "logits"))
+
+
+def test_sliding_window_is_its_definition(model):
+    """Token t of window (first, end, start) gets the table a fresh segment s[start:]
+    gives its token t - start: the kept context, after a BOS, and nothing else."""
+    segs = _segments(model, (90,))
+    e = ExactEngine(model, SLIDE, threads=1)
+    plain = ExactEngine(model, threads=1)
+    got = {t: f[0] for t, _, f in _prefill(e, segs)}
+    wins = e.windows(90)
+    assert wins[0] == (0, 32, 0) and wins[1] == (32, 40, 8) and wins[-1] == (88, 90, 64)
+    for first, end, start in wins:
+        fresh = {t: f[0] for t, _, f in _prefill(plain, [segs[0][start:end]])}
+        for t in range(first, end):
+            assert np.array_equal(got[t], fresh[t - start]), t
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_tables_from_logits_equal_the_fused_tables(model, kernel):
+    """logits -> table (+ a bias of zero, or none) is exactly the engine's own table."""
+    segs = _segments(model, (40, 33))
+    e = ExactEngine(model, kernel=kernel, threads=2)
+    tables = _prefill(e, segs)
+    logits = _prefill(e, segs, "logits")
+    zero = torch.zeros(model.config.vocab_size, dtype=torch.int32)
+    for (_, _, f), (_, _, lg) in zip(tables, logits):
+        assert np.array_equal(e.kernel.table(torch.from_numpy(lg), None, 24).numpy(), f)
+        assert np.array_equal(e.kernel.table(torch.from_numpy(lg), zero, 24).numpy(), f)
+
+
+@pytest.mark.parametrize("kernel", ["portable", "auto"])
+def test_biased_tables_equal_the_reference(model, kernel):
+    segs = _segments(model, (30,))
+    ref = ExactEngine(model, kernel="reference")
+    fast = ExactEngine(model, kernel=kernel)
+    lg = torch.from_numpy(np.concatenate([f for _, _, f in _prefill(ref, segs, "logits")]))
+    rng = np.random.default_rng(1)
+    for bias in (torch.from_numpy(rng.integers(-40000, 40000, lg.shape[1], dtype=np.int32)),
+                 torch.from_numpy(rng.integers(-2**31, 2**31 - 1, lg.shape, dtype=np.int32))):
+        want = ref.kernel.table(lg, bias, 20)
+        assert torch.equal(fast.kernel.table(lg, bias, 20, threads=2), want)
+        assert (want.sum(-1) == 1 << 20).all() and (want >= 1).all()
+
+
+ALL = {"bias": 20000, "temper": 2000000, "match": 20000}
+
+
+@pytest.mark.parametrize("adapt", [{"bias": 20000}, {"temper": 2000000}, {"match": 20000},
+                                   ALL])
+def test_adaptive_round_trip(tiny_model, adapt):
+    blob = llmzip.compress(TEXT, model=tiny_model, adapt=adapt, fallback=False, batch=3,
+                           seg_len=300)
+    info = ct.scan(blob)
+    assert info.version == 7 and info.header["engine"]["adapt"] == adapt
+    assert llmzip.decompress(blob, model=tiny_model) == TEXT
+
+
+def test_adaptive_models_learn(tiny_model):
+    """On text the tiny random model cannot predict, the adaptive bias learns the
+    file's own token frequencies and the match model its repeats: smaller archives."""
+    data = TEXT[:2500] * 2
+    size = {}
+    for name, adapt in (("none", {}), ("bias", {"bias": 20000}), ("all", ALL)):
+        size[name] = len(llmzip.compress(data, model=tiny_model, adapt=adapt, level=1,
+                                         fallback=False, batch=4, seg_len=500))
+    assert size["bias"] < 0.9 * size["none"]
+    assert size["all"] < size["bias"]
+
+
+@pytest.fixture(scope="module")
+def slide_archives(tiny_model):
+    kw = dict(model=tiny_model, window=64, stride=16, seg_len=400, adapt=ALL,
+              fallback=False, batch=3)
+    return {k: llmzip.compress(TEXT, kernel=k, threads=t, **kw)
+            for k, t in (("auto", 2), ("portable", 1), ("reference", 1))}
+
+
+def test_window_and_adaptation_archives_identical_whatever_the_kernel(slide_archives):
+    assert len(set(slide_archives.values())) == 1
+
+
+@pytest.mark.parametrize("kernel", ["auto", "portable"])
+def test_window_and_adaptation_decode_with_every_path(tiny_model, slide_archives, kernel):
+    blob = slide_archives["auto"]
+    assert ct.scan(blob).header["engine"]["window"] == 64
+    for threads in (1, 3):
+        assert llmzip.decompress(blob, model=tiny_model, kernel=kernel, threads=threads) == TEXT
+
+
+def _forged(blob, **engine):
+    info = ct.scan(blob)
+    header = dict(info.header, engine=dict(info.header["engine"], **engine))
+    rec = info.chunks[0].offset - ct._CHUNK.size - 4
+    return ct.header_bytes(header, info.version) + blob[rec:]
+
+
+@pytest.mark.parametrize("bad", [dict(adapt={"bogus": 1}), dict(adapt={"bias": -1}),
+                                 dict(adapt={"bias": 1.5}), dict(window=64, stride=64),
+                                 dict(window=100000, stride=16), dict(window="64"),
+                                 dict(adapt=[1])])
+def test_bad_adaptive_headers_refused(tiny_model, slide_archives, bad):
+    with pytest.raises(FormatError):
+        llmzip.decompress(_forged(slide_archives["auto"], **bad), model=tiny_model)
+
+
+def test_adapt_config_parsing():
+    assert AdaptConfig.parse("bias=5,match=7").to_dict() == {"bias": 5, "match": 7}
+    assert not AdaptConfig.parse("off").active
+    for text in ("bias", "bias=x", "nope=3", "bias=-2"):
+        with pytest.raises(UsageError):
+            AdaptConfig.parse(text)
+
+
+def test_match_model_predicts_repeats_across_segments():
+    m = MatchModel(2)
+    seq = [5, 6, 7, 8, 9, 10, 11]
+    for y in seq:
+        m.update(0, y)
+    for y in seq[:5]:                     # segment 1 repeats segment 0's start
+        m.update(1, y)
+    assert m.predict(1) == (10, 5)        # the token after 5..9, a match of 5 tokens
+    m.update(1, 10)
+    assert m.predict(1) == (11, 6)
+    m.update(1, 99)                       # a miss ends the match
+    assert m.predict(1) is None
+
+
+def test_adapter_state_is_integer_and_bounded(tiny_model):
+    e = ExactEngine(tiny_model)
+    V = tiny_model.config.vocab_size
+    ad = Adapter(AdaptConfig(**ALL), 1, V, 24, e.kernel.table)
+    rng = np.random.default_rng(0)
+    for _ in range(300):                  # a token the model never expects, again and again
+        lg = rng.integers(-2**30, 2**30, (1, V), dtype=np.int32)
+        lg[0, 3] = -2**30
+        f = ad.tables(np.array([0]), lg)
+        assert f.sum() == 1 << 24 and f.min() >= 1
+        ad.update(np.array([3]))
+    assert ad.b.dtype == np.int64 and int(np.abs(ad.b).max()) <= 64 << 40
+    assert isinstance(ad.tau, int) and 1 << 30 <= ad.tau <= 1 << 34
+
+
+# ------------------------------------------------------------------ levels
+
+def test_levels_table():
+    assert DEFAULT_LEVEL == 6 and sorted(LEVELS) == list(range(1, 10))
+    one = level_settings(1)
+    assert (one["window"], one["adapt"], one["seg_len"]) == (0, {}, 2048)
+    with pytest.raises(UsageError):
+        level_settings(10)
+
+
+def test_level_1_writes_the_archives_of_before(tiny_model):
+    """Level 1 is llmzip 0.2's default: no window, no adaptation, format version 5."""
+    blob = llmzip.compress(TEXT, model=tiny_model, level=1, fallback=False)
+    info = ct.scan(blob)
+    assert info.version == 5
+    assert not {"window", "stride", "adapt"} & set(info.header["engine"])
+
+
+def test_default_level_fits_a_short_context(tiny_model):
+    """The default level's 2,048-position window is fitted to the tiny model's 512."""
+    c = llmzip.Compressor(tiny_model)
+    ctx = tiny_model.config.context_length
+    assert (c.profile.window, c.profile.stride) == (ctx, ctx // 4)
+    assert c.profile.adapt == level_settings(DEFAULT_LEVEL)["adapt"]
+    with pytest.raises(UsageError):
+        llmzip.Compressor(tiny_model, window=ctx + 1, stride=8)
+    with pytest.raises(UsageError):
+        llmzip.Compressor(tiny_model, engine="float", adapt={"bias": 1})
+
+
+def test_cli_levels_and_adapt(tiny_gguf, tmp_path):
+    src = tmp_path / "a.txt"
+    src.write_bytes(TEXT[:1500])
+    run = lambda *a: subprocess.run([sys.executable, "-m", "llmzip", *a], capture_output=True,
+                                    text=True)
+    r = run("-1", "--model", tiny_gguf, "--no-fallback", "-q", "-o", str(tmp_path / "1.llmz"),
+            str(src))
+    assert r.returncode == 0, r.stderr
+    assert ct.scan((tmp_path / "1.llmz").read_bytes()).version == 5
+    r = run("--model", tiny_gguf, "--no-fallback", "--adapt", "bias=3000", "--window", "128",
+            "--stride", "32", "--seg-len", "900", "-q", "-o", str(tmp_path / "a.llmz"), str(src))
+    assert r.returncode == 0, r.stderr
+    eng = ct.scan((tmp_path / "a.llmz").read_bytes()).header["engine"]
+    assert (eng["window"], eng["stride"], eng["adapt"]) == (128, 32, {"bias": 3000})
+    r = subprocess.run([sys.executable, "-m", "llmzip", "-d", "-c", "--model", tiny_gguf,
+                        str(tmp_path / "a.llmz")], capture_output=True)
+    assert r.returncode == 0 and r.stdout == TEXT[:1500]
+    r = run("--model", tiny_gguf, "--adapt", "bias=oops", str(src))
+    assert r.returncode == 1 and "--adapt" in r.stderr and "Traceback" not in r.stderr
+    assert "-9" in run("--help").stdout
