@@ -267,3 +267,23 @@ def test_cli_levels_and_adapt(tiny_gguf, tmp_path):
     r = run("--model", tiny_gguf, "--adapt", "bias=oops", str(src))
     assert r.returncode == 1 and "--adapt" in r.stderr and "Traceback" not in r.stderr
     assert "-9" in run("--help").stdout
+
+
+def test_probe_keeps_a_good_model_and_leaves_a_bad_one(tiny_model, tiny_gguf, monkeypatch,
+                                                       tmp_path):
+    """probe_default_model: below PROBE_BPB the model stays, unscored by the others;
+    above it every installed model is scored on the sample and the best is chosen."""
+    from llmzip.codec import api
+    from llmzip.engine.models import catalog
+    from llmzip.engine.models.registry import load_model
+    from llmzip.engine.models.tiny import write_tiny_gguf
+    other = load_model(write_tiny_gguf(str(tmp_path / "other.gguf"), seed=5))
+    models = {"tiny": tiny_model, "other": other}
+    monkeypatch.setattr(catalog, "list_models", lambda: [{"name": n, "status": "ok"}
+                                                         for n in models])
+    monkeypatch.setattr(api, "load_model", lambda name: models[name])
+    name, scores = api.probe_default_model(TEXT, tiny_model)     # random weights: bad
+    assert set(scores) == {tiny_model.name, "other"} and name == min(scores, key=scores.get)
+    monkeypatch.setattr(api, "PROBE_BPB", 100.0)
+    assert api.probe_default_model(TEXT, tiny_model) == (tiny_model.name, {})
+    assert api.probe_default_model(b"\x00" * 5000, tiny_model) == (tiny_model.name, {})

@@ -237,3 +237,20 @@ def test_gemma_logits_match_transformers(gemma):
     assert float((ours - theirs).abs().max()) < 1e-3
     assert abs(bits(ours) - bits(theirs)) < 0.01
     assert 2.0 < bits(ours) / 100 < 6.0
+
+
+@pytest.mark.slow
+def test_default_level_moves_to_gemma_where_smollm2_is_bad(gemma, tmp_path):
+    """Text SmolLM2 was not trained on (Chinese): the default level's probe scores the
+    installed models on a sample and codes with the better one, recorded in the header."""
+    import random
+    from llmzip.codec import container as ct
+    chars = "压缩就是理解中文测试你好世界数据需要一个好的概率模型我们今天天气很不错明天去北京上海的学校老师学生读书写字吃饭喝水"
+    rng = random.Random(0)
+    data = "".join(rng.choice(chars) for _ in range(900)).encode()
+    blob = llmzip.compress(data)
+    model = ct.scan(blob).header["model"]
+    assert model["name"] == "gemma3-270m"
+    scores = model["chosen_by"]["probe"]
+    assert scores["gemma3-270m"] < scores["smollm2-135m"]
+    assert llmzip.decompress(blob) == data

@@ -146,6 +146,43 @@ def choose_auto(data: bytes, sample_bytes: int = 8192) -> tuple[str, dict]:
     return min(scores, key=scores.get), scores
 
 
+PROBE_BYTES = 2048          # the default level's model check: a sample this long
+PROBE_BPB = 2.0             # above this on the sample, the other installed models are tried
+
+
+def exact_sample_bpb(model: LoadedModel, sample: bytes) -> float:
+    """Ideal bits/byte of `sample` under the exact engine (one segment, a prefill)."""
+    tok = tokenizer_for(model)
+    ids = np.asarray(tok.encode(sample)[:model.config.context_length - 1], dtype=np.int64)
+    if not len(ids):
+        return 0.0
+    eng = ExactEngine(model)
+    bits = 0.0
+    for t, _, f in eng.encode_steps([ids]):
+        bits -= float(np.log2(f[0, ids[t]] / float(1 << eng.profile.precision)))
+    return bits / len(tok.decode(ids))
+
+
+def probe_default_model(data: bytes, model: LoadedModel) -> tuple[str, dict]:
+    """The default level's model: `model` unless it codes a sample of the input's first
+    text run worse than PROBE_BPB bits/byte (text it was not trained on: another
+    language, code); then every installed model is scored on the sample and the best is
+    returned, with the scores. The sample costs a fraction of a second with the default
+    model; the others load only where it is bad."""
+    runs = [(a, b) for a, b, text in split_text_binary(data) if text]
+    sample = bytes(data[runs[0][0]:min(runs[0][1], runs[0][0] + PROBE_BYTES)]) if runs else b""
+    if len(sample) < 256:
+        return model.name, {}
+    scores = {model.name: exact_sample_bpb(model, sample)}
+    if scores[model.name] <= PROBE_BPB:
+        return model.name, {}
+    from ..engine.models import catalog
+    for r in catalog.list_models():
+        if r.get("status") == "ok" and r["name"] not in scores:
+            scores[r["name"]] = exact_sample_bpb(load_model(r["name"]), sample)
+    return min(scores, key=scores.get), scores
+
+
 class Compressor:
     """Loads the model once; compresses any number of inputs with the same settings."""
 
@@ -186,6 +223,9 @@ class Compressor:
                               stride=stride, adapt=adapt)
         self.level = DEFAULT_LEVEL if level is None else level
         lv = level_settings(self.level)
+        # no model named (here or by the level) and the exact engine: prepare() may move
+        # to a better installed model where the default one is bad on a sample
+        self.probe = model is None and lv["model"] is None and engine == "exact"
         if self.auto:
             model = None                    # placeholder until an input is seen
         elif model is None:
@@ -245,9 +285,9 @@ class Compressor:
         h = {"format": FORMAT_NAME, "llmzip": __version__, "mode": "prior"}
         if uses_model:
             h.update(model=self.model.describe(), engine=self.engine_profile())
-            if self.auto:
-                h["model"]["chosen_by"] = {"auto": {k: round(v, 4) for k, v in
-                                                    self.auto_scores.items()}}
+            if self.auto_scores:
+                h["model"]["chosen_by"] = {"auto" if self.auto else "probe": {
+                    k: round(v, 4) for k, v in self.auto_scores.items()}}
         return h
 
     def engine_profile(self) -> dict:
@@ -302,6 +342,11 @@ class Compressor:
             if name != self.model.name:
                 self.__init__(name, fallback=self.fallback, **self._settings)
             self.auto, self.auto_scores = True, scores
+        elif self.probe:                    # the default model, unless it is bad here
+            name, scores = probe_default_model(data, self.model)
+            if name != self.model.name:
+                self.__init__(name, fallback=self.fallback, **self._settings)
+            self.probe, self.auto_scores = False, scores
 
     def plan(self, data):
         """The chunk tasks of `data` in archive order: ("binary", raw bytes) or ("model",

@@ -119,13 +119,13 @@ HEADER_DICT_V5_SHA256 = "62e5926137b64a915610c7aefc7f23e0b3126f33eeead1e2ed665c8
 # the sliding window and the adaptive models), so their keys cost almost nothing. Frozen
 # with format version 7 (SHA-256 in docs/format.md, checked by the tests).
 HEADER_DICT_V7 = HEADER_DICT_V5 + (
-    b'{"engine":{"adapt":{"bias":14000,"match":20000,"temper":2000000},"arith":1,"batch":64,'
-    b'"kind":"exact","precision":24,"seg_len":16384,"stride":1024,"weights":"","window":4096'
-    b'},"format":"llmzip","llmzip":"0.3.0","mode":"prior","model":{"arch":"llama","file":"Sm'
-    b'olLM2-135M-Instruct.Q4_1.gguf","fingerprint":"","name":"smollm2-135m","params":1345150'
-    b'08,"vocab":49152}}'
+    b'{"engine":{"adapt":{"bias":14000,"match":20000},"arith":1,"batch":64,"kind":"exact","p'
+    b'recision":24,"seg_len":16384,"stride":1024,"weights":"","window":4096},"format":"llmzi'
+    b'p","llmzip":"0.3.0","mode":"prior","model":{"arch":"llama","file":"SmolLM2-135M-Instru'
+    b'ct.Q4_1.gguf","fingerprint":"","name":"smollm2-135m","params":134515008,"vocab":49152}'
+    b'}'
 )
-HEADER_DICT_V7_SHA256 = "d2c9f691eb59838cfeacd39dd2f4675603af7df141a90ddf3b42df69b5ff3e14"
+HEADER_DICT_V7_SHA256 = "8427c619910dd953b8d494e437b6a85ec09be056ae240e379e268b2e3369df25"
 
 
 def _header_dict(version: int) -> bytes:

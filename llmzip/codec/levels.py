@@ -32,19 +32,21 @@ class Level:
 
 
 _BIAS = {"bias": 14000}
-_MIX = {"bias": 14000, "temper": 2000000, "match": 20000}
+_MIX = {"bias": 14000, "match": 20000}
+_ALL = {"bias": 14000, "match": 20000, "temper": 2000000}    # temperature: costly, -0.0005
 _W2, _W4, _W8 = (dict(window=w, stride=w // 4) for w in (2048, 4096, 8192))
 
 LEVELS = {
     1: Level(note="segments of 2,048 tokens from BOS (llmzip 0.2)"),
     2: Level(adapt=_BIAS, note="+ adaptive bias"),
     3: Level(**_W2, seg_len=8192, adapt=_BIAS, note="window 2,048 sliding by 512"),
-    4: Level(**_W2, seg_len=8192, adapt=_MIX, note="+ temperature, match model"),
+    4: Level(**_W2, seg_len=8192, adapt=_MIX, note="+ match model"),
     5: Level(**_W4, seg_len=8192, adapt=_MIX, note="window 4,096 sliding by 1,024"),
     6: Level(**_W4, seg_len=16384, adapt=_MIX, note="segments of 16,384 tokens"),
-    7: Level(**_W8, seg_len=32768, adapt=_MIX, note="window 8,192, segments of 32,768"),
-    8: Level(model="gemma3-270m", **_W4, seg_len=16384, adapt=_MIX, note="Gemma 3 270M"),
-    9: Level(model="gemma3-270m", **_W8, seg_len=32768, adapt=_MIX,
+    7: Level(**_W8, seg_len=32768, adapt=_ALL,
+             note="window 8,192, segments of 32,768, + temperature"),
+    8: Level(model="gemma3-270m", **_W4, seg_len=16384, adapt=_ALL, note="Gemma 3 270M"),
+    9: Level(model="gemma3-270m", **_W8, seg_len=32768, adapt=_ALL,
              note="Gemma 3 270M, window 8,192"),
 }
 

@@ -369,7 +369,8 @@ def compress_to(cluster: Cluster, data, out, model=None, *, progress=None, on_re
     comp = Compressor(model, **settings)
     comp.prepare(data)
     expect = {"profile": comp.engine_profile(), "fingerprint": comp.model.fingerprint}
-    model_for_workers = comp.model.path if comp.auto else _model_spec(model)
+    # the model prepare() settled on (--model auto, or the default level's probe)
+    model_for_workers = comp.model.path if comp.auto or model is None else _model_spec(model)
     from ..codec.api import Stats
     comp.stats = st = Stats(input_bytes=len(data))
     pool = Pool(cluster, "compress", model_for_workers,
