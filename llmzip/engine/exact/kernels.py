@@ -1,7 +1,8 @@
 """ctypes bindings of the exact engine's C kernels (engine/kernels/: exact_ops.c,
-exact_attention.c and gemm_i8.c), built on first use without -march=native: one library holds the portable
-path and every SIMD path of the matrix product, chosen at run time from the CPU's
-features. Every path computes the same integers; `path` forces one (tests do).
+exact_attention.c, gemm_i8.c and pool.c, the one thread pool they all share), built on
+first use without -march=native: one library holds the portable path and every SIMD path
+of the matrix product, chosen at run time from the CPU's features. Every path computes the
+same integers; `path` forces one (tests do).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from ..kernels.build import load as load_library
 PATHS = {"auto": 0, "portable": 1, "avx2": 2, "avx512bw": 3, "avx512vnni": 4, "avxvnni": 5}
 # no -march: one build for every x86-64 CPU, SIMD paths chosen at run time; -fwrapv:
 # int64 wraps as torch's does; float64 only ever holds exact integers (docs/engine.md),
-# so fused multiply-adds change nothing and are allowed
-FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-pthread", "-fopenmp", "-fno-fast-math",
+# so fused multiply-adds change nothing and are allowed; no OpenMP: every kernel's threads
+# are pool.c's pthreads (OpenMP's spinning threads beside them took their CPUs)
+FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-pthread", "-fno-fast-math",
          "-fwrapv", "-fvisibility=hidden"]
 # the level of exact_ops.c's and exact_attention.c's vectorised loops for each
 # matrix-product path (0 plain C, 1 AVX2, 2 AVX-512, 3 AVX-512 with VNNI)
 LEVELS = {"portable": 0, "avx2": 1, "avxvnni": 1, "avx512bw": 2, "avx512vnni": 3}
-SOURCES = ["exact_ops.c", "exact_attention.c", "gemm_i8.c"]
+SOURCES = ["exact_ops.c", "exact_attention.c", "gemm_i8.c", "pool.c"]
 # Waking a second thread costs tens of microseconds (more in a VM): a call smaller than
 # these runs on one thread whatever it is given. Measured on a 2-vCPU Zen 5 decoding 21
 # segments at position 1,024: with 2 threads for every call a step took 57 ms (its matrix

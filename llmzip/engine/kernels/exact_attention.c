@@ -424,6 +424,55 @@ T_AVX2 static void softmax_values_avx2(SM_ARGS) { softmax_values(SM_CALL); }
 T_AVX512 static void softmax_values_avx512(SM_ARGS) { softmax_values(SM_CALL); }
 #endif
 
+typedef struct {
+    int H, K, D, Smax, window, level;
+    const int16_t *q16; const int32_t *eq, *row_b, *row_pos;
+    const int8_t *kt; const double *ksd; const int8_t *vc; const double *vsd;
+    const int32_t *exp32; int64_t *y;
+} attention_ctx;
+
+/* item ig: row i = ig / K and its kv head g = ig % K */
+static int attention_item(void *ctx, int64_t ig) {
+    const attention_ctx *c = ctx;
+    const int H = c->H, K = c->K, D = c->D, G = H / K, level = c->level;
+    const int8_t *kt = c->kt, *vc = c->vc;
+    const double *ksd = c->ksd, *vsd = c->vsd;
+    const int32_t *exp32 = c->exp32;
+    int i = (int)(ig / K), g = (int)(ig % K);
+    int p = c->row_pos[i];
+    int lo = c->window > 0 && p - c->window + 1 > 0 ? p - c->window + 1 : 0;
+    int n = p - lo + 1, t0 = lo / KT, t1 = p / KT + 1;
+    int stride = (t1 - t0) * KT;
+    int32_t *dot = malloc(sizeof(int32_t) * G * stride);
+    double *z = malloc(sizeof(double) * G * n + sizeof(int32_t) * 2 * n);
+    double *acc = malloc(sizeof(double) * G * D);
+    if (!dot || !z || !acc) { free(dot); free(z); free(acc); return 1; }
+    int64_t base = ((int64_t)c->row_b[i] * K + g) * c->Smax;
+    const int16_t *q = c->q16 + ((int64_t)i * H + (int64_t)g * G) * D;
+    const int32_t *eqh = c->eq + (int64_t)i * H + (int64_t)g * G;
+    int64_t *out = c->y + ((int64_t)i * H + (int64_t)g * G) * D;
+    const int8_t *ktb = kt + base * D;
+    int off = lo - t0 * KT;
+#ifdef HAVE_LEVELS
+    if (level >= 2) {
+        dots_avx512(G, D, q, ktb, t0, t1, dot, stride, level == 3);
+        softmax_values_avx512(G, D, eqh, dot, stride, off, ksd + base + lo, vc + (base + lo) * D,
+                              vsd + base + lo, n, exp32, z, acc, out, 2);
+    } else if (level == 1) {
+        dots_avx2(G, D, q, ktb, t0, t1, dot, stride);
+        softmax_values_avx2(G, D, eqh, dot, stride, off, ksd + base + lo, vc + (base + lo) * D,
+                            vsd + base + lo, n, exp32, z, acc, out, 1);
+    } else
+#endif
+    {
+        dots_portable(G, D, q, ktb, t0, t1, dot, stride);
+        softmax_values_portable(G, D, eqh, dot, stride, off, ksd + base + lo,
+                                vc + (base + lo) * D, vsd + base + lo, n, exp32, z, acc, out, 0);
+    }
+    free(dot); free(z); free(acc);
+    return 0;
+}
+
 /* For each row i (segment row_b[i], position row_pos[i]) and kv head g: the G = H/K
  * query heads of g over positions lo..p (lo = p - window + 1 when window > 0).
  * y (M, H*D) int64 Q12. level: 0 portable, 1 AVX2, 2 AVX-512 (the caller checks). */
@@ -432,44 +481,11 @@ EXPORT int llmzip_ex_attention(int M, int H, int K, int D, const int16_t *q16, c
                                const double *ksd, const int8_t *vc, const double *vsd,
                                int Smax, int window, const int32_t *exp32, int64_t *y,
                                int level, int threads) {
-    int G = H / K, bad = 0;
-    if (G > MAXG || D % 2) return 1;
-    PARALLEL_FOR_BAD(threads)
-    for (int64_t ig = 0; ig < (int64_t)M * K; ig++) {
-        int i = (int)(ig / K), g = (int)(ig % K);
-        int p = row_pos[i];
-        int lo = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
-        int n = p - lo + 1, t0 = lo / KT, t1 = p / KT + 1;
-        int stride = (t1 - t0) * KT;
-        int32_t *dot = malloc(sizeof(int32_t) * G * stride);
-        double *z = malloc(sizeof(double) * G * n + sizeof(int32_t) * 2 * n);
-        double *acc = malloc(sizeof(double) * G * D);
-        if (!dot || !z || !acc) { free(dot); free(z); free(acc); bad = 1; continue; }
-        int64_t base = ((int64_t)row_b[i] * K + g) * Smax;
-        const int16_t *q = q16 + ((int64_t)i * H + (int64_t)g * G) * D;
-        const int32_t *eqh = eq + (int64_t)i * H + (int64_t)g * G;
-        int64_t *out = y + ((int64_t)i * H + (int64_t)g * G) * D;
-        const int8_t *ktb = kt + base * D;
-        int off = lo - t0 * KT;
-#ifdef HAVE_LEVELS
-        if (level >= 2) {
-            dots_avx512(G, D, q, ktb, t0, t1, dot, stride, level == 3);
-            softmax_values_avx512(G, D, eqh, dot, stride, off, ksd + base + lo, vc + (base + lo) * D,
-                                  vsd + base + lo, n, exp32, z, acc, out, 2);
-        } else if (level == 1) {
-            dots_avx2(G, D, q, ktb, t0, t1, dot, stride);
-            softmax_values_avx2(G, D, eqh, dot, stride, off, ksd + base + lo, vc + (base + lo) * D,
-                                vsd + base + lo, n, exp32, z, acc, out, 1);
-        } else
-#endif
-        {
-            dots_portable(G, D, q, ktb, t0, t1, dot, stride);
-            softmax_values_portable(G, D, eqh, dot, stride, off, ksd + base + lo,
-                                    vc + (base + lo) * D, vsd + base + lo, n, exp32, z, acc, out, 0);
-        }
-        free(dot); free(z); free(acc);
-    }
-    return bad ? 2 : 0;
+    if (H / K > MAXG || D % 2) return 1;
+    attention_ctx c = {.H = H, .K = K, .D = D, .Smax = Smax, .window = window, .level = level,
+                       .q16 = q16, .eq = eq, .row_b = row_b, .row_pos = row_pos, .kt = kt,
+                       .ksd = ksd, .vc = vc, .vsd = vsd, .exp32 = exp32, .y = y};
+    return parallel_for((int64_t)M * K, threads, attention_item, &c) ? 2 : 0;
 }
 
 /* ---- output layer to frequency tables ------------------------------------------- */
@@ -595,66 +611,93 @@ T_AVX512 static void freqs_avx512(FREQS_ARGS) {
 }
 #endif
 
+typedef struct {
+    int V, shift, precision, level;
+    const int32_t *acc; const int64_t *mult; const int32_t *e, *exp32;
+    int32_t *freqs;
+} freqs_ctx;
+static int freqs_item(void *ctx, int64_t i) {
+    const freqs_ctx *c = ctx;
+    const int V = c->V, s = c->shift - c->e[i];
+    int32_t *l = malloc(sizeof(int32_t) * V);
+    int32_t *ev = malloc(sizeof(int32_t) * V);
+    if (!l || !ev) { free(l); free(ev); return 1; }
+    const int32_t *a = c->acc + i * V;
+    int32_t *f = c->freqs + i * V;
+#ifdef HAVE_LEVELS
+    if (c->level >= 2) freqs_avx512(V, a, c->mult, s, c->exp32, c->precision, l, ev, f);
+    else if (c->level == 1) freqs_avx2(V, a, c->mult, s, c->exp32, c->precision, l, ev, f);
+    else
+#endif
+        freqs_portable(V, a, c->mult, s, c->exp32, c->precision, l, ev, f);
+    free(l); free(ev);
+    return 0;
+}
+
 EXPORT int llmzip_ex_freqs(int M, int V, const int32_t *acc, const int64_t *mult, int shift,
                            const int32_t *e, const int32_t *exp32, int precision,
                            int32_t *freqs, int level, int threads) {
-    int bad = 0;
-    PARALLEL_FOR_BAD(threads)
-    for (int i = 0; i < M; i++) {
-        int32_t *l = malloc(sizeof(int32_t) * V);
-        int32_t *ev = malloc(sizeof(int32_t) * V);
-        if (!l || !ev) { free(l); free(ev); bad = 1; continue; }
-        const int32_t *a = acc + (int64_t)i * V;
-        int32_t *f = freqs + (int64_t)i * V;
-#ifdef HAVE_LEVELS
-        if (level >= 2) freqs_avx512(V, a, mult, shift - e[i], exp32, precision, l, ev, f);
-        else if (level == 1) freqs_avx2(V, a, mult, shift - e[i], exp32, precision, l, ev, f);
-        else
-#endif
-            freqs_portable(V, a, mult, shift - e[i], exp32, precision, l, ev, f);
-        free(l); free(ev);
-    }
-    return bad ? 2 : 0;
+    freqs_ctx c = {.V = V, .shift = shift, .precision = precision, .level = level, .acc = acc,
+                   .mult = mult, .e = e, .exp32 = exp32, .freqs = freqs};
+    return parallel_for(M, threads, freqs_item, &c) ? 2 : 0;
 }
 
-
 /* Logits only, the first half of llmzip_ex_freqs: out (M, V) int32 Q10 bits, clamped. */
+typedef struct {
+    int V, shift;
+    const int32_t *acc; const int64_t *mult; const int32_t *e;
+    int32_t *out;
+} logits_ctx;
+static int logits_item(void *ctx, int64_t i) {
+    const logits_ctx *c = ctx;
+    logits_body(c->V, c->acc + i * c->V, c->mult, c->shift - c->e[i], c->out + i * c->V);
+    return 0;
+}
+
 EXPORT int llmzip_ex_logits(int M, int V, const int32_t *acc, const int64_t *mult, int shift,
                             const int32_t *e, int32_t *out, int threads) {
-    PARALLEL_FOR(threads)
-    for (int i = 0; i < M; i++)
-        logits_body(V, acc + (int64_t)i * V, mult, shift - e[i], out + (int64_t)i * V);
-    return 0;
+    logits_ctx c = {.V = V, .shift = shift, .acc = acc, .mult = mult, .e = e, .out = out};
+    return parallel_for(M, threads, logits_item, &c) ? 2 : 0;
 }
 
 /* The second half: tables from logits (M, V) plus, when bias is not NULL, the bias row
  * bias + i * bias_stride (a stride of 0 gives every row the same bias), each sum clamped
  * to +-2^30 again, exactly as llmzip_ex_freqs turns its logits into tables. Used by the
- * adaptive models (llmzip/codec/adapt). */
-EXPORT int llmzip_ex_table(int M, int V, const int32_t *logits, const int32_t *bias,
-                           int64_t bias_stride, const int32_t *exp32, int precision, int32_t *freqs, int level,
-                           int threads) {
-    int bad = 0;
-    PARALLEL_FOR_BAD(threads)
-    for (int i = 0; i < M; i++) {
-        int32_t *l = malloc(sizeof(int32_t) * V);
-        int32_t *ev = malloc(sizeof(int32_t) * V);
-        if (!l || !ev) { free(l); free(ev); bad = 1; continue; }
-        const int32_t *li = logits + (int64_t)i * V;
-        int32_t top = INT32_MIN;
-        for (int v = 0; v < V; v++) {
-            int64_t x = (int64_t)li[v] + (bias ? bias[i * bias_stride + v] : 0);
-            l[v] = (int32_t)(x < -(1 << 30) ? -(1 << 30) : x > (1 << 30) ? (1 << 30) : x);
-            top = l[v] > top ? l[v] : top;
-        }
-        int32_t *f = freqs + (int64_t)i * V;
-#ifdef HAVE_LEVELS
-        if (level >= 2) table_avx512(V, l, top, exp32, precision, ev, f);
-        else if (level == 1) table_avx2(V, l, top, exp32, precision, ev, f);
-        else
-#endif
-            table_portable(V, l, top, exp32, precision, ev, f);
-        free(l); free(ev);
+ * adaptive models (llmzip/codec/adapt.py). */
+typedef struct {
+    int V, precision, level;
+    const int32_t *logits, *bias; int64_t bias_stride; const int32_t *exp32;
+    int32_t *freqs;
+} table_ctx;
+static int table_item(void *ctx, int64_t i) {
+    const table_ctx *c = ctx;
+    const int V = c->V;
+    int32_t *l = malloc(sizeof(int32_t) * V);
+    int32_t *ev = malloc(sizeof(int32_t) * V);
+    if (!l || !ev) { free(l); free(ev); return 1; }
+    const int32_t *li = c->logits + i * V;
+    const int32_t *b = c->bias ? c->bias + i * c->bias_stride : NULL;
+    int32_t top = INT32_MIN;
+    for (int v = 0; v < V; v++) {
+        int64_t x = (int64_t)li[v] + (b ? b[v] : 0);
+        l[v] = (int32_t)(x < -(1 << 30) ? -(1 << 30) : x > (1 << 30) ? (1 << 30) : x);
+        top = l[v] > top ? l[v] : top;
     }
-    return bad ? 2 : 0;
+    int32_t *f = c->freqs + i * V;
+#ifdef HAVE_LEVELS
+    if (c->level >= 2) table_avx512(V, l, top, c->exp32, c->precision, ev, f);
+    else if (c->level == 1) table_avx2(V, l, top, c->exp32, c->precision, ev, f);
+    else
+#endif
+        table_portable(V, l, top, c->exp32, c->precision, ev, f);
+    free(l); free(ev);
+    return 0;
+}
+
+EXPORT int llmzip_ex_table(int M, int V, const int32_t *logits, const int32_t *bias,
+                           int64_t bias_stride, const int32_t *exp32, int precision,
+                           int32_t *freqs, int level, int threads) {
+    table_ctx c = {.V = V, .precision = precision, .level = level, .logits = logits,
+                   .bias = bias, .bias_stride = bias_stride, .exp32 = exp32, .freqs = freqs};
+    return parallel_for(M, threads, table_item, &c) ? 2 : 0;
 }

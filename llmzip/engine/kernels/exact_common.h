@@ -6,15 +6,33 @@
 #include <string.h>
 #include <math.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#define PRAGMA_(x) _Pragma(#x)
-#define PARALLEL_FOR(n) PRAGMA_(omp parallel for schedule(dynamic, 1) num_threads(n))
-#define PARALLEL_FOR_BAD(n) PRAGMA_(omp parallel for schedule(dynamic, 1) num_threads(n) reduction(|:bad))
-#else
-#define PARALLEL_FOR(n)
-#define PARALLEL_FOR_BAD(n)
-#endif
+#include "pool.h"
+
+/* Threads: every parallel loop runs on the one pool of pool.c, shared with the matrix
+ * product (OpenMP's threads beside it took its CPUs: pool.c says why). A loop's body is a
+ * static function of (context struct, item) returning 0, or 1 when it failed to allocate:
+ *
+ *     typedef struct { int C; const int64_t *x; ... } foo_ctx;
+ *     static int foo_row(void *p, int64_t i) {
+ *         const foo_ctx *c = p;
+ *         int64_t *tmp = malloc(...);
+ *         if (!tmp) return 1;                 (was: bad = 1; continue;)
+ *         ... row i ...
+ *         free(tmp);
+ *         return 0;
+ *     }
+ *     EXPORT int llmzip_ex_foo(int M, ..., int threads) {
+ *         foo_ctx c = {.C = C, .x = x, ...};
+ *         return parallel_for(M, threads, foo_row, &c) ? 2 : 0;
+ *     }
+ *
+ * The OpenMP pragmas PARALLEL_FOR(n) / PARALLEL_FOR_BAD(n) that loops used before are gone;
+ * the names still compile (with a warning) so that a loop written for them keeps working,
+ * on one thread, until it is rewritten as above. */
+#define PARALLEL_FOR(n) \
+    _Pragma("GCC warning \"PARALLEL_FOR runs on one thread: use parallel_for (pool.h)\"")
+#define PARALLEL_FOR_BAD(n) \
+    _Pragma("GCC warning \"PARALLEL_FOR_BAD runs on one thread: use parallel_for (pool.h)\"")
 
 #define EXPORT __attribute__((visibility("default")))
 #define ATT_CLAMP (((int64_t)1 << 24) - 1)   /* q, k, v bound for attention (Q12) */

@@ -5,7 +5,8 @@
  * (docs/engine.md is the spec): integer arithmetic only (int64, plus float64 used as an
  * exact integer accumulator where every value and partial sum is an integer below 2^53),
  * so the result does not depend on the compiler, the SIMD width, the thread count or how
- * rows are batched. Rows are independent; threads split rows (or (row, head) pairs).
+ * rows are batched. Rows are independent; threads split rows (or (row, head) pairs): each
+ * kernel's loop body is a function of (context, row) run by parallel_for (pool.c).
  *
  * Conventions: rsr(v, s) = floor((v + 2^(s-1)) / 2^s) for s > 0, v * 2^-s for s <= 0;
  * ">>" on negative int64 is an arithmetic shift (every compiler this builds with), and
@@ -44,11 +45,17 @@ INLINE void quant_row(const int64_t *y, int K, int64_t levels, int16_t *a, int32
 LEVEL_VARIANTS(quant_row, (const int64_t *y, int K, int64_t levels, int16_t *a, int32_t *e),
                (y, K, levels, a, e))
 
+typedef struct { int K; const int64_t *y; int64_t levels; int16_t *a; int32_t *e; int level; } quant_ctx;
+static int quant_item(void *p, int64_t i) {
+    const quant_ctx *c = p;
+    AT_LEVEL(c->level, quant_row, (c->y + i * c->K, c->K, c->levels, c->a + i * c->K, c->e + i));
+    return 0;
+}
+
 EXPORT int llmzip_ex_quant(int M, int K, const int64_t *y, int64_t levels, int16_t *a, int32_t *e,
                            int level, int threads) {
-    PARALLEL_FOR(threads)
-    for (int i = 0; i < M; i++)
-        AT_LEVEL(level, quant_row, (y + (int64_t)i * K, K, levels, a + (int64_t)i * K, e + i));
+    quant_ctx c = {.K = K, .y = y, .levels = levels, .a = a, .e = e, .level = level};
+    parallel_for(M, threads, quant_item, &c);
     return 0;
 }
 
@@ -113,12 +120,38 @@ T_AVX512 static void rmsnorm_row_l2(const int64_t *x, int C, const int64_t *gain
 }
 #endif
 
+/* rmsnorm and norm_quant: RMSNorm of rows of x (then quantised to a, e) */
+typedef struct {
+    int C, out_frac, level;
+    const int64_t *x, *gain;
+    int64_t Q, levels;
+    int64_t *y;                     /* rmsnorm's output */
+    int16_t *a; int32_t *e;         /* norm_quant's */
+} norm_ctx;
+
+static int rmsnorm_item(void *p, int64_t i) {
+    const norm_ctx *c = p;
+    AT_LEVEL(c->level, rmsnorm_row, (c->x + i * c->C, c->C, c->gain, c->out_frac, c->Q,
+                                     c->y + i * c->C));
+    return 0;
+}
+
 /* x (M, C) int64 -> y (M, C) int64; Q = isqrt(C << 42) */
 EXPORT int llmzip_ex_rmsnorm(int M, int C, const int64_t *x, const int64_t *gain, int out_frac,
                              int64_t Q, int64_t *y, int level, int threads) {
-    PARALLEL_FOR(threads)
-    for (int i = 0; i < M; i++)
-        AT_LEVEL(level, rmsnorm_row, (x + (int64_t)i * C, C, gain, out_frac, Q, y + (int64_t)i * C));
+    norm_ctx c = {.C = C, .out_frac = out_frac, .level = level, .x = x, .gain = gain, .Q = Q,
+                  .y = y};
+    parallel_for(M, threads, rmsnorm_item, &c);
+    return 0;
+}
+
+static int norm_quant_item(void *p, int64_t i) {
+    const norm_ctx *c = p;
+    int64_t *tmp = malloc(sizeof(int64_t) * c->C);
+    if (!tmp) return 1;
+    AT_LEVEL(c->level, rmsnorm_row, (c->x + i * c->C, c->C, c->gain, c->out_frac, c->Q, tmp));
+    AT_LEVEL(c->level, quant_row, (tmp, c->C, c->levels, c->a + i * c->C, c->e + i));
+    free(tmp);
     return 0;
 }
 
@@ -126,16 +159,9 @@ EXPORT int llmzip_ex_rmsnorm(int M, int C, const int64_t *x, const int64_t *gain
 EXPORT int llmzip_ex_norm_quant(int M, int C, const int64_t *x, const int64_t *gain, int out_frac,
                                 int64_t Q, int64_t levels, int16_t *a, int32_t *e, int level,
                                 int threads) {
-    int bad = 0;
-    PARALLEL_FOR_BAD(threads)
-    for (int i = 0; i < M; i++) {
-        int64_t *tmp = malloc(sizeof(int64_t) * C);
-        if (!tmp) { bad = 1; continue; }
-        AT_LEVEL(level, rmsnorm_row, (x + (int64_t)i * C, C, gain, out_frac, Q, tmp));
-        AT_LEVEL(level, quant_row, (tmp, C, levels, a + (int64_t)i * C, e + i));
-        free(tmp);
-    }
-    return bad ? 2 : 0;
+    norm_ctx c = {.C = C, .out_frac = out_frac, .level = level, .x = x, .gain = gain, .Q = Q,
+                  .levels = levels, .a = a, .e = e};
+    return parallel_for(M, threads, norm_quant_item, &c) ? 2 : 0;
 }
 
 /* ---- requantise matmul outputs -------------------------------------------------- */
@@ -148,13 +174,24 @@ INLINE void requant_row(const int32_t *a, const int64_t *mult, int s, int N, int
 LEVEL_VARIANTS(requant_row, (const int32_t *a, const int64_t *mult, int s, int N, int add,
                              int64_t *o), (a, mult, s, N, add, o))
 
+typedef struct {
+    int N, shift, add, level;
+    const int32_t *acc; const int64_t *mult; const int32_t *e;
+    int64_t *out;
+} requant_ctx;
+static int requant_item(void *p, int64_t i) {
+    const requant_ctx *c = p;
+    AT_LEVEL(c->level, requant_row, (c->acc + i * c->N, c->mult, c->shift - c->e[i], c->N,
+                                     c->add, c->out + i * c->N));
+    return 0;
+}
+
 /* out[i][n] (+)= rsr(acc[i][n] * mult[n], shift - e[i]) */
 EXPORT int llmzip_ex_requant(int M, int N, const int32_t *acc, const int64_t *mult, int shift,
                              const int32_t *e, int64_t *out, int add, int level, int threads) {
-    PARALLEL_FOR(threads)
-    for (int i = 0; i < M; i++)
-        AT_LEVEL(level, requant_row, (acc + (int64_t)i * N, mult, shift - e[i], N, add,
-                                      out + (int64_t)i * N));
+    requant_ctx c = {.N = N, .shift = shift, .add = add, .level = level, .acc = acc,
+                     .mult = mult, .e = e, .out = out};
+    parallel_for(M, threads, requant_item, &c);
     return 0;
 }
 
@@ -226,20 +263,29 @@ T_AVX512 static void glu_row_l2(const int32_t *r, int F, const int64_t *mult, in
 }
 #endif
 
+typedef struct {
+    int F, shift, frac, level;
+    const int32_t *acc; const int64_t *mult; const int32_t *e; const int64_t *tab;
+    int64_t levels;
+    int16_t *a; int32_t *ea;
+} glu_ctx;
+static int glu_item(void *p, int64_t i) {
+    const glu_ctx *c = p;
+    int64_t *z = malloc(sizeof(int64_t) * c->F);
+    if (!z) return 1;
+    AT_LEVEL(c->level, glu_row, (c->acc + i * 2 * c->F, c->F, c->mult, c->shift - c->e[i],
+                                 c->tab, c->frac, c->levels, z, c->a + i * c->F, c->ea + i));
+    free(z);
+    return 0;
+}
+
 /* acc (M, 2F): gate | up; mult (2F); z = rsr(act(gate) * up, frac), all in Q(frac) */
 EXPORT int llmzip_ex_glu(int M, int F, const int32_t *acc, const int64_t *mult, int shift,
                          const int32_t *e, const int64_t *tab, int frac, int64_t levels,
                          int16_t *a, int32_t *ea, int level, int threads) {
-    int bad = 0;
-    PARALLEL_FOR_BAD(threads)
-    for (int i = 0; i < M; i++) {
-        int64_t *z = malloc(sizeof(int64_t) * F);
-        if (!z) { bad = 1; continue; }
-        AT_LEVEL(level, glu_row, (acc + (int64_t)i * 2 * F, F, mult, shift - e[i], tab, frac,
-                                  levels, z, a + (int64_t)i * F, ea + i));
-        free(z);
-    }
-    return bad ? 2 : 0;
+    glu_ctx c = {.F = F, .shift = shift, .frac = frac, .level = level, .acc = acc, .mult = mult,
+                 .e = e, .tab = tab, .levels = levels, .a = a, .ea = ea};
+    return parallel_for(M, threads, glu_item, &c) ? 2 : 0;
 }
 
 /* ---- RoPE and the KV cache ------------------------------------------------------ */
@@ -316,42 +362,62 @@ LEVEL_VARIANTS(qkv_row, QKV_PARAMS, QKV_ARGS)
  * tiled key cache kt with its multiplier ksd; v quantised into vc (B, K, Smax, D) with
  * its scale vsd. Smax is a multiple of 16. cos/sin (n_pos, D/2). A: the score constant,
  * zshift: reference.SCORE_SHIFT. */
+typedef struct {
+    int H, K, D, halves, Smax, zshift, level;
+    int64_t *qkv; const int32_t *row_b, *row_pos; const int64_t *cos_t, *sin_t;
+    int16_t *q16; int32_t *eq; int8_t *kt; double *ksd; int8_t *vc; double *vsd;
+    int64_t A;
+} qkv_ctx;
+static int qkv_item(void *p, int64_t i) {
+    const qkv_ctx *c = p;
+    const int H = c->H, K = c->K, D = c->D, pos = c->row_pos[i];
+    int8_t *k8 = malloc(D);
+    if (!k8) return 1;
+    AT_LEVEL(c->level, qkv_row, (H, K, D, c->qkv + i * (H + 2 * K) * D, c->row_b[i], pos,
+                                 c->cos_t + (int64_t)pos * (D / 2),
+                                 c->sin_t + (int64_t)pos * (D / 2), c->halves,
+                                 c->q16 + i * H * D, c->eq + i * H, c->kt, c->ksd, c->vc,
+                                 c->vsd, c->Smax, c->A, c->zshift, k8));
+    free(k8);
+    return 0;
+}
+
 EXPORT int llmzip_ex_qkv(int M, int H, int K, int D, int64_t *qkv, const int32_t *row_b,
                          const int32_t *row_pos, const int64_t *cos_t, const int64_t *sin_t,
                          int halves, int16_t *q16, int32_t *eq, int8_t *kt, double *ksd,
                          int8_t *vc, double *vsd, int Smax, int64_t A, int zshift,
                          int level, int threads) {
-    int bad = 0;
-    PARALLEL_FOR_BAD(threads)
-    for (int i = 0; i < M; i++) {
-        int8_t *k8 = malloc(D);
-        if (!k8) { bad = 1; continue; }
-        AT_LEVEL(level, qkv_row, (H, K, D, qkv + (int64_t)i * (H + 2 * K) * D, row_b[i],
-                                  row_pos[i], cos_t + (int64_t)row_pos[i] * (D / 2),
-                                  sin_t + (int64_t)row_pos[i] * (D / 2), halves,
-                                  q16 + (int64_t)i * H * D, eq + (int64_t)i * H, kt, ksd, vc,
-                                  vsd, Smax, A, zshift, k8));
-        free(k8);
+    qkv_ctx c = {.H = H, .K = K, .D = D, .halves = halves, .Smax = Smax, .zshift = zshift,
+                 .level = level, .qkv = qkv, .row_b = row_b, .row_pos = row_pos,
+                 .cos_t = cos_t, .sin_t = sin_t, .q16 = q16, .eq = eq, .kt = kt, .ksd = ksd,
+                 .vc = vc, .vsd = vsd, .A = A};
+    return parallel_for(M, threads, qkv_item, &c) ? 2 : 0;
+}
+
+typedef struct {
+    int H, K, D, frac;
+    int64_t *qkv; const int64_t *qg, *kg; int64_t Q;
+} qk_norm_ctx;
+static int qk_norm_item(void *p, int64_t i) {
+    const qk_norm_ctx *c = p;
+    const int H = c->H, K = c->K, D = c->D;
+    int64_t *tmp = malloc(sizeof(int64_t) * D);
+    if (!tmp) return 1;
+    for (int h = 0; h < H + K; h++) {
+        int64_t *v = c->qkv + (i * (H + 2 * K) + h) * D;
+        rmsnorm_row(v, D, h < H ? c->qg : c->kg, c->frac, c->Q, tmp);
+        memcpy(v, tmp, sizeof(int64_t) * D);
     }
-    return bad ? 2 : 0;
+    free(tmp);
+    return 0;
 }
 
 /* per-head RMSNorm of q and k (Gemma), in place on qkv (M, H + 2K, D) */
 EXPORT int llmzip_ex_qk_norm(int M, int H, int K, int D, int64_t *qkv, const int64_t *qg,
                       const int64_t *kg, int frac, int64_t Q, int threads) {
-    int bad = 0;
-    PARALLEL_FOR_BAD(threads)
-    for (int i = 0; i < M; i++) {
-        int64_t *tmp = malloc(sizeof(int64_t) * D);
-        if (!tmp) { bad = 1; continue; }
-        for (int h = 0; h < H + K; h++) {
-            int64_t *v = qkv + ((int64_t)i * (H + 2 * K) + h) * D;
-            rmsnorm_row(v, D, h < H ? qg : kg, frac, Q, tmp);
-            memcpy(v, tmp, sizeof(int64_t) * D);
-        }
-        free(tmp);
-    }
-    return bad ? 2 : 0;
+    qk_norm_ctx c = {.H = H, .K = K, .D = D, .frac = frac, .qkv = qkv, .qg = qg, .kg = kg,
+                     .Q = Q};
+    return parallel_for(M, threads, qk_norm_item, &c) ? 2 : 0;
 }
 
 /* The widest level this CPU runs (see "SIMD levels" above). */

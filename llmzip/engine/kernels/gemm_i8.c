@@ -49,21 +49,19 @@
  * as one sequential stream.  For M <= MC the weights are streamed from memory
  * exactly once, in memory order.
  *
- * Threads: a small pthread pool (no OpenMP, so no clash with torch's libgomp).
+ * Threads: the exact kernels' one thread pool (pool.c: pthreads, no OpenMP).
  * The work is cut into ~4 chunks per thread -- ranges of N panels, or ranges
  * of row tiles when there are few panels and many rows -- claimed dynamically
  * (an atomic counter), so on a busy machine a descheduled thread costs at
  * most one chunk.  Which thread computes which chunk never changes a bit.
  */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime, pthread_atfork */
 #include <stdint.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
-#include <time.h>
 
 #include "gemm_i8.h"
+#include "pool.h"
 
 /* All x86 code sits under GEMM_X86; -DGEMM_I8_NO_X86 builds the portable
    path alone on x86 (what an aarch64 build compiles). */
@@ -518,7 +516,7 @@ static int path_tile(int path, tile_fn *fn, int *mr)
 }
 
 /* ========================================================================= */
-/* Driver: blocking, the split of the work into chunks, and the thread pool  */
+/* Driver: blocking, the split of the work into chunks, and the threads     */
 /* ========================================================================= */
 typedef struct {
     tile_fn fn;
@@ -588,165 +586,22 @@ static void plan_chunks(job_t *j)
     j->nchunks = T == 1 ? 1 : (units < 4 * T ? units : 4 * T);
 }
 
-/* ------------------------------------------------------------------------- */
-/* Thread pool.  The caller is thread 0; workers 1..T-1 are started on first  */
-/* use and kept.  The caller writes the job to g_job, then publishes         */
-/* g_state = (generation, number of chunks, next chunk).  Every thread,      */
-/* caller included, claims chunks with a compare-and-swap on g_state; a      */
-/* successful CAS also proves that the copy of g_job read just before it     */
-/* belongs to that generation (g_job is only rewritten once all chunks of    */
-/* the previous job are claimed and done: seqlock-style).  The caller        */
-/* returns when every chunk is done.  Idle workers spin ~0.3 ms (calls come  */
-/* back to back in a model), then sleep on a condition variable.  Calls from */
-/* several threads are serialised by a lock.                                 */
-/* ------------------------------------------------------------------------- */
+/* The chunks run on the exact kernels' one thread pool (pool.c): chunk c of
+   the job is item c of a parallel_for. */
 #define MAX_THREADS 256
-#define SPIN_NS 300000
 
 static double g_min_macs_per_thread = 256.0 * 1024;  /* see gemm_i8() */
 
-static pthread_mutex_t g_call_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;   /* for the condvars */
-static pthread_cond_t g_cv_start = PTHREAD_COND_INITIALIZER;
-static pthread_cond_t g_cv_done = PTHREAD_COND_INITIALIZER;
-static job_t g_job;
-static uint64_t g_state;                   /* generation << 32 | nchunks << 16 | next */
-static int64_t g_done;                     /* chunks finished in this generation */
-static int g_nworkers;                     /* workers started (ids 1..g_nworkers) */
-static uint64_t g_start_gen[MAX_THREADS];
-static int g_atfork_done;
-
-static inline void cpu_relax(void)
+static int chunk_item(void *ctx, int64_t c)
 {
-#if defined(GEMM_X86)
-    __builtin_ia32_pause();
-#endif
-}
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static inline uint64_t state_gen(uint64_t s) { return s >> 32; }
-static inline int64_t state_nchunks(uint64_t s) { return (int64_t)((s >> 16) & 0xFFFF); }
-static inline int64_t state_next(uint64_t s) { return (int64_t)(s & 0xFFFF); }
-
-/* claim and run chunks of generation gen until none is left; returns 0 if
-   this thread is not one the job asked for (id >= nthreads) */
-static int work_on(uint64_t gen, int id)
-{
-    for (;;) {
-        uint64_t st = __atomic_load_n(&g_state, __ATOMIC_ACQUIRE);
-        if (state_gen(st) != gen) return 1;
-        const int64_t idx = state_next(st);
-        if (idx >= state_nchunks(st)) return 1;  /* all claimed: g_job may be rewritten */
-        job_t j;
-        memcpy(&j, &g_job, sizeof j);       /* validated by the CAS below */
-        if (id >= j.nthreads) return 0;
-        if (!__atomic_compare_exchange_n(&g_state, &st, st + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-            continue;
-        run_chunk(&j, idx);
-        if (__atomic_add_fetch(&g_done, 1, __ATOMIC_ACQ_REL) == j.nchunks) {
-            pthread_mutex_lock(&g_mu);
-            pthread_cond_signal(&g_cv_done);
-            pthread_mutex_unlock(&g_mu);
-        }
-    }
-}
-
-static void *worker_main(void *arg)
-{
-    const int id = (int)(intptr_t)arg;
-    uint64_t seen = g_start_gen[id];        /* generation when created (call lock held) */
-    int spin = 1;                           /* no spinning while calls use fewer threads */
-    for (;;) {
-        const int64_t t0 = now_ns();
-        for (int i = 1; state_gen(__atomic_load_n(&g_state, __ATOMIC_ACQUIRE)) == seen; i++) {
-            cpu_relax();
-            if (!spin || ((i & 255) == 0 && now_ns() - t0 > SPIN_NS)) {
-                pthread_mutex_lock(&g_mu);
-                while (state_gen(__atomic_load_n(&g_state, __ATOMIC_ACQUIRE)) == seen)
-                    pthread_cond_wait(&g_cv_start, &g_mu);
-                pthread_mutex_unlock(&g_mu);
-                break;
-            }
-        }
-        seen = state_gen(__atomic_load_n(&g_state, __ATOMIC_ACQUIRE));
-        spin = work_on(seen, id);
-    }
-    return NULL;
-}
-
-static void atfork_child(void)
-{
-    /* the workers do not exist in a forked child: start afresh */
-    pthread_mutex_init(&g_call_lock, NULL);
-    pthread_mutex_init(&g_mu, NULL);
-    pthread_cond_init(&g_cv_start, NULL);
-    pthread_cond_init(&g_cv_done, NULL);
-    g_nworkers = 0;
-}
-
-/* call lock held; returns the number of threads available (>= 1) */
-static int ensure_workers(int nthreads)
-{
-    if (!g_atfork_done) {
-        pthread_atfork(NULL, NULL, atfork_child);
-        g_atfork_done = 1;
-    }
-    while (g_nworkers < nthreads - 1) {
-        const int id = g_nworkers + 1;
-        pthread_t th;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        g_start_gen[id] = state_gen(__atomic_load_n(&g_state, __ATOMIC_ACQUIRE));
-        const int rc = pthread_create(&th, &attr, worker_main, (void *)(intptr_t)id);
-        pthread_attr_destroy(&attr);
-        if (rc != 0) break;
-        g_nworkers = id;
-    }
-    return g_nworkers + 1 < nthreads ? g_nworkers + 1 : nthreads;
+    run_chunk((const job_t *)ctx, c);
+    return 0;
 }
 
 static void run_job(job_t *j)
 {
-    if (j->nthreads > 1) {
-        pthread_mutex_lock(&g_call_lock);
-        j->nthreads = ensure_workers(j->nthreads);
-        if (j->nthreads == 1) pthread_mutex_unlock(&g_call_lock);  /* no worker could start */
-    }
     plan_chunks(j);
-    if (j->nthreads == 1) {
-        run_chunk(j, 0);
-        return;
-    }
-    /* publish: every chunk of the previous job is done, nobody reads g_job */
-    memcpy(&g_job, j, sizeof *j);
-    __atomic_store_n(&g_done, 0, __ATOMIC_RELEASE);
-    const uint64_t gen = (state_gen(__atomic_load_n(&g_state, __ATOMIC_ACQUIRE)) + 1) & 0xFFFFFFFF;
-    pthread_mutex_lock(&g_mu);
-    __atomic_store_n(&g_state, gen << 32 | (uint64_t)j->nchunks << 16, __ATOMIC_RELEASE);
-    pthread_cond_broadcast(&g_cv_start);
-    pthread_mutex_unlock(&g_mu);
-
-    (void)work_on(gen, 0);
-
-    const int64_t t0 = now_ns();
-    for (int i = 1; __atomic_load_n(&g_done, __ATOMIC_ACQUIRE) != j->nchunks; i++) {
-        cpu_relax();
-        if ((i & 255) == 0 && now_ns() - t0 > SPIN_NS) {
-            pthread_mutex_lock(&g_mu);
-            while (__atomic_load_n(&g_done, __ATOMIC_ACQUIRE) != j->nchunks)
-                pthread_cond_wait(&g_cv_done, &g_mu);
-            pthread_mutex_unlock(&g_mu);
-            break;
-        }
-    }
-    pthread_mutex_unlock(&g_call_lock);
+    (void)parallel_for(j->nchunks, j->nchunks == 1 ? 1 : j->nthreads, chunk_item, j);
 }
 
 /* ========================================================================= */
