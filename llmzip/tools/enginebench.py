@@ -142,8 +142,9 @@ class EngineHandle:
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
         t1 = time.perf_counter()
         self.name, self.threads, self.kw = engine, threads, kw
+        # level 1: both engines cut the same segments (no window, no adaptive models)
         self.compressor = Compressor(self.model, engine=engine, threads=threads,
-                                     fallback=fallback, **kw)
+                                     fallback=fallback, **{"level": 1, **kw})
         t2 = time.perf_counter()
         warm = warm if warm is not None else b"The quick brown fox jumps over the lazy dog. " * 5
         self.compressor.fallback = False        # the warm-up must go through the model
