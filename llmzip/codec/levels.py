@@ -4,8 +4,10 @@ A level chooses the model, the exact engine's window (how much context each toke
 and whether it slides or restarts from BOS), the segment length (longer segments keep
 more context but give the decoder fewer segments to step together) and the adaptive
 models (codec/adapt.py). Options given explicitly (--model, --seg-len, --window,
---stride, --adapt) override the level's. The figures are measured by
-scripts/bench_levels.py (docs/results.md); `llmzip --help` prints this table.
+--stride, --adapt) override the level's. The figures in the notes (compress /
+decompress speed on a 2-vCPU Zen 5) are measured by scripts/bench_levels.py
+(docs/results.md); the other levels are not measured on whole files yet. `llmzip --help`
+prints this table.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ _ALL = {"bias": 14000, "match": 20000, "temper": 2000000}    # temperature: cost
 _W2, _W4, _W8 = (dict(window=w, stride=w // 4) for w in (2048, 4096, 8192))
 
 LEVELS = {
-    1: Level(note="segments of 2,048 tokens from BOS (llmzip 0.2)"),
+    1: Level(note="segments of 2,048 tokens from BOS (llmzip 0.2); alice29: 1.140 "
+                  "bits/byte, 3,463 / 1,939 B/s"),
     2: Level(adapt=_BIAS, note="+ adaptive bias"),
     3: Level(**_W2, seg_len=8192, adapt=_BIAS, note="window 2,048 sliding by 512"),
     4: Level(**_W2, seg_len=8192, adapt=_MIX, note="+ match model"),
     5: Level(**_W4, seg_len=8192, adapt=_MIX, note="window 4,096 sliding by 1,024"),
-    6: Level(**_W4, seg_len=16384, adapt=_MIX, note="segments of 16,384 tokens"),
+    6: Level(**_W4, seg_len=16384, adapt=_MIX, note="segments of 16,384 tokens; alice29: "
+             "1.054 bits/byte, 974 / 356 B/s"),
     7: Level(**_W8, seg_len=32768, adapt=_ALL,
              note="window 8,192, segments of 32,768, + temperature"),
     8: Level(model="gemma3-270m", **_W4, seg_len=16384, adapt=_ALL, note="Gemma 3 270M"),
