@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Levels and ablation benchmark: actual archive bits/byte and speed, every round trip verified.
 
-    python scripts/bench_levels.py [--file F] [--bytes N] [--sections ablation,levels]
-                                   [--levels 1,3,6] [--out docs/results/levels] [-q]
+    python scripts/bench_levels.py [--file F] [--bytes N] [--sections ablation,levels,corpus]
+                                   [--levels 1,3,6] [--corpus F1,F2] [--decode]
+                                   [--out docs/results/levels] [-q]
 
 Section "ablation": the default level built up one part at a time (segments from BOS,
 then the sliding window, the adaptive bias, the temperature, the match model). Section
-"levels": the chosen levels. Tables go to stdout, progress to stderr (-q: none);
+"levels": the chosen levels. Section "corpus": the chosen levels on each of the
+--corpus files (compress only unless --decode). Tables go to stdout, progress to stderr (-q: none);
 levels.json, levels.md and levels.png go to --out. Run it on a quiet machine (`uptime`).
 """
 
@@ -22,6 +24,9 @@ sys.path.insert(0, ROOT)
 from llmzip.tools import levelbench as lb  # noqa: E402
 from llmzip.tools.enginebench import machine_info  # noqa: E402
 
+TEXTS = ("alice29.txt", "asyoulik.txt", "lcet10.txt", "plrabn12.txt", "html", "urls.10K",
+         "tinyshakespeare.txt")
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -29,6 +34,12 @@ def main(argv=None) -> int:
     p.add_argument("--bytes", type=int, help="only the file's first N bytes")
     p.add_argument("--sections", default="ablation,levels")
     p.add_argument("--levels", default="1,2,3,4,5,6,7", help="comma-separated levels")
+    p.add_argument("--corpus", default=",".join(
+        os.path.join(ROOT, "..", "shared", "corpus", f) for f in TEXTS),
+        help="section corpus: comma-separated files (default: the seven texts)")
+    p.add_argument("--decode", action="store_true",
+                   help="section corpus: also decompress and verify (slow: the decoder "
+                   "runs at a third of the encoder's speed)")
     p.add_argument("--out", default=os.path.join("docs", "results", "levels"))
     p.add_argument("-q", "--quiet", action="store_true")
     a = p.parse_args(argv)
@@ -43,6 +54,18 @@ def main(argv=None) -> int:
     res = {"command": "python scripts/bench_levels.py " + shlex.join(sys.argv[1:] if argv is None else argv),
            "machine": machine_info(), "sections": []}
     for sec in a.sections.split(","):
+        if sec == "corpus":                       # one section per file, levels as rows
+            for path in a.corpus.split(","):
+                with open(path, "rb") as f:
+                    text = f.read()
+                rows = [(name, dict(st, decode=a.decode))
+                        for name, st in lb.level_rows([int(x) for x in a.levels.split(",")])]
+                s = lb.run(text, rows, os.path.basename(path), log)
+                s["title"] = "corpus"
+                res["sections"].append(s)
+                print(lb.render_text(*lb.table(s)), flush=True)
+                lb.write_reports(res, a.out)
+            continue
         if sec == "ablation":
             rows = lb.ablation_rows()
         elif sec == "levels":

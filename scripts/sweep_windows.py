@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Ideal bits/byte of a file under a window plan and several adaptive-model settings, one pass.
 
-    python scripts/sweep_windows.py WINDOW STRIDE SEG_LEN [--bytes N] [--file F] ADAPT ...
+    python scripts/sweep_windows.py WINDOW STRIDE SEG_LEN [--slide shift] [--bytes N] [--file F] ADAPT ...
 
 Each ADAPT is an --adapt string ('off', 'bias=14000', 'bias=14000,temper=2000000,match=20000').
 The exact engine computes each chunk's logits once (`encode_steps(out="logits")`); every
@@ -39,11 +39,13 @@ def main() -> int:
     p.add_argument("--bytes", type=int)
     p.add_argument("--model")
     p.add_argument("--threads", type=int, default=2)
-    a = p.parse_args()
+    p.add_argument("--slide", default="", help='"shift" or "" (rebuild from BOS)')
+    a = p.parse_intermixed_args()
     m = load_model(a.model)
     data = open(a.file, "rb").read()[:a.bytes]
     ids = np.asarray(tokenizer_for(m).encode(data))
-    eng = ExactEngine(m, ExactProfile(window=a.window, stride=a.stride, seg_len=a.seg_len),
+    eng = ExactEngine(m, ExactProfile(window=a.window, stride=a.stride, seg_len=a.seg_len,
+                                         slide=a.slide),
                       threads=a.threads)
     cfgs = [AdaptConfig.parse(x) for x in a.adapt]
     bits, spent = [0.0] * len(cfgs), [0.0] * len(cfgs)
@@ -65,6 +67,7 @@ def main() -> int:
     for c, b, s in zip(cfgs, bits, spent):
         print(json.dumps(dict(file=os.path.basename(a.file), bytes=len(data), model=m.name,
                               window=a.window, stride=a.stride, seg_len=a.seg_len,
+                              **({"slide": a.slide} if a.slide else {}),
                               adapt=c.to_dict(), ideal_bpb=round(b / len(data), 4),
                               adapt_s=round(s, 1), total_s=round(time.time() - t0, 1),
                               tokens=len(ids))), flush=True)

@@ -18,7 +18,7 @@ import torch
 
 import llmzip
 from llmzip.codec import container as ct
-from llmzip.codec.adapt import AdaptConfig, Adapter, MatchModel
+from llmzip.codec.adapt import NGRAM_ORDERS, AdaptConfig, Adapter, MatchModel, NgramModel
 from llmzip.codec.levels import DEFAULT_LEVEL, LEVELS, level_settings
 from llmzip.engine.exact import ExactEngine, ExactProfile
 from llmzip.errors import FormatError, UsageError
@@ -77,6 +77,56 @@ def test_sliding_window_prefill_equals_steps_and_reference(model, kernel):
     assert _same(_steps(e, segs, "logits"), _prefill(e, segs, "logits"))
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("window,stride", [(32, 8), (48, 16), (40, 5)])
+def test_shifted_window_prefill_equals_steps_and_reference(model, kernel, window, stride):
+    """slide="shift" (kept keys and values move, BOS is rotated again): the encoder's
+    prefill, the decoder's steps and the reference agree on every path, whether the
+    stride moves whole key tiles (16) or not."""
+    prof = ExactProfile(window=window, stride=stride, slide="shift")
+    segs = _segments(model)
+    want = _prefill(ExactEngine(model, prof, kernel="reference"), segs)
+    e = ExactEngine(model, prof, kernel=kernel, threads=2)
+    assert _same(_prefill(e, segs), want)
+    assert _same(_steps(e, segs), want)
+    assert _same(_steps(e, segs, "logits"), _prefill(e, segs, "logits"))
+
+
+def test_rope_tables_from_any_position(model):
+    """A shifted window reads RoPE tables from its offset on: views into tables that
+    double as needed, with the values of tables computed for exactly that size."""
+    from llmzip.engine.exact.reference import RopeTables, rope_tabs
+    t = RopeTables(model_int(model))
+    small = t.get(16, at=0)
+    big = t.get(100, at=3000)                  # grows (to 4,096 positions)
+    want = rope_tabs(model_int(model), 3100)
+    for k, (c, s) in big.items():
+        assert c.shape[0] >= 100 and torch.equal(c[:100], want[k][0][3000:3100])
+        assert torch.equal(s[:100], want[k][1][3000:3100])
+        assert torch.equal(small[k][0][:16], want[k][0][:16])
+
+
+def model_int(model):
+    from llmzip.engine.exact.engine import int_model
+    return int_model(model)
+
+
+def test_shifted_window_keeps_what_it_saw(model):
+    """The first window is the segment's own; after it the kept tokens carry the context
+    they were computed with, so tables differ from a window rebuilt from BOS, and token
+    j's key keeps its angle: a window shifted by 16 equals one that never shifts where
+    no token has left it yet (window >= segment)."""
+    segs = _segments(model, (90,))
+    shift = ExactEngine(model, ExactProfile(window=32, stride=8, slide="shift"), threads=1)
+    rebuilt = ExactEngine(model, SLIDE, threads=1)
+    a, b = _prefill(shift, segs), _prefill(rebuilt, segs)
+    assert _same(a[:32], b[:32])
+    assert not any(np.array_equal(x[2], y[2]) for x, y in zip(a[32:], b[32:]))
+    whole = _prefill(ExactEngine(model, ExactProfile(window=96, stride=8, slide="shift"),
+                                 threads=1), segs)
+    assert _same(whole, _prefill(ExactEngine(model, threads=1), segs))
+
+
 def test_sliding_window_is_its_definition(model):
     """Token t of window (first, end, start) gets the table a fresh segment s[start:]
     gives its token t - start: the kept context, after a BOS, and nothing else."""
@@ -119,16 +169,17 @@ def test_biased_tables_equal_the_reference(model, kernel):
         assert (want.sum(-1) == 1 << 20).all() and (want >= 1).all()
 
 
-ALL = {"bias": 20000, "temper": 2000000, "match": 20000}
+ALL = {"bias": 20000, "temper": 2000000, "match": 20000, "ngram": 6000}
 
 
 @pytest.mark.parametrize("adapt", [{"bias": 20000}, {"temper": 2000000}, {"match": 20000},
-                                   ALL])
+                                   {"ngram": 6000}, ALL])
 def test_adaptive_round_trip(tiny_model, adapt):
     blob = llmzip.compress(TEXT, model=tiny_model, adapt=adapt, fallback=False, batch=3,
                            seg_len=300)
     info = ct.scan(blob)
-    assert info.version == 7 and info.header["engine"]["adapt"] == adapt
+    assert info.version == (8 if "ngram" in adapt else 7)
+    assert info.header["engine"]["adapt"] == adapt
     assert llmzip.decompress(blob, model=tiny_model) == TEXT
 
 
@@ -156,6 +207,24 @@ def test_window_and_adaptation_archives_identical_whatever_the_kernel(slide_arch
     assert len(set(slide_archives.values())) == 1
 
 
+def test_slide_is_recorded_and_versioned(tiny_model, slide_archives):
+    """The default slide shifts (format 8); --slide rebuild writes llmzip 0.3.0's format 7,
+    which still decodes; a window that never slides records neither (format 7)."""
+    info = ct.scan(slide_archives["auto"])
+    assert info.version == 8 and info.header["engine"]["slide"] == "shift"
+    no_ngram = {k: v for k, v in ALL.items() if k != "ngram"}   # n-grams need format 8
+    kw = dict(model=tiny_model, window=64, stride=16, adapt=no_ngram, fallback=False, batch=3)
+    old = llmzip.compress(TEXT, seg_len=400, slide="rebuild", **kw)
+    info = ct.scan(old)
+    assert info.version == 7 and "slide" not in info.header["engine"]
+    assert llmzip.decompress(old, model=tiny_model) == TEXT
+    assert old != llmzip.compress(TEXT, seg_len=400, **kw)
+    short = ct.scan(llmzip.compress(TEXT, seg_len=60, **kw))
+    assert short.version == 7 and "slide" not in short.header["engine"]
+    with pytest.raises(UsageError):
+        llmzip.Compressor(tiny_model, slide="sideways")
+
+
 @pytest.mark.parametrize("kernel", ["auto", "portable"])
 def test_window_and_adaptation_decode_with_every_path(tiny_model, slide_archives, kernel):
     blob = slide_archives["auto"]
@@ -174,7 +243,8 @@ def _forged(blob, **engine):
 @pytest.mark.parametrize("bad", [dict(adapt={"bogus": 1}), dict(adapt={"bias": -1}),
                                  dict(adapt={"bias": 1.5}), dict(window=64, stride=64),
                                  dict(window=100000, stride=16), dict(window="64"),
-                                 dict(adapt=[1])])
+                                 dict(adapt=[1]), dict(slide="sideways"), dict(slide=1),
+                                 dict(slide="shift", window=0, stride=0)])
 def test_bad_adaptive_headers_refused(tiny_model, slide_archives, bad):
     with pytest.raises(FormatError):
         llmzip.decompress(_forged(slide_archives["auto"], **bad), model=tiny_model)
@@ -202,6 +272,21 @@ def test_match_model_predicts_repeats_across_segments():
     assert m.predict(1) is None
 
 
+def test_ngram_model_counts_contexts_across_segments():
+    m = NgramModel(2)
+    for y in [5, 6, 7, 5, 6, 8]:
+        m.update(0, y)
+    for y in [5, 6]:
+        m.update(1, y)
+    got = {NGRAM_ORDERS[i]: (nb, vs.tolist(), sh.tolist()) for i, nb, vs, sh in m.features(1)}
+    # order 1: "6" was followed by 7 and 8 (N = 2, each a third of N + 1: 8 * 1 // 3 = 2)
+    assert got[1] == (1, [7, 8], [2, 2])
+    assert got[2][1] == [7, 8]            # "5 6" -> 7, 8
+    assert 3 not in got                   # segment 1 has only two tokens
+    m.update(1, 7)
+    assert m.counts[1][(5, 6)] == [3, {7: 2, 8: 1}]
+
+
 def test_adapter_state_is_integer_and_bounded(tiny_model):
     e = ExactEngine(tiny_model)
     V = tiny_model.config.vocab_size
@@ -215,6 +300,7 @@ def test_adapter_state_is_integer_and_bounded(tiny_model):
         ad.update(np.array([3]))
     assert ad.b.dtype == np.int64 and int(np.abs(ad.b).max()) <= 64 << 40
     assert isinstance(ad.tau, int) and 1 << 30 <= ad.tau <= 1 << 34
+    assert ad.ngram.w.dtype == np.int64 and int(np.abs(ad.ngram.w).max()) <= 32 << 40
 
 
 # ------------------------------------------------------------------ levels
@@ -261,6 +347,7 @@ def test_cli_levels_and_adapt(tiny_gguf, tmp_path):
     assert r.returncode == 0, r.stderr
     eng = ct.scan((tmp_path / "a.llmz").read_bytes()).header["engine"]
     assert (eng["window"], eng["stride"], eng["adapt"]) == (128, 32, {"bias": 3000})
+    assert eng["slide"] == "shift"
     r = subprocess.run([sys.executable, "-m", "llmzip", "-d", "-c", "--model", tiny_gguf,
                         str(tmp_path / "a.llmz")], capture_output=True)
     assert r.returncode == 0 and r.stdout == TEXT[:1500]

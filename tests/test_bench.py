@@ -170,6 +170,21 @@ def test_run_cli(two_files, tiny_gguf, tmp_path, capsys, monkeypatch):
     assert (tmp_path / bench.DEFAULT_OUT_DIR / "results.png").exists()
 
 
+def test_run_cli_passes_the_level_and_its_overrides(two_files, tiny_gguf, tmp_path):
+    """`llmzip bench --level N --window W ... --adapt ...` benchmarks that configuration,
+    and the cell's key tells it from the default's."""
+    (two_files / "a.txt").write_bytes(corpus_bytes("alice29.txt", 1500))
+    args = argparse.Namespace(input=[str(two_files / "a.txt")], json=str(tmp_path / "r.jsonl"),
+                              out=str(tmp_path / "o"), codecs="llmzip", model=tiny_gguf,
+                              threads=1, batch=2, seg_len=400, level=1, window=64, stride=16,
+                              slide="shift", adapt="bias=3000", quiet=True, verbose=False)
+    assert bench.run_cli(args) == 0
+    (row,) = bench.load_jsonl(str(tmp_path / "r.jsonl"))
+    assert row["round_trip"] is True
+    assert (row["params"]["window"], row["params"]["slide"], row["params"]["adapt"]) == (
+        64, "shift", {"bias": 3000})
+
+
 def test_run_cli_report_joins_separate_runs(two_files, tmp_path, capsys):
     out = str(tmp_path / "o")
 

@@ -125,16 +125,17 @@ def test_archive_from_one_path_decodes_with_the_others(default_model):
 
 
 def test_window_and_adaptation_on_the_real_model(default_model):
-    """Level 6's parts (a sliding window, the adaptive models) on SmolLM2 itself: two
-    kernel paths write the same archive, which decodes with a third."""
+    """Level 6's parts (a window whose keys and values shift, the adaptive models) on
+    SmolLM2 itself: two kernel paths write the same archive, which decodes with a third."""
     data = corpus_bytes("alice29.txt", 6000)
     kw = dict(model=default_model, window=512, stride=128, seg_len=900, fallback=False,
               adapt={"bias": 14000, "temper": 2000000, "match": 20000})
     blob = llmzip.compress(data, kernel=PATHS[-1], **kw)
-    assert ct.scan(blob).header["engine"]["window"] == 512
+    eng = ct.scan(blob).header["engine"]
+    assert (eng["window"], eng["slide"]) == (512, "shift")
     assert llmzip.compress(data, kernel=PATHS[0], **kw) == blob
     assert llmzip.decompress(blob, model=default_model, kernel=PATHS[len(PATHS) // 2]) == data
-    ROWS.append(("window 512 by 128 + adaptive models: archive by "
+    ROWS.append(("window 512 shifted by 128 + adaptive models: archive by "
                  f"{PATHS[0]} == by {PATHS[-1]}; decodes with {PATHS[len(PATHS) // 2]}",
                  "exact"))
 

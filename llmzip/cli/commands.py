@@ -144,8 +144,10 @@ def do_info(args) -> None:
               f"<= {e.get('seg_len')} tokens x {e.get('batch')}, {e.get('precision')}-bit "
               f"tables")
         if e.get("window"):
+            how = ("its keys and values shift" if e.get("slide") == "shift"
+                   else "the kept context rebuilt from BOS")
             print(f"window        {e.get('window')} positions sliding by {e.get('stride')} "
-                  f"tokens")
+                  f"tokens ({how})")
         if e.get("adapt"):
             print("adaptive      " + ", ".join(f"{k} (rate {v})" for k, v in
                                                   sorted(e["adapt"].items())))

@@ -40,7 +40,7 @@ def compressor_settings(args) -> dict:
                 fallback=not args.no_fallback, attention=args.attention, engine=args.engine,
                 kernel=args.kernel, device=args.device, level=getattr(args, "level", None),
                 window=getattr(args, "window", None), stride=getattr(args, "stride", None),
-                adapt=adapt)
+                adapt=adapt, slide=getattr(args, "slide", None))
 
 
 def _read_input(path: str) -> bytes:

@@ -50,8 +50,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "window, BOS included (0: none, each segment one window; default: the "
                    "level's)")
     p.add_argument("--stride", type=int, help="exact engine: tokens the window moves by")
+    p.add_argument("--slide", choices=["shift", "rebuild"], help="exact engine: how the "
+                   "window moves: its kept keys and values shift with it (default), or the "
+                   "kept context is computed again from BOS (llmzip 0.3.0; slower)")
     p.add_argument("--adapt", help="exact engine: adaptive models as NAME=RATE,... "
-                   "(bias, temper, match; 'off' for none; default: the level's)")
+                   "(bias, match, ngram, temper; 'off' for none; default: the level's)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                    help="float engine: model arithmetic, recorded in the archive (auto: "
                    "bfloat16 where the CPU has native bf16, else float32)")

@@ -4,6 +4,7 @@ The exact engine gives integer logits l (Q10 bits) for every position; without
 adaptation they become the frequency tables directly. With it, each table is made from
 
     l'_v = (tau * l_v >> 16) + b_v + sum over match predictions d of w[ctx] [v == d]
+           + sum over n-gram contexts of u[ctx] [v seen after it]
 
 and, after the token y is coded, every part takes one step of stochastic gradient descent
 on the code length -log2 p_y (p the table, normalised over the whole vocabulary, so the
@@ -16,6 +17,9 @@ mixture always sums to one):
     the chunk), it predicts the token that followed them there and adds a learned weight
     w[ctx] to that token's logit; ctx is the match length's bucket and how far the LLM
     already ranks the token (d/dw = p_d - [d == y]).
+  - token n-grams (orders 1-3, counts shared by the chunk's segments): every token seen
+    after the current context gets a learned weight u[order, count bucket, share bucket]
+    added to its logit (d/du = sum over its tokens of p_v - [v == y]).
 
 Everything is integer: the tables come from the engine's C kernel (or the reference),
 the updates are int64 numpy and Python arithmetic with floor shifts, so the decoder
@@ -40,6 +44,9 @@ MATCH_MAX = 64           # match lengths are counted up to this
 BIAS_CLAMP = 64 << (10 + STATE_FRAC)          # |b| <= 64 bits
 W_CLAMP = 32 << (10 + STATE_FRAC)             # |w| <= 32 bits
 LEN_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, MATCH_MAX + 1)   # upper bounds (excl.)
+NGRAM_ORDERS = (1, 2, 3)  # token n-gram contexts (tokens before the predicted one)
+COUNT_BUCKETS = (2, 3, 5, 9, 17, 33, 65, 1 << 62)  # a context's count N: upper bounds
+SHARE_STEPS = 8           # a successor's share n_v / (N + 1), in eighths
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class AdaptConfig:
     bias: int = 0        # bias step per unit probability, in 2^-16 bits (2837 ~ 0.03 nats)
     temper: int = 0      # temperature step per bit of (l_y - E l), in 2^-32
     match: int = 0       # match weight step per unit probability, in 2^-16 bits
+    ngram: int = 0       # n-gram weight step per unit probability, in 2^-16 bits
 
     @property
     def active(self) -> bool:
@@ -131,6 +139,47 @@ class MatchModel:
         self.ptr[seg] = p
 
 
+class NgramModel:
+    """Token n-gram counts of the chunk (orders NGRAM_ORDERS, contexts shared by all its
+    segments), as log-linear features: every token v seen after the current context gets
+    w[order, bucket of N, share of v] added to its logit."""
+
+    def __init__(self, n_seg: int):
+        self.hist: list[list[int]] = [[] for _ in range(n_seg)]
+        self.counts: list[dict] = [{} for _ in NGRAM_ORDERS]   # ctx -> [N, {v: n_v}]
+        self.w = np.zeros((len(NGRAM_ORDERS), len(COUNT_BUCKETS), SHARE_STEPS),
+                          dtype=np.int64)                      # Q40 bits
+
+    def features(self, seg: int) -> list:
+        """[(order index, count bucket, successors (k,) int64, share buckets (k,))]."""
+        h, out = self.hist[seg], []
+        for i, o in enumerate(NGRAM_ORDERS):
+            if len(h) < o:
+                break
+            e = self.counts[i].get(tuple(h[len(h) - o:]))
+            if e is None:
+                continue
+            n, succ = e
+            vs = np.fromiter(succ.keys(), dtype=np.int64, count=len(succ))
+            ns = np.fromiter(succ.values(), dtype=np.int64, count=len(succ))
+            out.append((i, _count_bucket(n), vs, (SHARE_STEPS * ns) // (n + 1)))
+        return out
+
+    def update(self, seg: int, y: int) -> None:
+        h = self.hist[seg]
+        for i, o in enumerate(NGRAM_ORDERS):
+            if len(h) < o:
+                break
+            e = self.counts[i].setdefault(tuple(h[len(h) - o:]), [0, {}])
+            e[0] += 1
+            e[1][y] = e[1].get(y, 0) + 1
+        h.append(y)
+
+
+def _count_bucket(n: int) -> int:
+    return next(i for i, b in enumerate(COUNT_BUCKETS) if n < b)
+
+
 class Adapter:
     """The adaptive parts of one chunk: logits of a lockstep step in, tables out; then
     update(symbols). `table(logits, bias)` is the engine's table function."""
@@ -140,6 +189,7 @@ class Adapter:
         self.tau = TAU_ONE << 16                               # Q32
         self.b = np.zeros(vocab, dtype=np.int64) if cfg.bias else None
         self.match = MatchModel(n_seg) if cfg.match else None
+        self.ngram = NgramModel(n_seg) if cfg.ngram else None
         self.w = np.zeros((len(LEN_BUCKETS), 3), dtype=np.int64)   # Q40 bits
         self._step = None
         self.seconds = 0.0                  # time spent here (for the benchmarks)
@@ -165,17 +215,26 @@ class Adapter:
                 ctx = (_bucket(n), 0 if gap == 0 else 1 if gap < 4096 else 2)
                 row[d] = min(int(row[d]) + int(self.w[ctx] >> STATE_FRAC), 1 << 30)
                 preds.append((r, d, ctx))
+        grams = []
+        if self.ngram is not None:
+            lg = lg.astype(np.int64, copy=True)
+            w = self.ngram.w >> STATE_FRAC
+            for r, s in enumerate(live):
+                for i, nb, vs, sh in self.ngram.features(int(s)):
+                    lg[r, vs] += w[i, nb, sh]
+                    grams.append((r, i, nb, vs, sh))
+            np.clip(lg, -(1 << 30), 1 << 30, out=lg)
         bias = None if self.b is None else torch.from_numpy((self.b >> STATE_FRAC).astype(np.int32))
         f = self.table(torch.from_numpy(np.ascontiguousarray(lg, dtype=np.int32)), bias,
                        self.P).numpy()
-        self._step = (live, logits, f, preds)
+        self._step = (live, logits, f, preds, grams)
         self.seconds += time.perf_counter() - t0
         return f
 
     def update(self, symbols: np.ndarray) -> None:
         """One learning step on this step's coded tokens (after tables())."""
         t0 = time.perf_counter()
-        live, logits, f, preds = self._step
+        live, logits, f, preds, grams = self._step
         cfg, P = self.cfg, self.P
         rows = np.arange(len(live))
         if cfg.temper:
@@ -198,4 +257,12 @@ class Adapter:
                 self.w[ctx] = min(max(w, -W_CLAMP), W_CLAMP)
             for s, y in zip(live, symbols):
                 self.match.update(int(s), int(y))
+        if self.ngram is not None:
+            step, w = cfg.ngram << (24 - P), self.ngram.w
+            for r, i, nb, vs, sh in grams:
+                g = (vs == symbols[r]).astype(np.int64) * (1 << P) - f[r, vs]
+                np.add.at(w[i, nb], sh, step * g)
+            np.clip(w, -W_CLAMP, W_CLAMP, out=w)
+            for s, y in zip(live, symbols):
+                self.ngram.update(int(s), int(y))
         self.seconds += time.perf_counter() - t0

@@ -29,6 +29,7 @@ PLAN_PIECE = 1 << 26                   # text spans are tokenised 64 MiB at a ti
 DEFAULT_SEG_LEN = 2048                 # tokens per segment (BOS not counted)
 MAX_SEGMENTS = 4096                    # per model chunk (decoder limit)
 MAX_SLIDING_SEG = 1 << 20              # tokens per segment with a sliding window
+SLIDES = {"shift": "shift", "rebuild": ""}   # user's name -> ExactProfile.slide
 DEFAULT_MEMORY_LIMIT = 8 << 30         # bytes the decoder may allocate for the KV cache
 MAX_DEFAULT_THREADS = 2                # see default_threads()
 _CHECKED_ENGINE_FIELDS = ("torch", "constriction", "cpu")
@@ -191,7 +192,8 @@ class Compressor:
                  memory_limit: int = DEFAULT_MEMORY_LIMIT, fallback: bool = True,
                  attention: str = "auto", engine: str = "exact", kernel: str = "auto",
                  device: str = "cpu", level: int | None = None, window: int | None = None,
-                 stride: int | None = None, adapt: dict | None = None):
+                 stride: int | None = None, adapt: dict | None = None,
+                 slide: str | None = None):
         """engine="exact" (the default) computes in integers, so its archives decode on any
         machine, with any thread count; "float" is the float engine of llmzip 0.1, whose
         archives decode only where the CPU, threads and torch match (dtype and attention
@@ -201,6 +203,8 @@ class Compressor:
         smaller (for tests and measurements; archives stay valid either way).
         window, stride: the exact engine's sliding window (positions, BOS included, and
         the tokens it moves by); segments may then be longer than the model's context.
+        slide: how the window moves: "shift" (its kept keys and values move with it) or
+        "rebuild" (the kept context is computed again from BOS, as llmzip 0.3.0 did).
         adapt: learning rates of the adaptive models (codec/adapt.py AdaptConfig fields).
         level (1..9, default levels.DEFAULT_LEVEL) chooses the model, seg_len, window,
         stride and adapt (codec/levels.py); those given explicitly override it, and a
@@ -220,7 +224,7 @@ class Compressor:
         self._settings = dict(dtype=dtype, threads=threads, seg_len=seg_len, batch=batch,
                               memory_limit=memory_limit, attention=attention, engine=engine,
                               kernel=kernel, device=device, level=level, window=window,
-                              stride=stride, adapt=adapt)
+                              stride=stride, adapt=adapt, slide=slide)
         self.level = DEFAULT_LEVEL if level is None else level
         lv = level_settings(self.level)
         # no model named (here or by the level) and the exact engine: prepare() may move
@@ -248,6 +252,9 @@ class Compressor:
         if not _window_ok(window, stride, ctx):
             raise UsageError(f"a sliding window has 2..{ctx} positions (this model's "
                              f"context) and a stride of 1..window-1, not {window}/{stride}")
+        slide = lv["slide"] if slide is None else slide
+        if slide not in SLIDES:
+            raise UsageError(f"slide must be one of {', '.join(SLIDES)}, not {slide!r}")
         seg_len = seg_len or min(DEFAULT_SEG_LEN, ctx - 1)
         if not 1 <= seg_len <= (MAX_SLIDING_SEG if window else ctx - 1):
             raise UsageError(f"segment length must be 1..{ctx - 1} for this model "
@@ -257,9 +264,12 @@ class Compressor:
             raise UsageError(f"batch must be 1..{MAX_SEGMENTS}, not {batch}")
         if threads is not None and threads < 1:
             raise UsageError("threads must be at least 1")
+        # recorded only where a window can slide, so archives that need nothing new keep
+        # their older format version
+        slide = SLIDES[slide] if window and seg_len > window else ""
         if engine == "exact":
             self.profile = ExactProfile(seg_len=seg_len, batch=batch, window=window,
-                                        stride=stride, adapt=adapt)
+                                        stride=stride, adapt=adapt, slide=slide)
             self.engine = ExactEngine(self.model, self.profile, kernel=kernel, threads=threads,
                                       memory_limit=memory_limit)
             self.stats = Stats()
@@ -403,7 +413,8 @@ class Compressor:
             header["tree"] = tree
         exact = self.engine.kind == "exact"
         return ct.header_bytes(header, ct.version_for(
-            methods, exact, tree is not None, exact and self.engine.profile.extended))
+            methods, exact, tree is not None, exact and self.engine.profile.extended,
+            exact and self.engine.profile.v8))
 
     def compress_tree(self, root: str, progress=None, job=None) -> bytes:
         """Archive of the directory tree at `root` (format version 6, codec/tree.py): a
@@ -575,7 +586,9 @@ class Decompressor:
         if (not isinstance(profile.precision, int) or not 8 < profile.precision <= 24
                 or not isinstance(profile.weights, str) or not profile.weights
                 or not _window_ok(profile.window, profile.stride,
-                                  model.config.context_length)):
+                                  model.config.context_length)
+                or profile.slide not in SLIDES.values()
+                or (profile.slide and not profile.window)):
             raise FormatError(f"bad exact engine profile {eng!r}")
         AdaptConfig.from_dict(profile.adapt)   # FormatError for unknown models or rates
         engine = ExactEngine(model, profile, kernel=self.kernel, threads=self.threads,

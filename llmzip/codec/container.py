@@ -2,7 +2,8 @@
 
     header   magic(8) version(u16) flags(u16) body_len(u32) body(DEFLATE JSON) crc32(u32)
              (the DEFLATE stream uses a preset dictionary: HEADER_DICT in version 2,
-             HEADER_DICT_V3 in versions 3 and 4, HEADER_DICT_V5 in version 5)
+             HEADER_DICT_V3 in versions 3 and 4, HEADER_DICT_V5 in versions 5 and 6,
+             HEADER_DICT_V7 from version 7)
     chunk*   method(u8) raw_len(u32) coded_len(u32) raw_crc(u32) coded_crc(u32) rec_crc(u32)
              coded bytes
     end      method 0xFF
@@ -26,13 +27,15 @@ from ..errors import (ChecksumError, FormatError, LimitError, TruncatedError,
 
 MAGIC = b"\x89LLMZ\r\n\x1a"          # 0x89 first: not ASCII, not valid UTF-8 (like PNG)
 END_MAGIC = b"LMZ\x00"
-VERSION = 7                           # the newest this llmzip writes (see version_for)
-READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7)  # what it reads: 1 differs only in the header body;
+VERSION = 8                           # the newest this llmzip writes (see version_for)
+READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)  # what it reads: 1 differs only in the header body;
                                       # 3 adds engine.attention (2 and 1 mean torch-f32);
                                       # 4 adds the xz chunk method; 5 the exact engine;
                                       # 6 directory archives (header key "tree"); 7 the
                                       # exact engine's sliding window and adaptive models
-                                      # (engine.window, .stride, .adapt)
+                                      # (engine.window, .stride, .adapt); 8 the window
+                                      # whose keys and values shift (engine.slide) and
+                                      # the n-gram model (engine.adapt.ngram)
 
 METHOD_STORED, METHOD_ZSTD, METHOD_MODEL, METHOD_ONLINE, METHOD_XZ = 0, 1, 2, 3, 4
 METHOD_END = 0xFF
@@ -41,17 +44,18 @@ METHOD_NAMES = {METHOD_STORED: "stored", METHOD_ZSTD: "zstd", METHOD_MODEL: "mod
 METHOD_SINCE = {METHOD_XZ: 4}         # methods newer than version 1: the first version
 
 
-def version_for(methods, exact: bool = False, tree: bool = False, extended: bool = False
-                ) -> int:
+def version_for(methods, exact: bool = False, tree: bool = False, extended: bool = False,
+                v8: bool = False) -> int:
     """The version an archive with these chunk methods is written as: the oldest that can
     express them (3, or 4 when an xz chunk is present, 5 when model chunks come from the
     exact engine, 6 for a directory archive, 7 when the exact engine slides its window or
-    adapts), so an archive that needs nothing new still opens in an older llmzip, and one
-    that does is refused by it cleanly (UnsupportedVersionError) instead of being decoded
-    with the wrong engine."""
+    adapts, 8 when its window shifts its keys and values or the n-gram model is on: v8),
+    so an archive that needs
+    nothing new still opens in an older llmzip, and one that does is refused by it cleanly
+    (UnsupportedVersionError) instead of being decoded with the wrong engine."""
     model = METHOD_MODEL in methods
-    base = (7 if exact and extended and model else 6 if tree
-            else 5 if exact and model else 3)
+    base = (8 if exact and v8 and model else 7 if exact and extended and model
+            else 6 if tree else 5 if exact and model else 3)
     return max([base] + [METHOD_SINCE.get(m, 0) for m in methods])
 
 MAX_HEADER_BODY = 1 << 16             # 64 KiB of header JSON (compressed and inflated)
@@ -129,7 +133,7 @@ HEADER_DICT_V7_SHA256 = "8427c619910dd953b8d494e437b6a85ec09be056ae240e379e268b2
 
 
 def _header_dict(version: int) -> bytes:
-    if version >= 7:
+    if version >= 7:                  # version 8 adds no dictionary of its own
         return HEADER_DICT_V7
     if version >= 5:                  # version 6 adds no dictionary of its own
         return HEADER_DICT_V5

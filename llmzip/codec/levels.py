@@ -24,6 +24,8 @@ class Level:
     seg_len: int = 2048          # most tokens per segment (BOS not counted)
     window: int = 0              # positions of the sliding window (0: one per segment)
     stride: int = 0              # tokens the window moves by when full
+    slide: str = "shift"         # "shift": kept keys and values move with the window;
+                                 # "rebuild": the kept context is computed again (0.3.0)
     adapt: dict = field(default_factory=dict)   # adaptive models' learning rates
     note: str = ""               # what it is for, for --help
 
@@ -34,24 +36,26 @@ class Level:
 
 
 _BIAS = {"bias": 14000}
-_MIX = {"bias": 14000, "match": 20000}
-_ALL = {"bias": 14000, "match": 20000, "temper": 2000000}    # temperature: costly, -0.0005
-_W2, _W4, _W8 = (dict(window=w, stride=w // 4) for w in (2048, 4096, 8192))
+_MIX = {"bias": 14000, "match": 20000, "ngram": 6000}
+_ALL = {**_MIX, "temper": 2000000}        # temperature: costly, -0.0005
+_W2 = dict(window=2048, stride=512)
+_W4 = dict(window=4096, stride=1024)
+_W4S = dict(window=4096, stride=256)      # shifting is cheap: a short stride keeps more
+_W8 = dict(window=8192, stride=512)
 
 LEVELS = {
     1: Level(note="segments of 2,048 tokens from BOS (llmzip 0.2); alice29: 1.140 "
                   "bits/byte, 3,463 / 1,939 B/s"),
     2: Level(adapt=_BIAS, note="+ adaptive bias"),
     3: Level(**_W2, seg_len=8192, adapt=_BIAS, note="window 2,048 sliding by 512"),
-    4: Level(**_W2, seg_len=8192, adapt=_MIX, note="+ match model"),
+    4: Level(**_W2, seg_len=8192, adapt=_MIX, note="+ match and n-gram models"),
     5: Level(**_W4, seg_len=8192, adapt=_MIX, note="window 4,096 sliding by 1,024"),
-    6: Level(**_W4, seg_len=16384, adapt=_MIX, note="segments of 16,384 tokens; alice29: "
-             "1.054 bits/byte, 974 / 356 B/s"),
-    7: Level(**_W8, seg_len=32768, adapt=_ALL,
-             note="window 8,192, segments of 32,768, + temperature"),
-    8: Level(model="gemma3-270m", **_W4, seg_len=16384, adapt=_ALL, note="Gemma 3 270M"),
-    9: Level(model="gemma3-270m", **_W8, seg_len=32768, adapt=_ALL,
-             note="Gemma 3 270M, window 8,192"),
+    6: Level(**_W4S, seg_len=16384, adapt=_MIX, note="shifted by 256, segments of 16,384"),
+    7: Level(**_W8, seg_len=65536, adapt=_ALL,
+             note="window 8,192, segments of 65,536, + temperature"),
+    8: Level(model="gemma3-270m", **_W4S, seg_len=16384, adapt=_ALL, note="Gemma 3 270M"),
+    9: Level(model="gemma3-270m", **_W8, seg_len=65536, adapt=_ALL,
+             note="Gemma 3 270M, window 8,192, segments of 65,536"),
 }
 
 

@@ -364,6 +364,8 @@ class LlmzipCodec(Codec):
                 if comp.engine.kind == "exact":
                     p.update(arith=prof.arith, kernel=self.kwargs.get("kernel", "auto"),
                              threads=self.kwargs.get("threads", "auto"))
+                    p.update({k: v for k, v in prof.to_dict().items()   # levels 2..9
+                              if k in ("window", "stride", "slide", "adapt")})
                 else:
                     p.update(dtype=prof.dtype, threads=prof.threads,
                              attention=prof.attention)

@@ -327,6 +327,15 @@ def run_cli(args) -> int:
           "attention": getattr(args, "attention", "auto") or "auto"}
     if getattr(args, "memory_limit", None):
         kw["memory_limit"] = args.memory_limit
+    for k in ("level", "window", "stride", "slide"):      # the level and what overrides it
+        if getattr(args, k, None) is not None:
+            kw[k] = getattr(args, k)
+    if getattr(args, "adapt", None) is not None:
+        from ..codec.adapt import AdaptConfig
+        kw["adapt"] = AdaptConfig.parse(args.adapt).to_dict()
+    if getattr(args, "model", None) is None and kw.get("level"):
+        from ..codec.levels import level_settings
+        args.model = level_settings(kw["level"])["model"]     # -8, -9: Gemma
     names = getattr(args, "codecs", None)
     try:
         if names:

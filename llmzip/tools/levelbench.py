@@ -18,19 +18,27 @@ from ..codec.api import Compressor, Decompressor
 from ..codec.levels import LEVELS
 from .enginebench import machine_info, render_markdown, render_text
 
-SLIDE = dict(window=4096, stride=1024, seg_len=16384)      # level 6's
+REBUILT = dict(window=4096, stride=1024, seg_len=16384, slide="rebuild")   # 0.3.0's -6
+SHIFTED = dict(window=4096, stride=256, seg_len=16384)                     # level 6's
 
 
 def ablation_rows() -> list[tuple[str, dict]]:
     """The default level built up one part at a time (SmolLM2), then one part more.
-    Decoding is timed where the decoder's work changes (the window, the default)."""
-    bias, match, temper = ({k: v} for k, v in LEVELS[7].adapt.items())
+    Decoding is timed where the decoder's work changes (the window, its slide, the
+    default)."""
+    bias, match, ngram, temper = ({k: LEVELS[7].adapt[k]}
+                                  for k in ("bias", "match", "ngram", "temper"))
     return [
         ("segments of 2,048 from BOS (level 1)", dict(level=1)),
-        ("+ window 4,096 sliding by 1,024, segments of 16,384", dict(SLIDE, adapt={})),
-        ("+ adaptive bias", dict(SLIDE, adapt=bias, decode=False)),
-        ("+ match model (level 6, the default)", dict(level=6)),
-        ("+ temperature", dict(SLIDE, adapt={**bias, **match, **temper}, decode=False)),
+        ("+ window 4,096 sliding by 1,024, kept context rebuilt (0.3.0), segments of 16,384",
+         dict(REBUILT, adapt={})),
+        ("+ kept keys and values shifted instead", dict(REBUILT, slide="shift", adapt={})),
+        ("+ stride 256", dict(SHIFTED, adapt={}, decode=False)),
+        ("+ adaptive bias", dict(SHIFTED, adapt=bias, decode=False)),
+        ("+ match model", dict(SHIFTED, adapt={**bias, **match}, decode=False)),
+        ("+ n-gram model (level 6, the default)", dict(level=6)),
+        ("+ temperature", dict(SHIFTED, adapt={**bias, **match, **ngram, **temper},
+                               decode=False)),
     ]
 
 

@@ -38,6 +38,9 @@ class ExactProfile:
     window: int = 0              # 0: a segment is one window (BOS + its tokens); else the
                                  # positions of a window (BOS included), which slides by
     stride: int = 0              # `stride` tokens when full (see ExactEngine.windows)
+    slide: str = ""              # how a window slides: "" rebuilds the kept context by a
+                                 # prefill from BOS (llmzip 0.3.0); "shift" moves its cached
+                                 # keys and values down and rotates only BOS's key again
     adapt: dict = field(default_factory=dict)   # learning rates of the codec's adaptive
                                  # models, which make the tables from the engine's logits
                                  # (codec/adapt.py); empty: the engine's tables as they are
@@ -46,10 +49,15 @@ class ExactProfile:
         """As archives record it: the sliding window and adaptive models only when used,
         so archives without them keep the header of format version 5."""
         d = asdict(self)
-        for k in ("window", "stride", "adapt"):
+        for k in ("window", "stride", "slide", "adapt"):
             if not d[k]:
                 del d[k]
         return d
+
+    @property
+    def v8(self) -> bool:
+        """Whether archives need format version 8 (a shifted window, or the n-gram model)."""
+        return bool(self.slide) or bool(self.adapt.get("ngram"))
 
     @property
     def extended(self) -> bool:
@@ -218,6 +226,10 @@ class ExactEngine:
         if W and not (2 <= W <= ctx and 1 <= S < W):
             raise LimitError("sliding window", W, ctx, f"a window of 2..{ctx} positions "
                              "with a stride of 1..window-1 tokens")
+        if self._profile.slide not in ("", "shift"):
+            from ...errors import FormatError
+            raise FormatError(f"unknown window slide {self._profile.slide!r}: this archive "
+                              "needs a newer llmzip")
         if not W and any(n > ctx - 1 for n in lengths):
             raise LimitError("segment length", max(lengths), ctx - 1,
                              "the model's context window (BOS included) is the maximum")
@@ -244,6 +256,28 @@ class ExactEngine:
             k = len(out)
             out.append((out[-1][1], min(n, W + k * S), k * S))
         return out
+
+    def _rope_at(self, start: int) -> int:
+        """The RoPE offset of a window whose tokens begin at `start`: with slide="shift"
+        token j keeps the angle of position j + 1 in every window (so cached keys need no
+        new rotation) and only BOS moves; otherwise positions count from BOS."""
+        return start if self._profile.slide == "shift" else 0
+
+    def _keep(self, ctx: torch.Tensor, live: np.ndarray, start: int, cache) -> None:
+        """Fill positions 0..p0-1 of a window (BOS, then the p0 - 1 tokens kept from the
+        window before) for the segments `live`: ctx (len(live), p0) holds those inputs.
+        By default a prefill computes them again from BOS; with slide="shift" the previous
+        window's keys and values of those tokens move down by the stride (they keep the
+        context they were computed with) and only BOS is computed again, at its new
+        angle (BOS sees only itself, so its key and value depend on nothing else)."""
+        seg = torch.from_numpy(live)
+        if self._profile.slide == "shift":
+            S = self._profile.stride
+            self.kernel.shift(cache, seg, S, ctx.shape[1])
+            self.kernel.forward(ctx[:, :1], seg, 0, cache, self.threads(), out="cache",
+                                rope=self._rope_at(start))
+        else:
+            self.kernel.forward(ctx, seg, 0, cache, self.threads(), out="cache")
 
     def _inputs(self, segments, start: int, end: int) -> np.ndarray:
         """(B, end - start) model inputs of one window: BOS, then each segment's tokens
@@ -273,14 +307,14 @@ class ExactEngine:
                 inp = torch.from_numpy(self._inputs([segments[i] for i in live], start, end))
                 p0 = first - start                       # the first position coded
                 if p0:                                   # the context kept from before
-                    self.kernel.forward(inp[:, :p0], torch.from_numpy(live), 0, cache,
-                                        self.threads(), out="cache")
+                    self._keep(inp[:, :p0], live, start, cache)
                 block = max(1, min(end - first, FREQ_BLOCK_BYTES // (4 * V * len(live))))
                 for a in range(p0, end - start, block):
                     b = min(end - start, a + block)
                     rows = np.nonzero(lens[live] > a + start)[0]
                     f = self.kernel.forward(inp[rows, a:b], torch.from_numpy(live[rows]), a,
-                                            cache, self.threads(), self.profile.precision, out)
+                                            cache, self.threads(), self.profile.precision, out,
+                                            rope=self._rope_at(start))
                     for q in range(a, b):
                         t = q + start
                         r = np.nonzero(lens[live[rows]] > t)[0]
@@ -314,17 +348,18 @@ class ExactEngine:
         hist = np.full((B, T + 1), bos, dtype=np.int64)   # hist[:, t + 1] = token t
         with torch.inference_mode():
             for first, end, start in self.windows(T):
-                if first > start:                         # rebuild the kept context
+                if first > start:                         # the context kept from before
                     live = np.nonzero(lens > first)[0]
                     ctx = hist[live, start:first].copy()  # tokens start..first-2 after BOS
                     ctx[:, 0] = bos
-                    self.kernel.forward(torch.from_numpy(ctx), torch.from_numpy(live), 0,
-                                        cache, self.threads(), out="cache")
+                    self._keep(torch.from_numpy(ctx), live, start, cache)
+                rope = self._rope_at(start)
                 for t in range(first, end):
                     live = np.nonzero(lens > t)[0]
                     f = self.kernel.forward(torch.from_numpy(hist[live, t])[:, None],
                                             torch.from_numpy(live), t - start, cache,
-                                            self.threads(), self.profile.precision, out)
+                                            self.threads(), self.profile.precision, out,
+                                            rope=rope)
                     tokens = choose(t, live, f[:, 0].numpy())
                     hist[live, t + 1] = tokens
                     if progress is not None:

@@ -16,7 +16,7 @@ import torch
 
 from . import tables as T
 from .kernels import Kernels, p
-from .reference import (ACT_FRAC, LOGIT_FRAC, RES_FRAC, SCORE_SHIFT, rope_tabs,
+from .reference import (ACT_FRAC, LOGIT_FRAC, RES_FRAC, SCORE_SHIFT, RopeTables,
                         score_multiplier)
 from .weights import IntModel
 
@@ -66,33 +66,51 @@ class FastModel:
         self.att_mult = score_multiplier(m)
         self.q_width = math.isqrt(self.cfg.n_embd << 42)
         self.q_head = math.isqrt(self.cfg.head_dim << 42)
-        self._tabs: dict = {}
+        self._tabs = RopeTables(m, contiguous=True)
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         return KVCache(self.cfg, len(self.m.layers), batch, max_len)
 
-    def _rope(self, n_pos: int) -> dict:
-        n = -(-max(n_pos, 1) // 1024) * 1024
-        if n not in self._tabs:
-            self._tabs = {n: {k: (c.contiguous(), s.contiguous())
-                              for k, (c, s) in rope_tabs(self.m, n).items()}}
-        return self._tabs[n]
-
     def forward(self, tokens: torch.Tensor, seg: torch.Tensor, pos: int, cache: KVCache,
-                threads: int = 1, precision: int = 24, out: str = "freqs") -> torch.Tensor | None:
+                threads: int = 1, precision: int = 24, out: str = "freqs", rope: int = 0
+                ) -> torch.Tensor | None:
         """tokens (B, T) at positions pos..pos+T-1 of the cache's segments `seg` (B,) ->
         frequency tables (B, T, V) int32, or with out="logits" the logits they are made
         from (B, T, V) int32 Q10 bits, or with out="cache" nothing (the cache is filled for
-        those positions in every case)."""
+        those positions in every case). RoPE rotates position p by the angle of p + rope
+        (a shifted window: ExactEngine.windows)."""
         B, Tn = tokens.shape
-        (a, e), rows = self.hidden(tokens, seg, pos, cache, threads)
+        (a, e), rows = self.hidden(tokens, seg, pos, cache, threads, rope)
         if out == "cache":
             return None
         if out == "logits":
             return self.logits((a, e), threads).view(B, Tn, -1)
         return self.freqs((a, e), threads, precision).view(B, Tn, -1)
 
-    def hidden(self, tokens, seg, pos, cache, threads):
+    def shift(self, cache: KVCache, seg: torch.Tensor, by: int, keep: int) -> None:
+        """Move the cached positions by..by+keep-1 of segments `seg` to 0..keep-1 (keys,
+        values and their scales, every layer): a window sliding by `by` positions."""
+        n = cache.max_len
+        assert 0 < by and by + keep <= n
+        idx = seg.long()
+        if by % 16 == 0:                  # whole key tiles: one contiguous move per block
+            for kt in cache.kt:
+                v = kt.view(cache.batch, kt.shape[1], -1)
+                D = kt.shape[-1]
+                v[idx, :, :keep * D] = v[idx, :, by * D:(by + keep) * D].clone()
+        else:
+            for kt in cache.kt:
+                B, K, _, D = kt.shape
+                t = kt[idx].view(len(idx), K, n // 16, D // 2, 16, 2)
+                flat = t.permute(0, 1, 2, 4, 3, 5).reshape(len(idx), K, n, D)
+                flat[:, :, :keep] = flat[:, :, by:by + keep].clone()
+                t = flat.view(len(idx), K, n // 16, 16, D // 2, 2).permute(0, 1, 2, 4, 3, 5)
+                kt[idx] = t.reshape(len(idx), K, n, D)
+        for lst in (cache.vq, cache.ksd, cache.vsd):
+            for x in lst:
+                x[idx, :, :keep] = x[idx, :, by:by + keep].clone()
+
+    def hidden(self, tokens, seg, pos, cache, threads, rope=0):
         """The final hidden states, quantised for the output layer: (a int16, e int32)."""
         c, m, k = self.cfg, self.m, self.k
         B, Tn = tokens.shape
@@ -103,7 +121,7 @@ class FastModel:
         tok = tokens.reshape(-1)
         e = m.emb
         x = k.embed(e.w, e.mult, e.sb, tok)                         # (M, C) int64, Q16
-        tabs = self._rope(cache.max_len)
+        tabs = self._tabs.get(cache.max_len, rope)
         # Rows are independent except in attention, which reads the cache: each layer runs
         # as two passes over chunks of `chunk` rows (everything up to the cache writes, then
         # attention onwards), so a chunk's temporaries stay in the CPU's cache (at B=21 x

@@ -220,6 +220,29 @@ def forward(m: IntModel, tokens: torch.Tensor, cache: Cache, pos: int, tabs: dic
     return linear(h, m.head, ACT_FRAC, LOGIT_FRAC)
 
 
+class RopeTables:
+    """A model's RoPE tables from any position on: views into tables of every position
+    up to a size that doubles when a call needs more (a table entry depends only on its
+    position, so the size never changes a value). Thread-safe: one tuple is replaced."""
+
+    def __init__(self, m: IntModel, contiguous: bool = False):
+        self.m, self.contiguous = m, contiguous
+        self._have: tuple = (0, {})
+
+    def get(self, n_pos: int, at: int = 0) -> dict:
+        """{name: (cos, sin)} for positions at .. at + n_pos - 1 (and beyond)."""
+        n, tabs = self._have
+        if n < n_pos + at:
+            n = max(1024, 2 * n)
+            while n < n_pos + at:
+                n *= 2
+            tabs = rope_tabs(self.m, n)
+            if self.contiguous:
+                tabs = {k: (c.contiguous(), s.contiguous()) for k, (c, s) in tabs.items()}
+            self._have = (n, tabs)
+        return {k: (c[at:], s[at:]) for k, (c, s) in tabs.items()}
+
+
 def rope_tabs(m: IntModel, n_pos: int) -> dict:
     c = m.cfg
     to_t = lambda cs: tuple(torch.from_numpy(a) for a in cs)
@@ -249,21 +272,25 @@ class ReferenceModel:
 
     def __init__(self, m: IntModel):
         self.m, self.cfg = m, m.cfg
-        self._tabs: dict = {}
+        self._tabs = RopeTables(m)
 
     def new_cache(self, batch: int, max_len: int) -> Cache:
         return Cache(self.m, batch, max_len)
 
-    def forward(self, tokens, seg, pos, cache, threads=1, precision=24, out="freqs"):
-        n = -(-max(cache.max_len, 1) // 1024) * 1024
-        if n not in self._tabs:
-            self._tabs = {n: rope_tabs(self.m, n)}
-        logits = forward(self.m, tokens.long(), cache, pos, self._tabs[n], seg.long())
+    def forward(self, tokens, seg, pos, cache, threads=1, precision=24, out="freqs", rope=0):
+        tabs = self._tabs.get(cache.max_len, rope)
+        logits = forward(self.m, tokens.long(), cache, pos, tabs, seg.long())
         if out == "cache":
             return None
         if out == "logits":
             return logits.clamp(-Z_CLAMP, Z_CLAMP).to(torch.int32)
         return freqs(logits, precision).to(torch.int32)
+
+    def shift(self, cache: Cache, seg: torch.Tensor, by: int, keep: int) -> None:
+        """Move cached positions by..by+keep-1 of segments `seg` to 0..keep-1."""
+        for lst in (cache.kq, cache.vq, cache.km, cache.ke, cache.vs):
+            for x in lst:
+                x[seg, :, :keep] = x[seg, :, by:by + keep].clone()
 
     def table(self, logits, bias, precision, threads=1) -> torch.Tensor:
         """Frequency tables from clamped logits (M, V) plus a bias ((V,) or (M, V))."""
