@@ -6,10 +6,11 @@
                                    [--out docs/results/levels] [-q]
 
 Section "ablation": the default level built up one part at a time (segments from BOS,
-then the sliding window, the adaptive bias, the temperature, the match model). Section
-"levels": the chosen levels. Section "corpus": the chosen levels on each of the
---corpus files (compress only unless --decode). Tables go to stdout, progress to stderr (-q: none);
-levels.json, levels.md and levels.png go to --out. Run it on a quiet machine (`uptime`).
+the window rebuilt then shifted, the stride, the adaptive bias, the match, n-gram and
+temperature models). Section "levels": the chosen levels. Section "corpus": the chosen
+levels on each of the --corpus files (compress only unless --decode). Tables go to
+stdout, progress to stderr (-q: none); levels.json, .md and .png go to --out (corpus.*
+for the corpus section alone). Run it on a quiet machine (`uptime`).
 """
 
 import argparse
@@ -53,6 +54,8 @@ def main(argv=None) -> int:
         data, label = data[:a.bytes], f"{label}[:{a.bytes}]"
     res = {"command": "python scripts/bench_levels.py " + shlex.join(sys.argv[1:] if argv is None else argv),
            "machine": machine_info(), "sections": []}
+    # the corpus alone goes to corpus.*, beside the ablation's and levels' levels.*
+    stem = "corpus" if a.sections == "corpus" else "levels"
     for sec in a.sections.split(","):
         if sec == "corpus":                       # one section per file, levels as rows
             for path in a.corpus.split(","):
@@ -64,7 +67,7 @@ def main(argv=None) -> int:
                 s["title"] = "corpus"
                 res["sections"].append(s)
                 print(lb.render_text(*lb.table(s)), flush=True)
-                lb.write_reports(res, a.out)
+                lb.write_reports(res, a.out, stem)
             continue
         if sec == "ablation":
             rows = lb.ablation_rows()
@@ -76,8 +79,8 @@ def main(argv=None) -> int:
         s["title"] = sec
         res["sections"].append(s)
         print(lb.render_text(*lb.table(s)), flush=True)
-        lb.write_reports(res, a.out)              # after each section: nothing lost
-    print("wrote", ", ".join(lb.write_reports(res, a.out)))
+        lb.write_reports(res, a.out, stem)        # after each section: nothing lost
+    print("wrote", ", ".join(lb.write_reports(res, a.out, stem)))
     return 0 if all(r["verified"] is not False for s in res["sections"] for r in s["rows"]) else 1
 
 

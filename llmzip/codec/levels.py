@@ -6,8 +6,9 @@ more context but give the decoder fewer segments to step together) and the adapt
 models (codec/adapt.py). Options given explicitly (--model, --seg-len, --window,
 --stride, --adapt) override the level's. The figures in the notes (compress /
 decompress speed on a 2-vCPU Zen 5) are measured by scripts/bench_levels.py
-(docs/results.md); the other levels are not measured on whole files yet. `llmzip --help`
-prints this table.
+(docs/results.md; -6's speeds from its ablation row before the n-gram model, which adds
+about 7% to the compress time); the other levels are not measured on whole files yet.
+`llmzip --help` prints this table.
 """
 
 from __future__ import annotations
@@ -45,12 +46,13 @@ _W8 = dict(window=8192, stride=512)
 
 LEVELS = {
     1: Level(note="segments of 2,048 tokens from BOS (llmzip 0.2); alice29: 1.140 "
-                  "bits/byte, 3,463 / 1,939 B/s"),
+                  "bits/byte, 3,240 / 1,700 B/s"),
     2: Level(adapt=_BIAS, note="+ adaptive bias"),
     3: Level(**_W2, seg_len=8192, adapt=_BIAS, note="window 2,048 sliding by 512"),
     4: Level(**_W2, seg_len=8192, adapt=_MIX, note="+ match and n-gram models"),
     5: Level(**_W4, seg_len=8192, adapt=_MIX, note="window 4,096 sliding by 1,024"),
-    6: Level(**_W4S, seg_len=16384, adapt=_MIX, note="shifted by 256, segments of 16,384"),
+    6: Level(**_W4S, seg_len=16384, adapt=_MIX, note="window 4,096 shifted by 256, segments "
+             "of 16,384; alice29: 1.056 bits/byte, ~1,800 / ~590 B/s"),
     7: Level(**_W8, seg_len=65536, adapt=_ALL,
              note="window 8,192, segments of 65,536, + temperature"),
     8: Level(model="gemma3-270m", **_W4S, seg_len=16384, adapt=_ALL, note="Gemma 3 270M"),

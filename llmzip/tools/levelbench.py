@@ -109,9 +109,9 @@ def render(res: dict, markdown: bool = False) -> str:
     return "\n".join([head, ""] + [fn(*table(s)) for s in res["sections"]])
 
 
-def write_reports(res: dict, out_dir: str) -> list[str]:
+def write_reports(res: dict, out_dir: str, stem: str = "levels") -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
-    paths = [os.path.join(out_dir, f"levels.{x}") for x in ("json", "md", "png")]
+    paths = [os.path.join(out_dir, f"{stem}.{x}") for x in ("json", "md", "png")]
     with open(paths[0], "w", encoding="utf-8") as f:
         json.dump(res, f, indent=1, default=str)
     with open(paths[1], "w", encoding="utf-8") as f:
