@@ -113,9 +113,8 @@ def model_int(model):
 
 def test_shifted_window_keeps_what_it_saw(model):
     """The first window is the segment's own; after it the kept tokens carry the context
-    they were computed with, so tables differ from a window rebuilt from BOS, and token
-    j's key keeps its angle: a window shifted by 16 equals one that never shifts where
-    no token has left it yet (window >= segment)."""
+    they were computed with, so tables differ from a window rebuilt from BOS; and a
+    shifted window that never has to slide (window > segment) is no window at all."""
     segs = _segments(model, (90,))
     shift = ExactEngine(model, ExactProfile(window=32, stride=8, slide="shift"), threads=1)
     rebuilt = ExactEngine(model, SLIDE, threads=1)

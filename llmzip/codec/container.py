@@ -50,9 +50,9 @@ def version_for(methods, exact: bool = False, tree: bool = False, extended: bool
     express them (3, or 4 when an xz chunk is present, 5 when model chunks come from the
     exact engine, 6 for a directory archive, 7 when the exact engine slides its window or
     adapts, 8 when its window shifts its keys and values or the n-gram model is on: v8),
-    so an archive that needs
-    nothing new still opens in an older llmzip, and one that does is refused by it cleanly
-    (UnsupportedVersionError) instead of being decoded with the wrong engine."""
+    so an archive that needs nothing new still opens in an older llmzip, and one that
+    does is refused by it cleanly (UnsupportedVersionError) instead of being decoded with
+    the wrong engine."""
     model = METHOD_MODEL in methods
     base = (8 if exact and v8 and model else 7 if exact and extended and model
             else 6 if tree else 5 if exact and model else 3)
