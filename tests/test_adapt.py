@@ -68,22 +68,13 @@ SLIDE = ExactProfile(window=32, stride=8)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_sliding_window_prefill_equals_steps_and_reference(model, kernel):
-    segs = _segments(model)
-    want = _prefill(ExactEngine(model, SLIDE, kernel="reference"), segs)
-    e = ExactEngine(model, SLIDE, kernel=kernel, threads=2)
-    assert _same(_prefill(e, segs), want)
-    assert _same(_steps(e, segs), want)
-    assert _same(_steps(e, segs, "logits"), _prefill(e, segs, "logits"))
-
-
-@pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("window,stride", [(32, 8), (48, 16), (40, 5)])
-def test_shifted_window_prefill_equals_steps_and_reference(model, kernel, window, stride):
-    """slide="shift" (kept keys and values move, BOS is rotated again): the encoder's
-    prefill, the decoder's steps and the reference agree on every path, whether the
-    stride moves whole key tiles (16) or not."""
-    prof = ExactProfile(window=window, stride=stride, slide="shift")
+@pytest.mark.parametrize("prof", [SLIDE] + [ExactProfile(window=w, stride=s, slide="shift")
+                                            for w, s in ((32, 8), (48, 16), (40, 5))],
+                         ids=["rebuild", "shift-8", "shift-16", "shift-5"])
+def test_sliding_window_prefill_equals_steps_and_reference(model, kernel, prof):
+    """The encoder's prefill, the decoder's steps and the reference agree on every path,
+    for a window rebuilt from BOS and one whose kept keys and values shift (BOS rotated
+    again), whether the stride moves whole key tiles (16) or not."""
     segs = _segments(model)
     want = _prefill(ExactEngine(model, prof, kernel="reference"), segs)
     e = ExactEngine(model, prof, kernel=kernel, threads=2)
