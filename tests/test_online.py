@@ -61,7 +61,18 @@ def test_text_round_trip_online(text_archive):
     acc = online_accounting(blob)
     assert acc["online_bytes"] == len(data)
     assert acc["payload_bits"] >= acc["ideal_bits"] > 0
+    # loss_bits is the GPT's own float loss: the context models mixed in beat it
+    assert acc["ideal_bits"] < 0.95 * acc["loss_bits"]
+
+
+def test_gpt_alone_tables_match_float_loss(text_archive):
+    """With mix 0 the integer tables are the float model's softmax: the code length
+    equals the training loss within 0.1%."""
+    data = text_archive[0]
+    blob = compress_online(data, config={"preset": TINY, "mix": 0}, fallback=False)
+    acc = online_accounting(blob)
     assert abs(acc["loss_bits"] / acc["ideal_bits"] - 1) < 1e-3
+    assert decompress_online(blob) == data
 
 
 def test_decode_in_fresh_process(text_archive, tmp_path):

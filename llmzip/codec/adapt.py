@@ -98,7 +98,9 @@ def _bucket(length: int) -> int:
 class MatchModel:
     """Long repeats: the chunk's coded tokens, indexed by their last MATCH_ORDER tokens."""
 
-    def __init__(self, n_seg: int):
+    def __init__(self, n_seg: int, order: int = MATCH_ORDER, limit: int | None = None):
+        self.order = order                  # tokens of context a match is looked up by
+        self.limit = limit                  # most contexts indexed (None: no limit)
         self.hist: list[list[int]] = [[] for _ in range(n_seg)]   # coded tokens per segment
         self.index: dict = {}               # context tuple -> (segment, index of next token)
         self.ptr: list = [None] * n_seg     # per segment: (segment, index) predicted next
@@ -121,12 +123,15 @@ class MatchModel:
             p = None
         h.append(y)
         n = len(h)
-        if n > MATCH_ORDER:                 # the context before y now has a known successor
-            self.index[tuple(h[n - 1 - MATCH_ORDER:n - 1])] = (seg, n - 1)
+        o = self.order
+        if n > o:                           # the context before y now has a known successor
+            key = tuple(h[n - 1 - o:n - 1])
+            if self.limit is None or len(self.index) < self.limit or key in self.index:
+                self.index[key] = (seg, n - 1)
         if p is not None and p[1] >= len(self.hist[p[0]]):
             p = None                        # ran into tokens not coded yet
-        if p is None and n >= MATCH_ORDER:
-            q = self.index.get(tuple(h[n - MATCH_ORDER:]))
+        if p is None and n >= o:
+            q = self.index.get(tuple(h[n - o:]))
             if q is not None and q != (seg, n):
                 p = q
                 src, k = self.hist[q[0]], 0
@@ -144,16 +149,17 @@ class NgramModel:
     segments), as log-linear features: every token v seen after the current context gets
     w[order, bucket of N, share of v] added to its logit."""
 
-    def __init__(self, n_seg: int):
+    def __init__(self, n_seg: int, orders: tuple = NGRAM_ORDERS):
+        self.orders = orders
         self.hist: list[list[int]] = [[] for _ in range(n_seg)]
-        self.counts: list[dict] = [{} for _ in NGRAM_ORDERS]   # ctx -> [N, {v: n_v}]
-        self.w = np.zeros((len(NGRAM_ORDERS), len(COUNT_BUCKETS), SHARE_STEPS),
+        self.counts: list[dict] = [{} for _ in orders]         # ctx -> [N, {v: n_v}]
+        self.w = np.zeros((len(orders), len(COUNT_BUCKETS), SHARE_STEPS),
                           dtype=np.int64)                      # Q40 bits
 
     def features(self, seg: int) -> list:
         """[(order index, count bucket, successors (k,) int64, share buckets (k,))]."""
         h, out = self.hist[seg], []
-        for i, o in enumerate(NGRAM_ORDERS):
+        for i, o in enumerate(self.orders):
             if len(h) < o:
                 break
             e = self.counts[i].get(tuple(h[len(h) - o:]))
@@ -167,7 +173,7 @@ class NgramModel:
 
     def update(self, seg: int, y: int) -> None:
         h = self.hist[seg]
-        for i, o in enumerate(NGRAM_ORDERS):
+        for i, o in enumerate(self.orders):
             if len(h) < o:
                 break
             e = self.counts[i].setdefault(tuple(h[len(h) - o:]), [0, {}])
@@ -184,12 +190,13 @@ class Adapter:
     """The adaptive parts of one chunk: logits of a lockstep step in, tables out; then
     update(symbols). `table(logits, bias)` is the engine's table function."""
 
-    def __init__(self, cfg: AdaptConfig, n_seg: int, vocab: int, precision: int, table):
+    def __init__(self, cfg: AdaptConfig, n_seg: int, vocab: int, precision: int, table,
+                 orders: tuple = NGRAM_ORDERS, match_order: int = MATCH_ORDER):
         self.cfg, self.V, self.P, self.table = cfg, vocab, precision, table
         self.tau = TAU_ONE << 16                               # Q32
         self.b = np.zeros(vocab, dtype=np.int64) if cfg.bias else None
-        self.match = MatchModel(n_seg) if cfg.match else None
-        self.ngram = NgramModel(n_seg) if cfg.ngram else None
+        self.match = MatchModel(n_seg, match_order) if cfg.match else None
+        self.ngram = NgramModel(n_seg, orders) if cfg.ngram else None
         self.w = np.zeros((len(LEN_BUCKETS), 3), dtype=np.int64)   # Q40 bits
         self._step = None
         self.seconds = 0.0                  # time spent here (for the benchmarks)

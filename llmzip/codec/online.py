@@ -19,8 +19,9 @@ W = ctx + new positions; every shape is fixed, so encoder and decoder run the sa
 
     coding pass  (inference, KV cache):  prefill the ctx bytes before the block -> logits
                  for byte 0; then `new` single-token steps, each turning logits (S, 256)
-                 into integer tables (probs.logits_to_freqs) that code/decode one byte per
-                 stream.
+                 into integer tables that code/decode one byte per stream: mixed with
+                 byte context models (codec/bytemix.py) when `mix` > 0 (every preset),
+                 else directly (probs.logits_to_freqs).
     training     full causal forward on (S * (1 + replay), W - 1) inputs, cross-entropy,
                  backward, gradient clip, Adam step with the scheduled learning rate.
 
@@ -49,6 +50,7 @@ from ..engine.probs import PRECISION, bits_of, logits_to_freqs
 from ..errors import (ChecksumError, EngineMismatchError, FormatError,
                       UsageError)
 from . import container as ct
+from .bytemix import ByteMixer
 from .classical import CLASSICAL_METHODS, best_classical, decode_classical
 from .coder import RangeDecoder, RangeEncoder
 
@@ -62,7 +64,9 @@ CURVE_SCALE = 30                    # curves store round(bpb * 30) as uint8
 _CHECKED_ENGINE_FIELDS = ("torch", "cpu", "threads", "dtype")
 # limits on what an archive header may ask a decoder to allocate or run
 _MAX = {"n_layer": 64, "n_embd": 4096, "n_head": 64, "ffn_hidden": 16384, "ctx": 8192,
-        "new": 4096, "streams": 4096, "replay": 16}
+        "new": 4096, "streams": 4096, "replay": 16, "mix": 1 << 24, "mix_order": 16,
+        "mix_match": 1 << 24}
+_MIN0 = ("replay", "mix", "mix_match")             # may be 0
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,10 @@ class OnlineConfig:
     replay: int = 0                # extra windows of already-coded history per stream/step
     replay_steps: bool = False     # True: each replay set gets its own optimizer step
     init_std: float = 0.02
+    mix: int = 0                   # byte context models mixed with the GPT (codec/bytemix.py):
+                                   # the mixer's learning rate in 2^-24 per bit; 0: GPT alone
+    mix_order: int = 6             # highest byte context order of the mixed context models
+    mix_match: int = 0             # match model's learning rate in 2^-16 bits (0: none)
 
     def gpt_config(self) -> GPTConfig:
         return GPTConfig(vocab_size=256, n_layer=self.n_layer, n_embd=self.n_embd,
@@ -120,7 +128,7 @@ class OnlineConfig:
             vals[k] = v
         cfg = replace(base, **vals)
         for k, hi in _MAX.items():
-            lo = 0 if k == "replay" else 1
+            lo = 0 if k in _MIN0 else 1
             if not lo <= getattr(cfg, k) <= hi:
                 raise error(f"online config {k} = {getattr(cfg, k)} outside {lo}..{hi}")
         if cfg.n_embd % cfg.n_head or (cfg.n_embd // cfg.n_head) % 2:
@@ -136,12 +144,16 @@ class OnlineConfig:
         return cfg
 
 
+MIX = dict(mix=33554, mix_order=6, mix_match=6554)   # mixer lr 0.002 per bit, match 0.1
+
+
 def _preset(n_layer, n_embd, n_head, ctx, lr) -> OnlineConfig:
     """The measured recipe (docs/online.md): 8 streams of 32 new bytes, 2 replay windows
-    each with its own optimizer step, SwiGLU width ~8/3 C; lr shrinks as the model grows."""
+    each with its own optimizer step, SwiGLU width ~8/3 C; lr shrinks as the model grows;
+    byte context models of orders 1..6 and a match model mixed in (llmzip 0.5)."""
     return OnlineConfig(n_layer=n_layer, n_embd=n_embd, n_head=n_head,
                         ffn_hidden=int(round(8 * n_embd / 3 / 8)) * 8, ctx=ctx, new=32,
-                        streams=8, lr=lr, replay=2, replay_steps=True)
+                        streams=8, lr=lr, replay=2, replay_steps=True, **MIX)
 
 
 # Named by size. Speeds and bits per byte measured on this project's 2-core machine are in
@@ -231,6 +243,8 @@ class OnlineCoder:
                                     betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=False)
         self.cache = KVCache(self.gcfg, S, ctx + new)
         self.rng = np.random.default_rng(seed)                # replay positions
+        self.mixer = (ByteMixer(S, cfg.mix, cfg.mix_order, cfg.mix_match, PRECISION)
+                      if cfg.mix else None)                   # byte context models
 
     def load(self, data: bytes) -> None:
         """Encoder: place the known bytes into the buffer."""
@@ -256,11 +270,16 @@ class OnlineCoder:
             col = p + j
             live = np.nonzero(self.live[:, col])[0]
             if live.size:
-                freqs = logits_to_freqs(logits)               # (S, 256) int64, rows sum 2**24
+                if self.mixer is None:
+                    freqs = logits_to_freqs(logits)[live]     # (n, 256) int64, rows sum 2**24
+                else:                                         # mixed with the context models
+                    freqs = self.mixer.tables(live, logits[live])
                 known = self.buf[live, cfg.ctx + col].astype(np.int64)   # encoder only
-                sym = step_fn(live, freqs[live], known)
+                sym = step_fn(live, freqs, known)
+                if self.mixer is not None:
+                    self.mixer.update(sym)
                 self.buf[live, cfg.ctx + col] = sym
-                self.bits[live, col] = bits_of(freqs[live], sym)
+                self.bits[live, col] = bits_of(freqs, sym)
                 logp = torch.log_softmax(logits[live].double(), dim=-1)
                 self.loss_bits -= float(logp[torch.arange(live.size), torch.from_numpy(sym)]
                                         .sum()) / math.log(2)
@@ -408,6 +427,8 @@ def compress_online(data: bytes, preset: str = "s", config=None, seed: int = 0,
         rec = {"method": ct.METHOD_NAMES[method], "bytes": len(piece),
                "ideal_bits": float(coder.bits.sum(dtype=np.float64)), "loss_bits": coder.loss_bits,
                "complete": coded is not None}
+        if coder.mixer is not None:                   # time in the context models and mixer
+            rec["mix_seconds"] = round(coder.mixer.seconds, 3)
         if coded is not None:
             rec["curve"] = coder.curves()
         pieces.append(rec)

@@ -88,8 +88,9 @@ def run_sweep(corpus: str, sizes, presets, out_path: str, seed: int = 0,
             bar = progress(f"{p} {D:,} B", D) if progress else None
             t0 = time.perf_counter()
             try:
-                blob = compress_online(data[:D], preset=p, seed=seed, threads=threads,
-                                       fallback=False, progress=bar)
+                # the GPT alone (no context models mixed in): the claim is about the model
+                blob = compress_online(data[:D], config={"preset": p, "mix": 0}, seed=seed,
+                                       threads=threads, fallback=False, progress=bar)
             finally:
                 if bar is not None:
                     bar.close()

@@ -50,6 +50,17 @@ def pi() -> Decimal:
 
 
 @functools.lru_cache(maxsize=None)
+def log2_table() -> np.ndarray:
+    """LOG2[i] = round(2^10 * log2(1 + i/1024)), i = 0..1023 (int64): the mantissa part
+    of an integer log2 in Q10 (codec/bytemix.py)."""
+    with localcontext(_ctx()):
+        ln2 = Decimal(2).ln()
+        return np.array([_round((1 + Decimal(i) / (1 << EXP_BITS)).ln() / ln2
+                                * (1 << EXP_BITS)) for i in range(1 << EXP_BITS)],
+                        dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=None)
 def exp2_table() -> np.ndarray:
     """EXP2[i] = round(2^30 * 2^(-i/1024)), i = 0..1023 (int64). 2^-(d/1024) for any
     d >= 0 is EXP2[d % 1024] >> (d // 1024)."""
