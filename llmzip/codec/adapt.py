@@ -96,7 +96,8 @@ def _bucket(length: int) -> int:
 
 
 class MatchModel:
-    """Long repeats: the chunk's coded tokens, indexed by their last MATCH_ORDER tokens."""
+    """Long repeats: the chunk's coded tokens, indexed by their last `order` tokens
+    (MATCH_ORDER; online mode's byte mixer uses it over bytes, with a limit)."""
 
     def __init__(self, n_seg: int, order: int = MATCH_ORDER, limit: int | None = None):
         self.order = order                  # tokens of context a match is looked up by
@@ -149,17 +150,16 @@ class NgramModel:
     segments), as log-linear features: every token v seen after the current context gets
     w[order, bucket of N, share of v] added to its logit."""
 
-    def __init__(self, n_seg: int, orders: tuple = NGRAM_ORDERS):
-        self.orders = orders
+    def __init__(self, n_seg: int):
         self.hist: list[list[int]] = [[] for _ in range(n_seg)]
-        self.counts: list[dict] = [{} for _ in orders]         # ctx -> [N, {v: n_v}]
-        self.w = np.zeros((len(orders), len(COUNT_BUCKETS), SHARE_STEPS),
+        self.counts: list[dict] = [{} for _ in NGRAM_ORDERS]   # ctx -> [N, {v: n_v}]
+        self.w = np.zeros((len(NGRAM_ORDERS), len(COUNT_BUCKETS), SHARE_STEPS),
                           dtype=np.int64)                      # Q40 bits
 
     def features(self, seg: int) -> list:
         """[(order index, count bucket, successors (k,) int64, share buckets (k,))]."""
         h, out = self.hist[seg], []
-        for i, o in enumerate(self.orders):
+        for i, o in enumerate(NGRAM_ORDERS):
             if len(h) < o:
                 break
             e = self.counts[i].get(tuple(h[len(h) - o:]))
@@ -173,7 +173,7 @@ class NgramModel:
 
     def update(self, seg: int, y: int) -> None:
         h = self.hist[seg]
-        for i, o in enumerate(self.orders):
+        for i, o in enumerate(NGRAM_ORDERS):
             if len(h) < o:
                 break
             e = self.counts[i].setdefault(tuple(h[len(h) - o:]), [0, {}])
@@ -190,13 +190,12 @@ class Adapter:
     """The adaptive parts of one chunk: logits of a lockstep step in, tables out; then
     update(symbols). `table(logits, bias)` is the engine's table function."""
 
-    def __init__(self, cfg: AdaptConfig, n_seg: int, vocab: int, precision: int, table,
-                 orders: tuple = NGRAM_ORDERS, match_order: int = MATCH_ORDER):
+    def __init__(self, cfg: AdaptConfig, n_seg: int, vocab: int, precision: int, table):
         self.cfg, self.V, self.P, self.table = cfg, vocab, precision, table
         self.tau = TAU_ONE << 16                               # Q32
         self.b = np.zeros(vocab, dtype=np.int64) if cfg.bias else None
-        self.match = MatchModel(n_seg, match_order) if cfg.match else None
-        self.ngram = NgramModel(n_seg, orders) if cfg.ngram else None
+        self.match = MatchModel(n_seg) if cfg.match else None
+        self.ngram = NgramModel(n_seg) if cfg.ngram else None
         self.w = np.zeros((len(LEN_BUCKETS), 3), dtype=np.int64)   # Q40 bits
         self._step = None
         self.seconds = 0.0                  # time spent here (for the benchmarks)
