@@ -86,6 +86,8 @@ def test_online_mix_round_trip_and_gain():
     assert len(mixed) < 0.9 * len(plain)
     acc = online_accounting(mixed)
     assert acc["payload_bits"] <= acc["ideal_bits"] * 1.005
+    assert acc["mix"] == 33554 and acc["ideal_bits"] < 0.9 * acc["loss_bits"]
+    assert online_accounting(plain)["mix"] == 0
 
 
 def test_archive_without_mix_keys_decodes_as_before():
@@ -127,3 +129,18 @@ def test_context_limit_bounds_memory(monkeypatch):
     data = bytes(rng.integers(0, 256, 3000, dtype=np.uint8)) + corpus_bytes("alice29.txt")[:3000]
     blob = compress_online(data, config={"preset": "xs", **MIX}, fallback=False)
     assert decompress_online(blob) == data
+
+
+def test_cli_online_info_shows_the_mix(tmp_path, capsys):
+    from llmzip.cli import main
+    src = tmp_path / "a.txt"
+    src.write_bytes(corpus_bytes("alice29.txt")[:2500])
+    arc = tmp_path / "a.llmz"
+    assert main(["compress", "--mode", "online", "--preset", "xs", "-q", str(src),
+                 "-o", str(arc)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(arc)]) == 0
+    out = capsys.readouterr().out
+    assert "mode online" in out and "byte context models; the GPT alone:" in out
+    assert main(["decompress", "-q", str(arc), "-o", str(tmp_path / "b.txt")]) == 0
+    assert (tmp_path / "b.txt").read_bytes() == src.read_bytes()

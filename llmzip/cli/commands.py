@@ -161,8 +161,13 @@ def do_info(args) -> None:
         a = summary["online"]
         print(f"online model  preset {a['preset']}, {a['n_params']:,} params, trained while "
               f"coding; nothing but this header describes it")
-        print(f"loss sum      {a['ideal_bits']:.0f} bits (sum of -log2 p over the coded "
-              f"bytes = area under the training-loss curve)")
+        if a.get("mix"):
+            print(f"code length   {a['ideal_bits']:.0f} bits (sum of -log2 p over the coded "
+                  f"bytes, the GPT mixed with byte context models; the GPT alone: "
+                  f"{a['loss_bits']:.0f} bits)")
+        else:
+            print(f"loss sum      {a['ideal_bits']:.0f} bits (sum of -log2 p over the coded "
+                  f"bytes = area under the training-loss curve)")
         print(f"payload       {a['payload_bits']} bits (coding overhead "
               f"{100 * a['coding_overhead']:+.3f}%), header {a['header_bytes']} bytes")
     print(f"overhead      {summary['overhead_bytes']} bytes (header, chunk records, footer)")

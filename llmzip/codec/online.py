@@ -534,8 +534,9 @@ def online_accounting(blob: bytes) -> dict:
     """Where the bytes of an online archive go.
 
     ideal_bits: sum of -log2 p of each online-coded byte under the integer tables (the
-    training losses as coded); loss_bits: the same under the float model; payload_bits:
-    8 x the online chunks' coded bytes; coding_overhead = payload / ideal - 1.
+    training losses as coded, or the mixture's when mix > 0); loss_bits: the same under
+    the float GPT alone; payload_bits: 8 x the online chunks' coded bytes;
+    coding_overhead = payload / ideal - 1; mix: the mixer's learning rate (0: GPT alone).
     """
     info, on, cfg = _read(blob)
     online = [(c, p) for c, p in zip(info.chunks, on["pieces"]) if c.method == METHOD_ONLINE]
@@ -557,6 +558,7 @@ def online_accounting(blob: bytes) -> dict:
         "ideal_bpb": ideal / max(1, sum(c.raw_len for c, _ in online)),
         "chunks": [c.method_name for c in info.chunks],
         "seconds": on.get("seconds"),
+        "mix": cfg.mix if cfg else 0,
     }
 
 
