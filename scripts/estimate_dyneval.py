@@ -30,6 +30,10 @@ from llmzip.codec.tokenizer import tokenizer_for  # noqa: E402
 from llmzip.engine.models.registry import load_model  # noqa: E402
 
 
+def _on_grid(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return (w / scale).round().clamp(-127, 127) * scale
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("file")
@@ -40,6 +44,12 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-4, help="0: no learning (baseline)")
     ap.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     ap.add_argument("--layers", type=int, default=6, help="last N blocks are trained")
+    ap.add_argument("--part", choices=["block", "mlp", "down", "attn"], default="block",
+                    help="what of each trained block learns (default: all of it)")
+    ap.add_argument("--int8", action="store_true",
+                    help="trained matrices run on a per-row int8 grid (fixed row scales, as "
+                         "the exact engine would), learning on float master copies")
+    ap.add_argument("--no-norm", action="store_true", help="keep the final norm fixed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="append the result as a JSON line")
     a = ap.parse_args(argv)
@@ -52,11 +62,19 @@ def main(argv=None) -> int:
         data = data[:a.bytes]
     ids = torch.from_numpy(np.asarray(tokenizer_for(lm).encode(data), dtype=np.int64))
     model.requires_grad_(False)
-    params = [model.norm.weight]
+    params = [] if a.no_norm else [model.norm.weight]
     for b in model.blocks[len(model.blocks) - a.layers:] if a.layers else []:
-        params += list(b.parameters())
+        params += list({"block": b, "mlp": b.mlp, "down": b.mlp.w_down,
+                        "attn": b.attn}[a.part].parameters())
     for p in params:
         p.requires_grad_(True)
+    grid = {}
+    if a.int8:                                  # forward weights on the int8 grid of W0
+        for p in params:
+            if p.dim() == 2:
+                grid[p] = (p.detach().clone(),
+                           p.detach().abs().amax(1, keepdim=True).clamp(min=1e-12) / 127)
+                p.data = _on_grid(grid[p][0], grid[p][1])
     opt = (torch.optim.Adam(params, lr=a.lr, betas=(0.0, 0.999)) if a.optimizer == "adam"
            else torch.optim.SGD(params, lr=a.lr))
     bits, t0, N = 0.0, time.perf_counter(), len(ids)
@@ -72,12 +90,24 @@ def main(argv=None) -> int:
         if a.lr > 0:
             opt.zero_grad()
             nll.mean().backward()
+            if grid:
+                for p in params:
+                    if p in grid:                # the master learns from the grid's gradient
+                        master = grid[p][0]                  # step the master ...
+                        p.data, master.data = master.data, p.data
             opt.step()
+            if grid:
+                for p in params:
+                    if p in grid:
+                        master, scale = grid[p]
+                        p.data, master.data = master.data, p.data
+                        p.data = _on_grid(master, scale)   # ... and run on its grid point
         if sys.stderr.isatty():
             print(f"\r{min(N, s + a.block):,}/{N:,} tokens", end="", file=sys.stderr)
     row = {"file": os.path.basename(a.file), "bytes": len(data), "tokens": N,
            "model": lm.name, "context": a.context, "block": a.block, "lr": a.lr,
-           "optimizer": a.optimizer, "layers": a.layers, "bpb": round(bits / len(data), 5),
+           "optimizer": a.optimizer, "layers": a.layers, "part": a.part,
+           "norm": not a.no_norm, "int8": a.int8, "bpb": round(bits / len(data), 5),
            "seconds": round(time.perf_counter() - t0, 1)}
     print(json.dumps(row))
     if a.out:

@@ -5,7 +5,8 @@ Good archives must keep decoding to their originals in every later version; bad 
 must each fail for their own named reason. tests/test_golden.py checks both. Re-run only
 when the format version changes (and bump container.VERSION then).
 
-`--real` writes tests/golden/real/ instead: archives of the first 1,500 bytes of
+`--only NAME ...` writes just those good archives (one added within a format version)
+and their manifest entries. `--real` writes tests/golden/real/ instead: archives of the first 1,500 bytes of
 alice29.txt made with the real default models (SmolLM2, Gemma 3) by the exact engine.
 
 Archives of earlier format versions live in tests/golden/v<N>/ (made by this script as it
@@ -37,12 +38,13 @@ BINARY = bytes((i * 7919 + (i >> 3) * 31) & 0xFF for i in range(6000))
 MIXED = TEXT * 6 + bytes(range(256)) * 40 + b"\x00" * 500 + TEXT * 6
 
 
-def main() -> None:
+def main(only: list[str] | None = None) -> None:
+    """Write every golden archive, or with `only` just those (`--only NAME ...`: an
+    archive added within a format version, the others left as they were written)."""
     os.makedirs(OUT, exist_ok=True)
     model_path = os.path.join(OUT, "tiny.gguf")
     write_tiny_gguf(model_path, seed=0)
     model = load_model(model_path)
-    wrong_model = load_model(write_tiny_gguf(os.path.join(OUT, "tiny-other.gguf"), seed=1))
     good = {
         "text": (TEXT, dict(fallback=False)),
         "mixed": (MIXED, dict(fallback=False)),
@@ -50,7 +52,25 @@ def main() -> None:
         "empty": (b"", {}),
         # a window of 64 positions sliding by 16 over segments of 400 tokens (version 7)
         "slide": (TEXT * 3, dict(fallback=False, window=64, stride=16, seg_len=400)),
+        # dynamic evaluation (llmzip 0.6): two steps in each of 4 segments of ~760 tokens
+        "dyneval": (TEXT * 3, dict(fallback=False, seg_len=800,
+                                   adapt={"bias": 14000, "dyneval": 1 << 24})),
     }
+    if only:                     # add archives without writing the others again
+        with open(os.path.join(OUT, "manifest.json")) as f:
+            manifest = json.load(f)
+        for name in only:
+            data, kw = good[name]
+            blob = llmzip.compress(data, model=model, **{"batch": 3, "seg_len": 96, **kw})
+            assert llmzip.decompress(blob, model=model) == data
+            open(os.path.join(OUT, f"{name}.orig"), "wb").write(data)
+            open(os.path.join(OUT, f"{name}.llmz"), "wb").write(blob)
+            manifest["good"][name] = {"methods": sorted({c.method_name for c in
+                                                         ct.scan(blob).chunks})}
+        with open(os.path.join(OUT, "manifest.json"), "w") as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
+        return
+    wrong_model = load_model(write_tiny_gguf(os.path.join(OUT, "tiny-other.gguf"), seed=1))
     manifest = {"good": {}, "bad": {}}
     for name, (data, kw) in good.items():
         # the exact engine at the default level (adaptive models on: format version 7)
@@ -191,4 +211,9 @@ def real() -> None:
 
 
 if __name__ == "__main__":
-    real() if sys.argv[1:] == ["--real"] else main()
+    if sys.argv[1:] == ["--real"]:
+        real()
+    elif sys.argv[1:2] == ["--only"]:
+        main(sys.argv[2:])
+    else:
+        main()

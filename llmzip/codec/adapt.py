@@ -57,10 +57,13 @@ class AdaptConfig:
     temper: int = 0      # temperature step per bit of (l_y - E l), in 2^-32
     match: int = 0       # match weight step per unit probability, in 2^-16 bits
     ngram: int = 0       # n-gram weight step per unit probability, in 2^-16 bits
+    dyneval: int = 0     # dynamic evaluation: the engine's learning rate, in 2^-30
+                         # (engine/exact/learn.py; not a part of the Adapter)
 
     @property
     def active(self) -> bool:
-        return any(v for v in asdict(self).values())
+        """Whether the Adapter has a part to run (dynamic evaluation is the engine's)."""
+        return any(v for k, v in asdict(self).items() if k != "dyneval")
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v}
@@ -93,6 +96,13 @@ class AdaptConfig:
 
 def _bucket(length: int) -> int:
     return next(i for i, b in enumerate(LEN_BUCKETS) if length < b)
+
+
+def match_step(w: int, step: int, hit: bool, f_d: int, precision: int) -> int:
+    """A match weight after one SGD step on the code length, clamped to +-W_CLAMP:
+    d/dw = p_d - [d == y], with p_d = f_d 2^-precision from the table (online mode's
+    byte mixer uses it too)."""
+    return min(max(w + step * (((1 << precision) if hit else 0) - f_d), -W_CLAMP), W_CLAMP)
 
 
 class MatchModel:
@@ -258,9 +268,8 @@ class Adapter:
         if self.match is not None:
             step = cfg.match << (24 - P)
             for r, d, ctx in preds:
-                hit = int(symbols[r]) == d
-                w = int(self.w[ctx]) + step * (((1 << P) if hit else 0) - int(f[r, d]))
-                self.w[ctx] = min(max(w, -W_CLAMP), W_CLAMP)
+                self.w[ctx] = match_step(int(self.w[ctx]), step, int(symbols[r]) == d,
+                                         int(f[r, d]), P)
             for s, y in zip(live, symbols):
                 self.match.update(int(s), int(y))
         if self.ngram is not None:

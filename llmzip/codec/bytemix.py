@@ -41,7 +41,7 @@ import torch
 
 from ..engine.exact.reference import freqs as exact_freqs
 from ..engine.exact.tables import log2_table
-from .adapt import LEN_BUCKETS, STATE_FRAC, W_CLAMP, MatchModel, _bucket
+from .adapt import LEN_BUCKETS, STATE_FRAC, MatchModel, _bucket, match_step
 
 P_FRAC = 32                  # blended probabilities in Q32 (10 n << 32 < 2^63 for n < 2^27)
 LOG_FRAC = 10                # log2 values (and logits) in Q10 bits
@@ -140,9 +140,9 @@ class ByteMixer:
             for r, s in enumerate(live):
                 pr = self.match.predict(int(s))
                 if pr is not None:
-                    d, n = pr
-                    z[r, d] += int(self.m[_bucket(n)] >> STATE_FRAC)
-                    preds.append((r, d, _bucket(n)))
+                    d, b = pr[0], _bucket(pr[1])
+                    z[r, d] += int(self.m[b] >> STATE_FRAC)
+                    preds.append((r, d, b))
         f = exact_freqs(torch.from_numpy(z), self.P).numpy()
         self._step = (live, g, c, f, preds)
         self.seconds += time.perf_counter() - t0
@@ -159,9 +159,7 @@ class ByteMixer:
                             W_MAX)
         step = self.match_lr << (24 - P)
         for r, d, b in preds:
-            hit = (1 << P) if int(symbols[r]) == d else 0
-            self.m[b] = min(max(int(self.m[b]) + step * (hit - int(f[r, d])), -W_CLAMP),
-                            W_CLAMP)
+            self.m[b] = match_step(int(self.m[b]), step, int(symbols[r]) == d, int(f[r, d]), P)
         for s, y in zip(live, symbols):
             self.ctx.update(int(s), int(y))
             if self.match is not None:

@@ -35,6 +35,12 @@ def _adapter(engine, n_seg: int) -> Adapter | None:
                    engine.kernel.table)
 
 
+def _learner(engine, n_seg: int):
+    """The engine's dynamic evaluation for this run (engine/exact/learn.py), or None."""
+    make = getattr(engine, "learner", None)
+    return make(n_seg) if make is not None else None
+
+
 def encode_segments(engine: Engine | ExactEngine, segments: list[np.ndarray], progress=None,
                     timing: dict | None = None) -> tuple[bytes, float]:
     """Code segments of token ids; returns (range-coded words, ideal bits). timing, if
@@ -42,6 +48,7 @@ def encode_segments(engine: Engine | ExactEngine, segments: list[np.ndarray], pr
     enc = RangeEncoder()
     total_bits = [0.0]
     ad = _adapter(engine, len(segments))
+    learn = _learner(engine, len(segments))
 
     def step(t, live, freqs):
         symbols = np.array([segments[i][t] for i in live], dtype=np.int64)
@@ -51,16 +58,20 @@ def encode_segments(engine: Engine | ExactEngine, segments: list[np.ndarray], pr
         total_bits[0] += float(bits_of(freqs, symbols, engine.profile.precision).sum())
         if ad is not None:
             ad.update(symbols)
+        if learn is not None:
+            learn.observe(t, live, freqs, symbols)
         return symbols
 
     out = "freqs" if ad is None else "logits"
     if hasattr(engine, "encode_steps"):
-        for t, live, freqs in engine.encode_steps(segments, progress, out=out):
+        for t, live, freqs in engine.encode_steps(segments, progress, out=out, learner=learn):
             step(t, live, freqs)
     else:
         engine.lockstep([len(s) for s in segments], step, progress)
     if timing is not None and ad is not None:
         timing["adapt_seconds"] = timing.get("adapt_seconds", 0.0) + ad.seconds
+    if timing is not None and learn is not None:
+        timing["learn_seconds"] = timing.get("learn_seconds", 0.0) + learn.seconds
     return enc.finish(), total_bits[0]
 
 
@@ -71,6 +82,7 @@ def decode_segments(engine: Engine | ExactEngine, lengths: list[int], payload: b
     out = [np.zeros(n, dtype=np.int64) for n in lengths]
     V = engine.model.config.vocab_size
     ad = _adapter(engine, len(lengths))
+    learn = _learner(engine, len(lengths))
 
     def step(t, live, freqs):
         if ad is not None:
@@ -80,12 +92,14 @@ def decode_segments(engine: Engine | ExactEngine, lengths: list[int], payload: b
             raise FormatError("decoded token id outside the vocabulary")
         if ad is not None:
             ad.update(symbols)
+        if learn is not None:
+            learn.observe(t, live, freqs, symbols)
         for i, s in zip(live, symbols):
             out[i][t] = s
         return symbols
 
-    if ad is None:
-        engine.lockstep(lengths, step, progress)
-    else:
-        engine.lockstep(lengths, step, progress, out="logits")
+    kw = {} if learn is None else {"learner": learn}
+    if ad is not None:
+        kw["out"] = "logits"
+    engine.lockstep(lengths, step, progress, **kw)     # (the float engine takes neither)
     return out

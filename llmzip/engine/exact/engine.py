@@ -263,7 +263,16 @@ class ExactEngine:
         new rotation) and only BOS moves; otherwise positions count from BOS."""
         return start if self._profile.slide == "shift" else 0
 
-    def _keep(self, ctx: torch.Tensor, live: np.ndarray, start: int, cache) -> None:
+    def learner(self, n_seg: int):
+        """The dynamic evaluation of one coding run of n_seg segments (learn.Learner), or
+        None where the profile has none (adapt "dyneval": its rate)."""
+        rate = (self._profile.adapt or {}).get("dyneval", 0)
+        if not rate:
+            return None
+        from .learn import Learner
+        return Learner(self.kernel, n_seg, rate, precision=self._profile.precision)
+
+    def _keep(self, ctx: torch.Tensor, live: np.ndarray, start: int, cache, run=None) -> None:
         """Fill positions 0..p0-1 of a window (BOS, then the p0 - 1 tokens kept from the
         window before) for the segments `live`: ctx (len(live), p0) holds those inputs.
         By default a prefill computes them again from BOS; with slide="shift" the previous
@@ -271,13 +280,14 @@ class ExactEngine:
         context they were computed with) and only BOS is computed again, at its new
         angle (BOS sees only itself, so its key and value depend on nothing else)."""
         seg = torch.from_numpy(live)
+        run = run or self.kernel
         if self._profile.slide == "shift":
             S = self._profile.stride
-            self.kernel.shift(cache, seg, S, ctx.shape[1])
-            self.kernel.forward(ctx[:, :1], seg, 0, cache, self.threads(), out="cache",
-                                rope=self._rope_at(start))
+            run.shift(cache, seg, S, ctx.shape[1])
+            run.forward(ctx[:, :1], seg, 0, cache, self.threads(), out="cache",
+                        rope=self._rope_at(start))
         else:
-            self.kernel.forward(ctx, seg, 0, cache, self.threads(), out="cache")
+            run.forward(ctx, seg, 0, cache, self.threads(), out="cache")
 
     def _inputs(self, segments, start: int, end: int) -> np.ndarray:
         """(B, end - start) model inputs of one window: BOS, then each segment's tokens
@@ -288,11 +298,13 @@ class ExactEngine:
             inp[i, 1:1 + len(part)] = part
         return inp
 
-    def encode_steps(self, segments, progress=None, out: str = "freqs"):
+    def encode_steps(self, segments, progress=None, out: str = "freqs", learner=None):
         """Yield (t, live, tables) for t = 0, 1, ...: the segments with a token t and their
         tables (len(live), V), exactly what lockstep hands to `choose` at step t, but
         computed a block of positions of every segment at a time. out="logits" yields the
-        logits the tables are made from instead."""
+        logits the tables are made from instead. With a learner (dynamic evaluation) the
+        caller observes each step before asking for the next, and no block of positions
+        computed together crosses one of its blocks."""
         lengths = [len(s) for s in segments]
         self.check_shape(lengths)
         if not segments or max(lengths) == 0:
@@ -300,21 +312,30 @@ class ExactEngine:
         lens = np.asarray(lengths)
         B, T = len(lengths), int(lens.max())
         V = self.model.config.vocab_size
-        cache = self.kernel.new_cache(B, min(T, self._profile.window or T))
+        run = learner.run if learner else self.kernel
+        cache = run.new_cache(B, min(T, self._profile.window or T))
         with torch.inference_mode():
             for first, end, start in self.windows(T):
                 live = np.nonzero(lens > first)[0]
                 inp = torch.from_numpy(self._inputs([segments[i] for i in live], start, end))
                 p0 = first - start                       # the first position coded
                 if p0:                                   # the context kept from before
-                    self._keep(inp[:, :p0], live, start, cache)
+                    if learner:
+                        learner.sync()
+                    self._keep(inp[:, :p0], live, start, cache, run)
                 block = max(1, min(end - first, FREQ_BLOCK_BYTES // (4 * V * len(live))))
-                for a in range(p0, end - start, block):
-                    b = min(end - start, a + block)
+                for a, b in _spans(p0, end - start, block, start, learner):
                     rows = np.nonzero(lens[live] > a + start)[0]
-                    f = self.kernel.forward(inp[rows, a:b], torch.from_numpy(live[rows]), a,
-                                            cache, self.threads(), self.profile.precision, out,
-                                            rope=self._rope_at(start))
+                    cap = None
+                    if learner:
+                        learner.sync()
+                        cap = learner.capture()
+                    f = run.forward(inp[rows, a:b], torch.from_numpy(live[rows]), a, cache,
+                                    self.threads(), self.profile.precision, out,
+                                    rope=self._rope_at(start), capture=cap)
+                    if learner:
+                        learner.captured(np.repeat(live[rows], b - a),
+                                         np.tile(np.arange(a, b) + start, len(rows)), cap)
                     for q in range(a, b):
                         t = q + start
                         r = np.nonzero(lens[live[rows]] > t)[0]
@@ -323,7 +344,8 @@ class ExactEngine:
                         if progress is not None:
                             progress(np.asarray([segments[i][t] for i in live[rows[r]]]))
 
-    def lockstep(self, lengths: list[int], choose, progress=None, out: str = "freqs") -> None:
+    def lockstep(self, lengths: list[int], choose, progress=None, out: str = "freqs",
+                 learner=None) -> None:
         """Step the segments one position at a time (the decoder): at step t,
         choose(t, live, tables) gets the segments with a token t and their tables (or
         logits, out="logits") and returns those tokens, which the next step feeds to the
@@ -334,16 +356,17 @@ class ExactEngine:
             return
         lens = np.asarray(lengths)
         B, T = len(lengths), int(lens.max())
-        cache = self.kernel.new_cache(B, min(T, self._profile.window or T))
+        run = learner.run if learner else self.kernel
+        cache = run.new_cache(B, min(T, self._profile.window or T))
         gc_was = gc.isenabled()
         gc.disable()                 # a step allocates few objects; the collector cost 2%
         try:
-            self._lockstep(lens, B, T, cache, choose, progress, out)
+            self._lockstep(lens, B, T, cache, choose, progress, out, run, learner)
         finally:
             if gc_was:
                 gc.enable()
 
-    def _lockstep(self, lens, B, T, cache, choose, progress, out) -> None:
+    def _lockstep(self, lens, B, T, cache, choose, progress, out, run, learner) -> None:
         bos = self.model.bos_id
         hist = np.full((B, T + 1), bos, dtype=np.int64)   # hist[:, t + 1] = token t
         with torch.inference_mode():
@@ -352,15 +375,36 @@ class ExactEngine:
                     live = np.nonzero(lens > first)[0]
                     ctx = hist[live, start:first].copy()  # tokens start..first-2 after BOS
                     ctx[:, 0] = bos
-                    self._keep(torch.from_numpy(ctx), live, start, cache)
+                    if learner:
+                        learner.sync()
+                    self._keep(torch.from_numpy(ctx), live, start, cache, run)
                 rope = self._rope_at(start)
                 for t in range(first, end):
                     live = np.nonzero(lens > t)[0]
-                    f = self.kernel.forward(torch.from_numpy(hist[live, t])[:, None],
-                                            torch.from_numpy(live), t - start, cache,
-                                            self.threads(), self.profile.precision, out,
-                                            rope=rope)
+                    cap = None
+                    if learner:
+                        learner.sync()
+                        cap = learner.capture()
+                    f = run.forward(torch.from_numpy(hist[live, t])[:, None],
+                                    torch.from_numpy(live), t - start, cache, self.threads(),
+                                    self.profile.precision, out, rope=rope, capture=cap)
+                    if learner:
+                        learner.captured(live, np.full(len(live), t), cap)
                     tokens = choose(t, live, f[:, 0].numpy())
                     hist[live, t + 1] = tokens
                     if progress is not None:
                         progress(tokens)
+
+
+def _spans(a: int, end: int, block: int, start: int, learner) -> list[tuple[int, int]]:
+    """Positions a..end-1 of a window (tokens a + start ..) in spans of at most `block`,
+    cut where a learner's block of tokens ends."""
+    out = []
+    while a < end:
+        b = min(end, a + block)
+        if learner:
+            n = learner.block
+            b = min(b, (a + start) // n * n + n - start)
+        out.append((a, b))
+        a = b
+    return out

@@ -9,6 +9,7 @@ which other rows ran with it, so both give the reference's integers bit for bit.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from . import tables as T
 from .kernels import Kernels, p
 from .reference import (ACT_FRAC, LOGIT_FRAC, RES_FRAC, SCORE_SHIFT, RopeTables,
-                        score_multiplier)
+                        copy_model, score_multiplier)
 from .weights import IntModel
 
 ROW_CHUNK = 256     # rows per pass of a layer's row-wise work (any value gives the same integers)
@@ -72,15 +73,15 @@ class FastModel:
         return KVCache(self.cfg, len(self.m.layers), batch, max_len)
 
     def forward(self, tokens: torch.Tensor, seg: torch.Tensor, pos: int, cache: KVCache,
-                threads: int = 1, precision: int = 24, out: str = "freqs", rope: int = 0
-                ) -> torch.Tensor | None:
+                threads: int = 1, precision: int = 24, out: str = "freqs", rope: int = 0,
+                capture: dict | None = None) -> torch.Tensor | None:
         """tokens (B, T) at positions pos..pos+T-1 of the cache's segments `seg` (B,) ->
         frequency tables (B, T, V) int32, or with out="logits" the logits they are made
         from (B, T, V) int32 Q10 bits, or with out="cache" nothing (the cache is filled for
         those positions in every case). RoPE rotates position p by the angle of p + rope
-        (a shifted window: ExactEngine.windows)."""
+        (a shifted window: ExactEngine.windows). capture: as reference.forward's."""
         B, Tn = tokens.shape
-        (a, e), rows = self.hidden(tokens, seg, pos, cache, threads, rope)
+        (a, e), rows = self.hidden(tokens, seg, pos, cache, threads, rope, capture)
         if out == "cache":
             return None
         if out == "logits":
@@ -110,7 +111,20 @@ class FastModel:
             for x in lst:
                 x[idx, :, :keep] = x[idx, :, by:by + keep].clone()
 
-    def hidden(self, tokens, seg, pos, cache, threads, rope=0):
+    def clone(self) -> "FastModel":
+        """A copy whose matrices set_linear may replace (the rest stays shared)."""
+        c = copy.copy(self)
+        c.m, c.layers = copy_model(self.m), list(self.layers)
+        return c
+
+    def set_linear(self, li: int, name: str, lin) -> None:
+        """Replace matrix `name` of layer li, packed again (dynamic evaluation)."""
+        L = copy.copy(self.m.layers[li])
+        setattr(L, name, lin)
+        self.m.layers[li] = L
+        self.layers[li] = {**self.layers[li], name: _Linear(lin, self.k)}
+
+    def hidden(self, tokens, seg, pos, cache, threads, rope=0, capture=None):
         """The final hidden states, quantised for the output layer: (a int16, e int32)."""
         c, m, k = self.cfg, self.m, self.k
         B, Tn = tokens.shape
@@ -146,6 +160,10 @@ class FastModel:
                 a, ea = k.quant(y, W["o"].levels, threads)
                 self._residual(xs, k.gemm(a, W["o"].packed, threads), W["o"], ea,
                                L.post_attn_norm if self.gemma else None, threads)
+                if capture is not None and li in capture:
+                    if capture[li] is None:
+                        capture[li] = torch.empty_like(x)
+                    capture[li][r0:r1] = xs
                 a, ea = k.norm_quant(xs, L.ffn_norm, ACT_FRAC, self.q_width,
                                      W["gate_up"].levels, threads)
                 acc = k.gemm(a, W["gate_up"].packed, threads)
@@ -153,6 +171,8 @@ class FastModel:
                               threads)
                 self._residual(xs, k.gemm(a, W["down"].packed, threads), W["down"], ea,
                                L.post_ffn_norm if self.gemma else None, threads)
+        if capture is not None:
+            capture["final"] = x.clone()
         return k.norm_quant(x, m.norm, ACT_FRAC, self.q_width, self.head.levels, threads), M
 
     def _residual(self, xs, acc, lin, ea, post_norm, threads) -> None:

@@ -11,6 +11,7 @@ G = H // K, D head size, F MLP width, V vocabulary.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -172,10 +173,12 @@ def probabilities(e: torch.Tensor, total: int) -> torch.Tensor:
 
 
 def forward(m: IntModel, tokens: torch.Tensor, cache: Cache, pos: int, tabs: dict,
-            seg: torch.Tensor | None = None) -> torch.Tensor:
+            seg: torch.Tensor | None = None, capture: dict | None = None) -> torch.Tensor:
     """tokens (B, T) at positions pos..pos+T-1 of the cache's segments `seg` (default:
     0..B-1) -> logits (B, T, V) int64 in Q10 log2 units (the cache is filled for those
-    positions)."""
+    positions). capture, if given, gets for each layer index among its keys the residual
+    stream after that layer's attention (B*T, C), and under "final" the residual stream
+    before the final norm (dynamic evaluation, learn.py, learns from them)."""
     c = m.cfg
     gemma = m.arch == "gemma3"
     B, Tn = tokens.shape
@@ -207,6 +210,8 @@ def forward(m: IntModel, tokens: torch.Tensor, cache: Cache, pos: int, tabs: dic
             x = x + rmsnorm(o, L.post_attn_norm, RES_FRAC)
         else:
             x = x + linear(y, L.o, ACT_FRAC, RES_FRAC)
+        if capture is not None and li in capture:
+            capture[li] = x.reshape(B * Tn, -1).clone()
         h = rmsnorm(x, L.ffn_norm, ACT_FRAC)
         gu = linear(h, L.gate_up, ACT_FRAC, ACT_FRAC)
         gate, up = gu.split(c.ffn_hidden, dim=-1)
@@ -216,6 +221,8 @@ def forward(m: IntModel, tokens: torch.Tensor, cache: Cache, pos: int, tabs: dic
             x = x + rmsnorm(linear(z, L.down, ACT_FRAC, ACT_FRAC), L.post_ffn_norm, RES_FRAC)
         else:
             x = x + linear(z, L.down, ACT_FRAC, RES_FRAC)
+    if capture is not None:
+        capture["final"] = x.reshape(B * Tn, -1).clone()
     h = rmsnorm(x, m.norm, ACT_FRAC)
     return linear(h, m.head, ACT_FRAC, LOGIT_FRAC)
 
@@ -266,6 +273,13 @@ def freqs(logits: torch.Tensor, precision: int = 24) -> torch.Tensor:
     return f.scatter_add(-1, first, rem)
 
 
+def copy_model(m: IntModel) -> IntModel:
+    """A shallow copy of m with its own list of layers."""
+    c = copy.copy(m)
+    c.layers = list(m.layers)
+    return c
+
+
 class ReferenceModel:
     """The reference with the fast path's interface (fast.FastModel): the oracle of the
     tests, and the engine where no C compiler is available."""
@@ -277,14 +291,25 @@ class ReferenceModel:
     def new_cache(self, batch: int, max_len: int) -> Cache:
         return Cache(self.m, batch, max_len)
 
-    def forward(self, tokens, seg, pos, cache, threads=1, precision=24, out="freqs", rope=0):
+    def forward(self, tokens, seg, pos, cache, threads=1, precision=24, out="freqs", rope=0,
+                capture=None):
         tabs = self._tabs.get(cache.max_len, rope)
-        logits = forward(self.m, tokens.long(), cache, pos, tabs, seg.long())
+        logits = forward(self.m, tokens.long(), cache, pos, tabs, seg.long(), capture)
         if out == "cache":
             return None
         if out == "logits":
             return logits.clamp(-Z_CLAMP, Z_CLAMP).to(torch.int32)
         return freqs(logits, precision).to(torch.int32)
+
+    def clone(self) -> "ReferenceModel":
+        """A copy whose matrices set_linear may replace (the rest is shared)."""
+        return ReferenceModel(copy_model(self.m))
+
+    def set_linear(self, li: int, name: str, lin) -> None:
+        """Replace matrix `name` of layer li (dynamic evaluation steps the weights)."""
+        L = copy.copy(self.m.layers[li])
+        setattr(L, name, lin)
+        self.m.layers[li] = L
 
     def shift(self, cache: Cache, seg: torch.Tensor, by: int, keep: int) -> None:
         """Move cached positions by..by+keep-1 of segments `seg` to 0..keep-1."""
