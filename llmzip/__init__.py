@@ -11,9 +11,9 @@ from .errors import (ArchiveError, ChecksumError, EngineMismatchError,  # noqa: 
                      ModelError, ModelMismatchError, TruncatedError, UnsupportedModelError,
                      UnsupportedVersionError, UsageError, ClusterError)
 
-_LAZY = {"compress": "codec.api", "decompress": "codec.api",
-         "decompress_range": "codec.api", "Compressor": "codec.api",
-         "Decompressor": "codec.api", "open": "codec.stream", "compress_tree": "codec.tree",
+_LAZY = {"compress": "codec.api", "decompress": "codec.decompressor",
+         "decompress_range": "codec.decompressor", "Compressor": "codec.api",
+         "Decompressor": "codec.decompressor", "open": "codec.stream", "compress_tree": "codec.tree",
          "extract": "codec.tree", "extract_file": "codec.tree", "list_archive": "codec.tree"}
 
 __all__ = ["compress", "decompress", "decompress_range", "open", "compress_tree", "extract",

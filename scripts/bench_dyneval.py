@@ -15,7 +15,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from llmzip.codec.api import Compressor, Decompressor  # noqa: E402
+from llmzip.codec.api import Compressor  # noqa: E402
+from llmzip.codec.decompressor import Decompressor  # noqa: E402
 from llmzip.codec.levels import level_settings  # noqa: E402
 from llmzip.tools.enginebench import machine_info  # noqa: E402
 

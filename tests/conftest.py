@@ -41,6 +41,15 @@ def tiny_model(tiny_gguf):
 
 
 @pytest.fixture(scope="session")
+def tiny_gemma(tmp_path_factory):
+    """A tiny random Gemma 3 (sliding and global layers, post-norms, GELU)."""
+    from llmzip.engine.models.registry import load_model
+    from llmzip.engine.models.tiny import write_tiny_gemma_gguf
+    path = tmp_path_factory.mktemp("gemma") / "tiny-gemma.gguf"
+    return load_model(write_tiny_gemma_gguf(str(path), seed=3))
+
+
+@pytest.fixture(scope="session")
 def default_model():
     from llmzip.engine.models.registry import load_model
     return load_model(None)

@@ -29,13 +29,8 @@ TEXT = corpus_bytes("alice29.txt", 5000)
 
 
 @pytest.fixture(scope="module", params=["llama", "gemma"])
-def model(request, tiny_model, tmp_path_factory):
-    if request.param == "llama":
-        return tiny_model
-    from llmzip.engine.models.registry import load_model
-    from llmzip.engine.models.tiny import write_tiny_gemma_gguf
-    path = tmp_path_factory.mktemp("gemma") / "tiny-gemma.gguf"
-    return load_model(write_tiny_gemma_gguf(str(path), seed=3))
+def model(request, tiny_model, tiny_gemma):
+    return tiny_model if request.param == "llama" else tiny_gemma
 
 
 def _segments(model, lengths=(90, 85, 60)):
@@ -321,6 +316,19 @@ def test_default_level_fits_a_short_context(tiny_model):
         llmzip.Compressor(tiny_model, window=ctx + 1, stride=8)
     with pytest.raises(UsageError):
         llmzip.Compressor(tiny_model, engine="float", adapt={"bias": 1})
+
+
+def test_level_window_equal_to_the_context_is_kept(tiny_model, monkeypatch):
+    """A level's window as long as the model's context (BOS included) fits as it is, with
+    the level's stride (level 7's 8,192 on SmolLM2 once became 8,192 sliding by 2,048)."""
+    from llmzip.codec import levels
+    ctx = tiny_model.config.context_length
+    monkeypatch.setitem(levels.LEVELS, 7, levels.Level(window=ctx, stride=32, seg_len=4096))
+    c = llmzip.Compressor(tiny_model, level=7)
+    assert (c.profile.window, c.profile.stride) == (ctx, 32)
+    monkeypatch.setitem(levels.LEVELS, 7, levels.Level(window=4 * ctx, stride=32, seg_len=4096))
+    c = llmzip.Compressor(tiny_model, level=7)      # too long: fitted, the stride kept
+    assert (c.profile.window, c.profile.stride) == (ctx, 32)
 
 
 def test_cli_levels_and_adapt(tiny_gguf, tmp_path):

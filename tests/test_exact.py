@@ -127,13 +127,8 @@ def _same(a, b):
 
 
 @pytest.fixture(scope="module", params=["llama", "gemma"])
-def model(request, tiny_model, tmp_path_factory):
-    if request.param == "llama":
-        return tiny_model
-    from llmzip.engine.models.registry import load_model
-    from llmzip.engine.models.tiny import write_tiny_gemma_gguf
-    path = tmp_path_factory.mktemp("gemma") / "tiny-gemma.gguf"
-    return load_model(write_tiny_gemma_gguf(str(path), seed=3))
+def model(request, tiny_model, tiny_gemma):
+    return tiny_model if request.param == "llama" else tiny_gemma
 
 
 @pytest.fixture(scope="module")

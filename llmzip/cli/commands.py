@@ -45,7 +45,7 @@ def do_compress(args, path: str, out: str | None) -> None:
     finally:
         bar.close()
     if getattr(args, "verify", False):
-        from ..codec.api import Decompressor
+        from ..codec.decompressor import Decompressor
         from ..errors import ChecksumError
         back = Decompressor(comp.model if comp else None, threads=args.threads,
                             memory_limit=args.memory_limit, kernel=args.kernel,
@@ -66,7 +66,7 @@ def do_compress(args, path: str, out: str | None) -> None:
 
 
 def do_decompress(args, path: str, out: str | None, test: bool) -> None:
-    from ..codec.api import Decompressor
+    from ..codec.decompressor import Decompressor
     if getattr(args, "range", None):
         return do_decompress_range(args, path, out, test)
     header = _peek_header(path)

@@ -129,7 +129,7 @@ def do_compress_tree(args, path: str, out: str | None) -> None:
     finally:
         bar.close()
     if getattr(args, "verify", False):
-        from ..codec.api import Decompressor
+        from ..codec.decompressor import Decompressor
         tree.extract_with(Decompressor(comp.model, threads=args.threads,
                                        memory_limit=args.memory_limit, kernel=args.kernel,
                                        device=args.device), blob, None)
@@ -157,7 +157,7 @@ def _parse_range(text: str) -> tuple[int, int | None]:
 
 def do_decompress_range(args, path: str, out: str | None, test: bool) -> None:
     import io
-    from ..codec.api import Decompressor
+    from ..codec.decompressor import Decompressor
     start, length = _parse_range(args.range)
     if out is None and not test:
         raise UsageError("--range writes a part of the original: give -o FILE or -c")
@@ -206,7 +206,7 @@ def _peek_header(path: str) -> dict:
 def do_extract_tree(args, path: str, out: str | None, test: bool, header: dict) -> None:
     import contextlib
     from ..codec import tree
-    from ..codec.api import Decompressor
+    from ..codec.decompressor import Decompressor
     name = getattr(args, "file", None)
     if name and "tree" not in header:
         raise UsageError(f"{path} is not a directory archive; --file works on archives of "

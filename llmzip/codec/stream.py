@@ -15,7 +15,8 @@ import os
 
 from ..errors import UsageError
 from ..files import AtomicOutput
-from .api import Compressor, Decompressor
+from .api import Compressor
+from .decompressor import Decompressor
 
 
 class _DecodingRaw(io.RawIOBase):

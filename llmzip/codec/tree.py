@@ -370,7 +370,7 @@ def _open(archive):
 def list_archive(archive) -> list[dict]:
     """The entries of a directory archive (bytes, path or file object), checked; decodes
     the index only (classical chunks: no model needed)."""
-    from .api import Decompressor
+    from .decompressor import Decompressor
     dec = Decompressor()
     f = _open(archive)
     info = dec.open_index(f)
@@ -380,7 +380,7 @@ def list_archive(archive) -> list[dict]:
 def extract_file(archive, name: str, model=None, **kw) -> bytes:
     """The contents of one file of a directory archive, decoding only its chunks (and the
     index's classical ones); extract_file_with(decompressor, ...) to count them."""
-    from .api import Decompressor
+    from .decompressor import Decompressor
     return extract_file_with(Decompressor(model, **kw), archive, name)
 
 
@@ -404,7 +404,7 @@ def extract(archive, target: str | None, model=None, progress=None, **kw) -> lis
     """Restore a directory archive into the new folder `target` (names, modes, mtimes,
     links); every check before anything is written, the SHA-256 before the rename.
     target None: decode and check everything, write nothing. Returns the entries."""
-    from .api import Decompressor
+    from .decompressor import Decompressor
     return extract_with(Decompressor(model, **kw), archive, target, progress)
 
 

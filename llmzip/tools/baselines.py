@@ -343,7 +343,7 @@ class LlmzipCodec(Codec):
 
     def _decompress(self, blob):
         if self._decomp is None:
-            from ..codec.api import Decompressor
+            from ..codec.decompressor import Decompressor
             comp = self.compressor
             threads = (self.kwargs.get("threads") if comp.engine.kind == "exact"
                        else comp.profile.threads)

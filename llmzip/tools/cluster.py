@@ -134,7 +134,7 @@ class ChunkWorker:
             self.comp = Compressor(model, **settings)
             profile, fingerprint = self.comp.engine_profile(), self.comp.model.fingerprint
         else:
-            from ..codec.api import Decompressor
+            from ..codec.decompressor import Decompressor
             from ..codec import container as ct
             self.dec = Decompressor(model, **settings)
             self.info = ct.ArchiveInfo(header=header)
@@ -451,7 +451,7 @@ def decompress_to(cluster: Cluster, f, out, model=None, *, progress=None, on_res
     chunk by chunk in order; checks every CRC and the whole-content SHA-256. Returns
     (original length, PoolStats)."""
     from ..codec import container as ct
-    from ..codec.api import Decompressor
+    from ..codec.decompressor import Decompressor
     from ..errors import ChecksumError
     dec = Decompressor(model, **settings)
     info = dec.open_index(f)                   # every record CRC before any work

@@ -80,7 +80,8 @@ def bench_cluster(data: bytes, model=None, workers=(1, 2), address: str = "auto"
     """Single process, then each worker count on one local Ray cluster; see the module
     docstring. settings: Compressor options (threads is 1 everywhere)."""
     from ..codec import container as ct
-    from ..codec.api import Compressor, Decompressor
+    from ..codec.api import Compressor
+    from ..codec.decompressor import Decompressor
     from . import cluster as cl
     settings = dict(settings, threads=1)
     res: dict = {"input_bytes": len(data), "settings": settings, "rows": [],

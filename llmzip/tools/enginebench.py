@@ -22,7 +22,8 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 
-from ..codec.api import Compressor, Decompressor
+from ..codec.api import Compressor
+from ..codec.decompressor import Decompressor
 
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
 SAMPLE_BYTES = 12_000                    # the quickstart sample of alice29.txt

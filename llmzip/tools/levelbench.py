@@ -14,7 +14,8 @@ import json
 import os
 import time
 
-from ..codec.api import Compressor, Decompressor
+from ..codec.api import Compressor
+from ..codec.decompressor import Decompressor
 from ..codec.levels import LEVELS
 from .enginebench import machine_info, render_markdown, render_text
 

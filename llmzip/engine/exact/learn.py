@@ -165,7 +165,8 @@ class _Param:
         s = (bit_length(g.abs().amax(1, keepdim=True)) - G_BITS).clamp(min=0)
         g, er = _rsh(g, s), er + s                               # |g| <= 2^20
         g2, e2 = g * g, 2 * er
-        e = torch.maximum(self.ev, e2 + bit_length(g2.amax(1, keepdim=True)) - 60)
+        top = g2.amax(1, keepdim=True)                           # a row without gradient
+        e = torch.maximum(self.ev, torch.where(top > 0, e2 + bit_length(top) - 60, self.ev))
         v = _rsh(self.v, e - self.ev)                            # ev never decreases
         self.v = v - (v >> V_SHIFT) + (_sh_rows(g2, e2 - e) >> V_SHIFT)   # < 2^61
         self.ev = e
@@ -194,7 +195,9 @@ class Learner:
         m = self.run.m
         if m.arch != "llama":
             from ...errors import UsageError
-            raise UsageError("dynamic evaluation supports Llama-style models (SmolLM2) only")
+            raise UsageError(f"dynamic evaluation (adapt dyneval) supports Llama-style models "
+                             f"such as SmolLM2 only, not {m.arch}: leave dyneval out of "
+                             f"--adapt, or choose such a model with --model")
         self.layers = list(range(len(m.layers) - layers, len(m.layers)))
         self.params = {(li, n): _Param(getattr(m.layers[li], n), rate)
                        for li in self.layers for n in NAMES}
@@ -208,6 +211,7 @@ class Learner:
         self.corr = 0                     # 1 - beta2^steps in Q(CORR_FRAC)
         self.due = False
         self.steps, self.seconds = 0, 0.0
+        self.keep_grads = False           # keep the last step's gradients (last_grads)
 
     # -- what the engine calls -----------------------------------------------------
     def capture(self) -> dict:
@@ -290,7 +294,8 @@ class Learner:
             g, eg = _add(g, eg, db, edb)                          # the residual path
         self.corr += ((1 << CORR_FRAC) - self.corr) >> V_SHIFT
         corr_sqrt = math.isqrt(self.corr << (60 - CORR_FRAC))          # sqrt(1 - b^t) 2^30
-        self.last_grads = grads                                   # (for the tests)
+        if self.keep_grads:                                       # (the tests look)
+            self.last_grads = grads
         for (li, name), p in self.params.items():
             self.run.set_linear(li, name, p.step(*grads[(li, name)], corr_sqrt))
         self.steps += 1
