@@ -38,6 +38,17 @@ BINARY = bytes((i * 7919 + (i >> 3) * 31) & 0xFF for i in range(6000))
 MIXED = TEXT * 6 + bytes(range(256)) * 40 + b"\x00" * 500 + TEXT * 6
 
 
+def _write_good(name: str, data: bytes, kw: dict, model, manifest: dict) -> None:
+    """A good archive (the exact engine at the default level unless kw says otherwise),
+    checked to round-trip, with its original and its manifest entry."""
+    blob = llmzip.compress(data, model=model, **{"batch": 3, "seg_len": 96, **kw})
+    assert llmzip.decompress(blob, model=model) == data
+    open(os.path.join(OUT, f"{name}.orig"), "wb").write(data)
+    open(os.path.join(OUT, f"{name}.llmz"), "wb").write(blob)
+    manifest["good"][name] = {"methods": sorted({c.method_name for c in
+                                                 ct.scan(blob).chunks})}
+
+
 def main(only: list[str] | None = None) -> None:
     """Write every golden archive, or with `only` just those (`--only NAME ...`: an
     archive added within a format version, the others left as they were written)."""
@@ -60,26 +71,14 @@ def main(only: list[str] | None = None) -> None:
         with open(os.path.join(OUT, "manifest.json")) as f:
             manifest = json.load(f)
         for name in only:
-            data, kw = good[name]
-            blob = llmzip.compress(data, model=model, **{"batch": 3, "seg_len": 96, **kw})
-            assert llmzip.decompress(blob, model=model) == data
-            open(os.path.join(OUT, f"{name}.orig"), "wb").write(data)
-            open(os.path.join(OUT, f"{name}.llmz"), "wb").write(blob)
-            manifest["good"][name] = {"methods": sorted({c.method_name for c in
-                                                         ct.scan(blob).chunks})}
+            _write_good(name, *good[name], model, manifest)
         with open(os.path.join(OUT, "manifest.json"), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
         return
     wrong_model = load_model(write_tiny_gguf(os.path.join(OUT, "tiny-other.gguf"), seed=1))
     manifest = {"good": {}, "bad": {}}
     for name, (data, kw) in good.items():
-        # the exact engine at the default level (adaptive models on: format version 7)
-        blob = llmzip.compress(data, model=model, **{"batch": 3, "seg_len": 96, **kw})
-        assert llmzip.decompress(blob, model=model) == data
-        open(os.path.join(OUT, f"{name}.orig"), "wb").write(data)
-        open(os.path.join(OUT, f"{name}.llmz"), "wb").write(blob)
-        manifest["good"][name] = {"methods": sorted({c.method_name for c in
-                                                     ct.scan(blob).chunks})}
+        _write_good(name, data, kw, model, manifest)
 
     trees(model, manifest)
 

@@ -209,6 +209,8 @@ class Adapter:
         self.w = np.zeros((len(LEN_BUCKETS), 3), dtype=np.int64)   # Q40 bits
         self._step = None
         self.seconds = 0.0                  # time spent here (for the benchmarks)
+        self.table_seconds = 0.0            # of it, making the tables from the final logits
+                                            # (the engine's own work without adaptation)
 
     def tables(self, live: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """Frequency tables (len(live), V) int32 for the segments `live` at this step."""
@@ -241,8 +243,10 @@ class Adapter:
                     grams.append((r, i, nb, vs, sh))
             np.clip(lg, -(1 << 30), 1 << 30, out=lg)
         bias = None if self.b is None else torch.from_numpy((self.b >> STATE_FRAC).astype(np.int32))
+        t1 = time.perf_counter()
         f = self.table(torch.from_numpy(np.ascontiguousarray(lg, dtype=np.int32)), bias,
                        self.P).numpy()
+        self.table_seconds += time.perf_counter() - t1
         self._step = (live, logits, f, preds, grams)
         self.seconds += time.perf_counter() - t0
         return f

@@ -115,6 +115,8 @@ class Stats:
     seconds: float = 0.0
     model_load_seconds: float = 0.0
     adapt_seconds: float = 0.0          # of `seconds`, spent in the adaptive models
+    adapt_table_seconds: float = 0.0    # of those, making tables from the adapted logits
+                                        # (what the engine does itself without them)
     learn_seconds: float = 0.0          # of `seconds`, spent in dynamic evaluation's steps
 
     @property
@@ -403,6 +405,7 @@ class Compressor:
         st.model_tokens += delta.get("model_tokens", 0)
         st.ideal_bits += delta.get("ideal_bits", 0.0)
         st.adapt_seconds += delta.get("adapt_seconds", 0.0)
+        st.adapt_table_seconds += delta.get("adapt_table_seconds", 0.0)
         st.learn_seconds += delta.get("learn_seconds", 0.0)
 
     def archive_head(self, methods, tree: dict | None = None) -> bytes:
