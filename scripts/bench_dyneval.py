@@ -15,6 +15,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from llmzip.tools.bench import append_jsonl  # noqa: E402
 from llmzip.codec.api import Compressor  # noqa: E402
 from llmzip.codec.decompressor import Decompressor  # noqa: E402
 from llmzip.codec.levels import level_settings  # noqa: E402
@@ -59,8 +60,7 @@ def main(argv=None) -> int:
                            round_trip=ok)
             print(json.dumps(row), flush=True)
             if a.out:
-                with open(a.out, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(row) + "\n")
+                append_jsonl(a.out, row)
     return 0
 
 

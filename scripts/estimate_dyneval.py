@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from llmzip.tools.bench import append_jsonl  # noqa: E402
 from llmzip.codec.tokenizer import tokenizer_for  # noqa: E402
 from llmzip.engine.models.registry import load_model  # noqa: E402
 
@@ -109,10 +110,9 @@ def main(argv=None) -> int:
            "optimizer": a.optimizer, "layers": a.layers, "part": a.part,
            "norm": not a.no_norm, "int8": a.int8, "bpb": round(bits / len(data), 5),
            "seconds": round(time.perf_counter() - t0, 1)}
-    print(json.dumps(row))
+    print(json.dumps(row), flush=True)
     if a.out:
-        with open(a.out, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        append_jsonl(a.out, row)
     return 0
 
 

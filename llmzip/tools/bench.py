@@ -156,7 +156,8 @@ def load_jsonl(path: str) -> list[dict]:
     return rows
 
 
-def _append_jsonl(path: str, row: dict) -> None:
+def append_jsonl(path: str, row: dict) -> None:
+    """Append one JSON row (folders made; a torn last line is not glued onto)."""
     d = os.path.dirname(path)
     if d:
         os.makedirs(d, exist_ok=True)
@@ -256,7 +257,7 @@ def run_bench(paths, codecs, out_dir: str | None = None, resume: bool = True,
             row["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             row["host"] = platform.node()
             for s in sinks:
-                _append_jsonl(s, row)
+                append_jsonl(s, row)
             rows[idx] = row
             bar.update()
     finally:

@@ -18,9 +18,8 @@ def rshift_round(v: torch.Tensor, sh) -> torch.Tensor:
         if sh <= 0:
             return v << -sh
         return (v + (1 << (sh - 1))) >> sh
-    pos = sh.clamp(min=0)
-    half = (torch.ones_like(pos) << pos) >> 1
-    return torch.where(sh > 0, (v + half) >> pos, v << (-sh).clamp(min=0))
+    right, left = sh.clamp(min=0), (-sh).clamp(min=0)       # one of them is 0
+    return ((v << left) + ((torch.ones_like(right) << right) >> 1)) >> right
 
 
 def shift_floor(v: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .intops import bit_length, floor_div, isqrt, lut_activation, quant_pow2, rshift_round
-from .reference import ACT_FRAC, RES_FRAC, linear, rmsnorm
+from .reference import ACT_FRAC, RES_FRAC, linear, normalized, rmsnorm
 from . import tables as T
 from .weights import IntLinear, levels_for
 
@@ -77,19 +77,12 @@ def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.double() @ b.double()).long()
 
 
-def _shift(x: torch.Tensor, by) -> torch.Tensor:
-    """x 2^by as integers (rounded half up where by < 0); by an int or a tensor."""
-    if torch.is_tensor(by):
-        return rshift_round(x, -by)
-    return x << by if by >= 0 else rshift_round(x, -by)
-
-
 def _add(a: torch.Tensor, ea: int, b: torch.Tensor, eb: int) -> tuple[torch.Tensor, int]:
     """a 2^ea + b 2^eb, each first reduced to 16 bits."""
     a, ea = _q(a, ea)
     b, eb = _q(b, eb)
     e = max(ea, eb) - 20
-    return _shift(a, ea - e) + _shift(b, eb - e), e
+    return rshift_round(a, e - ea) + rshift_round(b, e - eb), e
 
 
 def norm_backward(x: torch.Tensor, gain: torch.Tensor, dy: torch.Tensor, ey: int
@@ -98,20 +91,14 @@ def norm_backward(x: torch.Tensor, gain: torch.Tensor, dy: torch.Tensor, ey: int
     output: (u - xh mean(xh u)) / rms(x) with u = gain dy and xh = x / rms(x), computed
     from the same integers as reference.rmsnorm (xs, r, the Q16 xh)."""
     C = x.shape[-1]
-    xs, ex = quant_pow2(x, (1 << 20) - 1)                        # x = xs 2^ex
-    r = isqrt((xs * xs).sum(-1, keepdim=True) << 10).clamp(min=1)   # rms(xs) sqrt(C) 2^5
-    xh = floor_div(xs * _isqrt_c(C), r)                          # x / rms(x) in Q16
+    xh, r, ex = normalized(x)              # x / rms(x) in Q16; r = rms(xs) sqrt(C) 2^5
     d, e = _q(dy, ey)
     u, e = _q(d * gain, e - 16)                                  # gain is Q16
     m = floor_div((xh * u).sum(-1, keepdim=True), C)             # mean(xh u) in Q16
     w, e = _q((u << 16) - rshift_round(xh * m, 16), e - 16)      # (u - xh m), Q16 folded
     # divide by rms(x) = r 2^ex / (sqrt(C) 2^5) = r 2^(ex + 16) / isqrt(C 2^42): one
     # rounding per element (|w isqrt(C 2^42) 2^14| < 2^56 for C < 2^12)
-    return floor_div((w * _isqrt_c(C)) << 14, r << ex), e - 30
-
-
-def _isqrt_c(C: int) -> int:
-    return math.isqrt(C << 42)                                   # sqrt(C) 2^21
+    return floor_div((w * math.isqrt(C << 42)) << 14, r << ex), e - 30
 
 
 def act_slope(x: torch.Tensor, name: str, frac: int) -> torch.Tensor:
@@ -124,18 +111,6 @@ def act_slope(x: torch.Tensor, name: str, frac: int) -> torch.Tensor:
     s = table[idx + 1] - table[idx]
     s = torch.where(i < -n, 0, s)
     return torch.where(i >= n, 1 << 10, s)
-
-
-def _rsh(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """rshift_round(x, s) for shifts s >= 0 broadcast over rows or columns of x."""
-    s = s.clamp(max=62)
-    return (x + ((torch.ones_like(s) << s) >> 1)) >> s
-
-
-def _sh_rows(x: torch.Tensor, by: torch.Tensor) -> torch.Tensor:
-    """x 2^by for a shift per row (by (N, 1), either sign), rounding half up."""
-    left, right = by.clamp(min=0), (-by).clamp(0, 62)
-    return ((x << left) + ((torch.ones_like(right) << right) >> 1)) >> right
 
 
 class _Param:
@@ -160,22 +135,22 @@ class _Param:
         """One update with the gradient g[n, k] 2^(en[n] + ek[k]) (|g| < 2^53); returns
         the new matrix."""
         kmax = int(ek.max())
-        g = _rsh(g, kmax - ek)                                   # one exponent per row
+        g = rshift_round(g, (kmax - ek).clamp(max=62))           # one exponent per row
         er = en.view(-1, 1) + kmax
         s = (bit_length(g.abs().amax(1, keepdim=True)) - G_BITS).clamp(min=0)
-        g, er = _rsh(g, s), er + s                               # |g| <= 2^20
+        g, er = rshift_round(g, s), er + s                       # |g| <= 2^20
         g2, e2 = g * g, 2 * er
         top = g2.amax(1, keepdim=True)                           # a row without gradient
         e = torch.maximum(self.ev, torch.where(top > 0, e2 + bit_length(top) - 60, self.ev))
-        v = _rsh(self.v, e - self.ev)                            # ev never decreases
-        self.v = v - (v >> V_SHIFT) + (_sh_rows(g2, e2 - e) >> V_SHIFT)   # < 2^61
+        v = rshift_round(self.v, (e - self.ev).clamp(max=62))    # ev never decreases
+        self.v = v - (v >> V_SHIFT) + (rshift_round(g2, (e - e2).clamp(max=62)) >> V_SHIFT)
         self.ev = e
         kk = e & 1                                               # e - kk is even
         sq = isqrt(self.v << kk).clamp(min=1)                    # sqrt(v 2^e) = sq 2^((e-kk)/2)
         # r = g / sqrt(v / c) in Q16 = g sqrt(c) / sqrt(v), sqrt(c) = corr_sqrt 2^-30
         q = floor_div(g * corr_sqrt, sq).clamp(-(1 << 40), 1 << 40)
         sh = (er + 16 - 30 - ((e - kk) >> 1)).clamp(max=20)
-        r = _sh_rows(q, sh).clamp(-R_CLAMP, R_CLAMP)
+        r = rshift_round(q, (-sh).clamp(max=62)).clamp(-R_CLAMP, R_CLAMP)
         # master (Q16 of an int8 step) -= r lr / scale
         self.master -= rshift_round(r * self.k, 16 + K_FRAC - MASTER_FRAC)
         lim = 127 << MASTER_FRAC

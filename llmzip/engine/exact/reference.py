@@ -61,12 +61,17 @@ def rmsnorm(x: torch.Tensor, gain: torch.Tensor, out_frac: int) -> torch.Tensor:
     r = isqrt(ss * 2^10) ~ rms * sqrt(C) * 2^5; t = floor(xs * Q / r) with
     Q = isqrt(C * 2^42): x / rms(x) in Q16; then rshift_round(t * gain, 16 + 16 - out_frac).
     epsilon is not used (it matters only for a vector within 1e-5 of zero); r >= 1."""
-    C = x.shape[-1]
-    xs, _ = quant_pow2(x, NORM_IN_LEVELS)
-    ss = (xs * xs).sum(-1, keepdim=True)
-    r = isqrt(ss << 10).clamp(min=1)
-    t = floor_div(xs * math.isqrt(C << 42), r)
+    t, _, _ = normalized(x)
     return rshift_round(t * gain, NORM_FRAC + GAIN_FRAC - out_frac)
+
+
+def normalized(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """rmsnorm's integers: (t = x / rms(x) in Q16, r = isqrt(sum xs^2 2^10) >= 1, ex) for
+    x = xs 2^ex with xs reduced to 21 bits (dynamic evaluation's backward pass uses them)."""
+    C = x.shape[-1]
+    xs, ex = quant_pow2(x, NORM_IN_LEVELS)
+    r = isqrt((xs * xs).sum(-1, keepdim=True) << 10).clamp(min=1)
+    return floor_div(xs * math.isqrt(C << 42), r), r, ex
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, halves: bool) -> torch.Tensor:
