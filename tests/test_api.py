@@ -151,6 +151,25 @@ def test_engine_mismatch_refused_then_allowed(tiny_model):
     assert llmzip.decompress(forged, model=tiny_model, allow_engine_mismatch=True) == data
 
 
+def test_undecodable_tokens_are_a_checksum_error(tiny_model, monkeypatch):
+    """A model chunk whose coded bytes pass their CRC but decode to tokens no encoder
+    writes (a float-engine archive opened on another kind of machine with the engine
+    check relaxed: another model's tables) is content that does not match: ChecksumError,
+    not the tokenizer's FormatError."""
+    import numpy as np
+    from llmzip.codec import decompressor
+    data = b"some text to code with the model " * 50
+    blob = llmzip.compress(data, model=tiny_model, batch=2, seg_len=64, fallback=False)
+    V = tiny_model.config.vocab_size
+
+    def wrong_tables(engine, lengths, payload, progress=None):
+        return [np.full(n, V + 7, dtype=np.int64) for n in lengths]
+
+    monkeypatch.setattr(decompressor, "decode_segments", wrong_tables)
+    with pytest.raises(llmzip.ChecksumError, match="chunk content"):
+        llmzip.decompress(blob, model=tiny_model)
+
+
 def test_fresh_process_decodes_same(tiny_model, tiny_gguf, tmp_path):
     data = corpus_bytes("alice29.txt", 5000)
     blob = llmzip.compress(data, model=tiny_model, batch=4, seg_len=128, fallback=False)

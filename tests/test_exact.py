@@ -62,6 +62,83 @@ def test_isqrt_exact():
     assert all(int(a) == math.isqrt(int(b)) for a, b in zip(r, n))
 
 
+@pytest.mark.skipif(not PATHS, reason="no C compiler")
+@pytest.mark.parametrize("values", ["random", "extreme"])
+def test_gemm_every_path_exact(values):
+    """Every matrix-product path gives the exact sum mod 2^32 on shapes that cut every
+    blocking (rows around the AMX path's 16-row tiles and the AVX-512 path's 12, columns
+    around 32-column panels, K odd and not a multiple of 64), at 1-3 threads."""
+    import ctypes
+    set_min_work = kernels.library().gemm_i8_set_min_work
+    set_min_work.restype, set_min_work.argtypes = ctypes.c_double, [ctypes.c_double]
+    old = set_min_work(0.0)                 # every requested thread runs
+    g = torch.Generator().manual_seed(7)
+    try:
+        for M, N, K in [(1, 1, 1), (3, 5, 7), (15, 31, 63), (16, 32, 64), (17, 33, 65),
+                        (33, 100, 130), (40, 65, 577), (12, 64, 1537)]:
+            if values == "extreme":         # every product at its largest magnitude
+                a = torch.where(torch.rand(M, K, generator=g) < 0.5, -32768, 32767)
+                w = torch.where(torch.rand(N, K, generator=g) < 0.5, -128, 127)
+            else:
+                a = torch.randint(-32768, 32768, (M, K), generator=g)
+                w = torch.randint(-128, 128, (N, K), generator=g)
+            want = ((a @ w.T + 2 ** 31) % 2 ** 32 - 2 ** 31).to(torch.int32)
+            a, w = a.to(torch.int16), w.to(torch.int8)
+            for path in ["auto"] + PATHS:
+                k = kernels.Kernels(path)
+                packed = k.pack(w)
+                for threads in (1, 2, 3):
+                    assert torch.equal(k.gemm(a, packed, threads), want), (path, M, N, K)
+    finally:
+        set_min_work(old)
+
+
+class _Cache:
+    """A random KV cache in the C kernels' layout (fast.py's KVCache): S segments of
+    Smax positions, K kv heads, head size D."""
+
+    def __init__(self, S, K, D, Smax, seed):
+        g = torch.Generator().manual_seed(seed)
+        self.max_len = Smax
+        self.kt = [torch.randint(-127, 128, (S, K, Smax, D), generator=g, dtype=torch.int8)]
+        self.vq = [torch.randint(-127, 128, (S, K, Smax, D), generator=g, dtype=torch.int8)]
+        # score multipliers km 2^(ke - 44) with km <= 2^22; value scales sigma < 2^24
+        km = torch.randint(1, 1 << 22, (S, K, Smax), generator=g, dtype=torch.int64)
+        self.ksd = [km.double() * 2.0 ** -40]
+        self.vsd = [torch.randint(0, 1 << 24, (S, K, Smax), generator=g).double()]
+
+
+@pytest.mark.skipif(not PATHS, reason="no C compiler")
+@pytest.mark.parametrize("D,window", [(64, 0), (64, 37), (128, 0)])
+def test_attention_every_level_equal(D, window):
+    """Attention gives the same integers at every level the CPU has: one row at a time
+    (levels 0-3) and, at level 4, blocks of up to 16 consecutive positions on AMX tiles;
+    runs of rows of several lengths (1, 3, 16, 21), two segments, a sliding window,
+    extreme query exponents."""
+    from llmzip.engine.exact import tables as T
+    H, K, Smax = 6, 2, 160
+    cache = _Cache(2, K, D, Smax, seed=D + window)
+    g = torch.Generator().manual_seed(1)
+    rows = ([(0, p) for p in range(0, 21)] + [(1, 100)] + [(1, p) for p in range(130, 133)]
+            + [(0, p) for p in range(120, 160)] + [(1, p) for p in range(3, 19)])
+    row_b = torch.tensor([b for b, _ in rows], dtype=torch.int32)
+    row_pos = torch.tensor([q for _, q in rows], dtype=torch.int32)
+    M = len(rows)
+    q16 = torch.randint(-32767, 32768, (M, H * D), generator=g, dtype=torch.int16)
+    eq = torch.randint(-12, -2, (M, H), generator=g, dtype=torch.int32)
+    exp32 = torch.from_numpy(T.exp2_table()).to(torch.int32)
+    outs = {}
+    for path in PATHS:
+        k = kernels.Kernels(path)
+        for threads in (1, 2):
+            y = k.attention(q16, eq, H, K, D, row_b, row_pos, cache, 0, window, exp32, threads)
+            outs[(path, k.level, threads)] = y
+    (first, want), *rest = outs.items()
+    assert want.abs().sum() > 0
+    for key, y in rest:
+        assert torch.equal(y, want), (key, first)
+
+
 def test_rshift_round_and_quant():
     v = torch.arange(-1000, 1000)
     for s in (0, 1, 3, 7):
@@ -126,9 +203,22 @@ def _same(a, b):
     return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
-@pytest.fixture(scope="module", params=["llama", "gemma"])
-def model(request, tiny_model, tiny_gemma):
-    return tiny_model if request.param == "llama" else tiny_gemma
+@pytest.fixture(scope="module")
+def wide_heads(tmp_path_factory):
+    """Tiny models with 64-dimension heads: the size AMX attention (level 4) takes."""
+    from llmzip.engine.models.registry import load_model
+    from llmzip.engine.models.tiny import write_tiny_gemma_gguf, write_tiny_gguf
+    d = tmp_path_factory.mktemp("wide")
+    return {"llama-d64": load_model(write_tiny_gguf(str(d / "l.gguf"), seed=5, n_embd=128,
+                                                    n_head=2, n_kv_head=1, ffn=96)),
+            "gemma-d64": load_model(write_tiny_gemma_gguf(str(d / "g.gguf"), seed=6,
+                                                          head_dim=64))}
+
+
+@pytest.fixture(scope="module", params=["llama", "gemma", "llama-d64", "gemma-d64"])
+def model(request, tiny_model, tiny_gemma, wide_heads):
+    return {"llama": tiny_model, "gemma": tiny_gemma}.get(request.param) \
+        or wide_heads[request.param]
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "like the one that wrote them (decoding reads the archive's engine)")
     p.add_argument("--kernel", default="auto",
                    choices=["auto", "reference", "portable", "avx2", "avx512bw", "avx512vnni",
-                            "avxvnni"],
+                            "avxvnni", "amx"],
                    help="exact engine: force a kernel path (all give the same integers; "
                    "auto: the widest this CPU has; reference: plain torch, slow)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",

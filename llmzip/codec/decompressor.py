@@ -304,8 +304,15 @@ def decode_chunk(c: ct.ChunkInfo, coded: bytes, engine: Engine | None, progress)
         raise FormatError("bad segment table in model chunk")
     tok = tokenizer_for(engine.model)
     step_progress = (lambda tokens: progress(len(tok.decode(tokens)))) if progress else None
-    segments = decode_segments(engine, lengths, coded[pos:], step_progress)
-    return tok.decode(np.concatenate(segments)) if segments else b""
+    try:
+        segments = decode_segments(engine, lengths, coded[pos:], step_progress)
+        return tok.decode(np.concatenate(segments)) if segments else b""
+    except FormatError as e:
+        # the coded bytes passed their CRC, so tokens that no encoder writes mean that this
+        # engine's tables differ from the encoder's (a float-engine archive decoded on
+        # another kind of machine with the engine check relaxed): the content is wrong
+        raise ChecksumError("chunk content", f"{c.raw_crc:08x}",
+                            f"tokens no encoder writes ({e})") from None
 
 
 def decompress(blob: bytes, model: str | LoadedModel | None = None, **kw) -> bytes:

@@ -22,7 +22,8 @@ from ..host import cache_root
 from . import weights as W
 
 ARITH_VERSION = 1           # the arithmetic of docs/engine.md; bump on any change
-KERNELS = ("auto", "reference", "portable", "avx2", "avx512bw", "avx512vnni", "avxvnni")
+KERNELS = ("auto", "reference", "portable", "avx2", "avx512bw", "avx512vnni", "avxvnni",
+           "amx")
 FREQ_BLOCK_BYTES = 256 << 20     # frequency tables held at once by the encoder
 
 
@@ -302,9 +303,10 @@ class ExactEngine:
         """Yield (t, live, tables) for t = 0, 1, ...: the segments with a token t and their
         tables (len(live), V), exactly what lockstep hands to `choose` at step t, but
         computed a block of positions of every segment at a time. out="logits" yields the
-        logits the tables are made from instead. With a learner (dynamic evaluation) the
-        caller observes each step before asking for the next, and no block of positions
-        computed together crosses one of its blocks."""
+        logits the tables are made from instead. A step's tables are valid until the next
+        step is asked for (one buffer serves every block). With a learner (dynamic
+        evaluation) the caller observes each step before asking for the next, and no block
+        of positions computed together crosses one of its blocks."""
         lengths = [len(s) for s in segments]
         self.check_shape(lengths)
         if not segments or max(lengths) == 0:
@@ -314,6 +316,7 @@ class ExactEngine:
         V = self.model.config.vocab_size
         run = learner.run if learner else self.kernel
         cache = run.new_cache(B, min(T, self._profile.window or T))
+        dest = None       # one buffer for every block's tables, reused (see FastModel.forward)
         with torch.inference_mode():
             for first, end, start in self.windows(T):
                 live = np.nonzero(lens > first)[0]
@@ -330,9 +333,11 @@ class ExactEngine:
                     if learner:
                         learner.sync()
                         cap = learner.capture()
+                    if dest is None or dest.numel() < len(rows) * (b - a) * V:
+                        dest = torch.empty(len(rows) * (b - a) * V, dtype=torch.int32)
                     f = run.forward(inp[rows, a:b], torch.from_numpy(live[rows]), a, cache,
                                     self.threads(), self.profile.precision, out,
-                                    rope=self._rope_at(start), capture=cap)
+                                    rope=self._rope_at(start), capture=cap, dest=dest)
                     if learner:
                         learner.captured(np.repeat(live[rows], b - a),
                                          np.tile(np.arange(a, b) + start, len(rows)), cap)

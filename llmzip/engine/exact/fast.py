@@ -52,6 +52,13 @@ class _Linear:
         self.sb, self.levels, self.n = lin.sb, lin.levels, lin.w.shape[0]
 
 
+def _output(dest: torch.Tensor | None, M: int, V: int) -> torch.Tensor:
+    """(M, V) int32: a view of dest where it is large enough, else a new tensor."""
+    if dest is not None and dest.numel() >= M * V:
+        return dest[:M * V].view(M, V)
+    return torch.empty((M, V), dtype=torch.int32)
+
+
 class FastModel:
     """An IntModel with its weights packed for the kernels."""
 
@@ -74,19 +81,23 @@ class FastModel:
 
     def forward(self, tokens: torch.Tensor, seg: torch.Tensor, pos: int, cache: KVCache,
                 threads: int = 1, precision: int = 24, out: str = "freqs", rope: int = 0,
-                capture: dict | None = None) -> torch.Tensor | None:
+                capture: dict | None = None, dest: torch.Tensor | None = None
+                ) -> torch.Tensor | None:
         """tokens (B, T) at positions pos..pos+T-1 of the cache's segments `seg` (B,) ->
         frequency tables (B, T, V) int32, or with out="logits" the logits they are made
         from (B, T, V) int32 Q10 bits, or with out="cache" nothing (the cache is filled for
         those positions in every case). RoPE rotates position p by the angle of p + rope
-        (a shifted window: ExactEngine.windows). capture: as reference.forward's."""
+        (a shifted window: ExactEngine.windows). capture: as reference.forward's. dest: a
+        flat int32 tensor to write the result into where it is large enough (the result is
+        then a view of it: the encoder reuses one, since fresh pages for 100 MB of tables a
+        block cost a tenth of its time)."""
         B, Tn = tokens.shape
         (a, e), rows = self.hidden(tokens, seg, pos, cache, threads, rope, capture)
         if out == "cache":
             return None
         if out == "logits":
-            return self.logits((a, e), threads).view(B, Tn, -1)
-        return self.freqs((a, e), threads, precision).view(B, Tn, -1)
+            return self.logits((a, e), threads, dest=dest).view(B, Tn, -1)
+        return self.freqs((a, e), threads, precision, dest=dest).view(B, Tn, -1)
 
     def shift(self, cache: KVCache, seg: torch.Tensor, by: int, keep: int) -> None:
         """Move the cached positions by..by+keep-1 of segments `seg` to 0..keep-1 (keys,
@@ -184,24 +195,26 @@ class FastModel:
             o = k.requant(acc, lin, ea, ACT_FRAC, ACT_FRAC, threads)
             xs += k.rmsnorm(o, post_norm, RES_FRAC, self.q_width, threads)
 
-    def freqs(self, hidden, threads: int, precision: int, block: int = 64) -> torch.Tensor:
+    def freqs(self, hidden, threads: int, precision: int, block: int = 64,
+              dest: torch.Tensor | None = None) -> torch.Tensor:
         """Output layer and frequency tables for quantised hidden states, `block` rows at
         a time (the (rows, V) int32 sums of a block are the largest temporary)."""
         a, e = hidden
         M, V = a.shape[0], self.cfg.vocab_size
-        out = torch.empty((M, V), dtype=torch.int32)
+        out = _output(dest, M, V)
         for r in range(0, M, block):
             acc = self.k.gemm(a[r:r + block], self.head.packed, threads)
             self.k.freqs(acc, self.head, e[r:r + block], ACT_FRAC - LOGIT_FRAC, self.exp32,
                          precision, out[r:r + block], threads)
         return out
 
-    def logits(self, hidden, threads: int, block: int = 64) -> torch.Tensor:
+    def logits(self, hidden, threads: int, block: int = 64,
+               dest: torch.Tensor | None = None) -> torch.Tensor:
         """Output layer for quantised hidden states: the logits freqs() makes its tables
         from, (M, V) int32 Q10 bits (clamped to +-2^30)."""
         a, e = hidden
         M, V = a.shape[0], self.cfg.vocab_size
-        out = torch.empty((M, V), dtype=torch.int32)
+        out = _output(dest, M, V)
         for r in range(0, M, block):
             acc = self.k.gemm(a[r:r + block], self.head.packed, threads)
             self.k.logits(acc, self.head, e[r:r + block], ACT_FRAC - LOGIT_FRAC,

@@ -16,7 +16,8 @@ from ...errors import KernelUnavailableError
 from ..kernels.build import load as load_library
 
 # matrix-product paths of gemm_i8.c (its PATH_* numbers)
-PATHS = {"auto": 0, "portable": 1, "avx2": 2, "avx512bw": 3, "avx512vnni": 4, "avxvnni": 5}
+PATHS = {"auto": 0, "portable": 1, "avx2": 2, "avx512bw": 3, "avx512vnni": 4, "avxvnni": 5,
+         "amx": 6}
 # no -march: one build for every x86-64 CPU, SIMD paths chosen at run time; -fwrapv:
 # int64 wraps as torch's does; float64 only ever holds exact integers (docs/engine.md),
 # so fused multiply-adds change nothing and are allowed; no OpenMP: every kernel's threads
@@ -24,15 +25,20 @@ PATHS = {"auto": 0, "portable": 1, "avx2": 2, "avx512bw": 3, "avx512vnni": 4, "a
 FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-pthread", "-fno-fast-math",
          "-fwrapv", "-fvisibility=hidden"]
 # the level of exact_ops.c's and exact_attention.c's vectorised loops for each
-# matrix-product path (0 plain C, 1 AVX2, 2 AVX-512, 3 AVX-512 with VNNI)
-LEVELS = {"portable": 0, "avx2": 1, "avxvnni": 1, "avx512bw": 2, "avx512vnni": 3}
-SOURCES = ["exact_ops.c", "exact_attention.c", "gemm_i8.c", "pool.c"]
+# matrix-product path (0 plain C, 1 AVX2, 2 AVX-512, 3 AVX-512 with VNNI, 4 the same with
+# attention's matrix products on AMX tiles)
+LEVELS = {"portable": 0, "avx2": 1, "avxvnni": 1, "avx512bw": 2, "avx512vnni": 3, "amx": 4}
+SOURCES = ["exact_ops.c", "exact_attention.c", "exact_attention_amx.c", "gemm_i8.c", "pool.c"]
 # Waking a second thread costs tens of microseconds (more in a VM): a call smaller than
 # these runs on one thread whatever it is given. Measured on a 2-vCPU Zen 5 decoding 21
 # segments at position 1,024: with 2 threads for every call a step took 57 ms (its matrix
 # products 25 ms, requantisation 5 ms); with these limits 40 ms. Results never depend on it.
 GEMM_PAR_MACS = 1 << 27     # M * N * K of a matrix product
 ROWS_PAR_ITEMS = 1 << 18    # M * N of a row-wise kernel
+# ... except a product whose weights are this large (bytes): decoding one segment (M = 1)
+# streams every weight from memory each token, and a second thread streams as much again
+# (Intel Xeon, 2 vCPUs: a 3 KB level-6 decode 18.0 -> 11.9 s)
+GEMM_PAR_WEIGHTS = 1 << 18
 
 
 def _t(threads: int, work: int, limit: int) -> int:
@@ -136,8 +142,9 @@ class Kernels:
         M = a.shape[0]
         out = torch.empty((M, w.n), dtype=torch.int32)
         if M:
+            par = M * w.n * w.k >= GEMM_PAR_MACS or w.n * w.k >= GEMM_PAR_WEIGHTS
             rc = self.lib.gemm_i8(M, w.n, w.k, p(a), w.k, p(w.buf), p(out), w.n,
-                                  _t(threads, M * w.n * w.k, GEMM_PAR_MACS), self._path)
+                                  threads if par else 1, self._path)
             _check(rc, "gemm_i8")
         return out
 

@@ -297,7 +297,7 @@ class ReferenceModel:
         return Cache(self.m, batch, max_len)
 
     def forward(self, tokens, seg, pos, cache, threads=1, precision=24, out="freqs", rope=0,
-                capture=None):
+                capture=None, dest=None):          # dest: FastModel's (not used here)
         tabs = self._tabs.get(cache.max_len, rope)
         logits = forward(self.m, tokens.long(), cache, pos, tabs, seg.long(), capture)
         if out == "cache":

@@ -14,6 +14,7 @@
  * bounds keep a working model far from it; the rule only makes every result defined).
  */
 #include "exact_common.h"
+#include "amx.h"
 
 /* ---- token embedding: x = rsr(w[tok] * mult[tok], shift), int64 --------------- */
 EXPORT int llmzip_ex_embed(int M, int C, const int8_t *w, const int64_t *mult, int shift,
@@ -426,7 +427,11 @@ EXPORT int llmzip_ex_max_level(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
         && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
-        return __builtin_cpu_supports("avx512vnni") ? 3 : 2;
+    {
+        if (!__builtin_cpu_supports("avx512vnni")) return 2;
+        /* 4: attention's matrix products on AMX tiles (exact_attention_amx.c) */
+        return __builtin_cpu_supports("avx512vbmi") && gemm_i8_amx_usable() ? 4 : 3;
+    }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
 #endif
     return 0;

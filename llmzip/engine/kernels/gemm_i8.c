@@ -37,6 +37,8 @@
  *   AVX-VNNI     : 6 x 16 (two half-panel passes) -> 12 ymm accumulators.
  *   AVX2         : 6 x 16 (two half-panel passes) with vpmaddwd + vpaddd.
  *   Portable     : plain C loops over the same layout.
+ *   AMX          : 16 x 32 tiles in Intel AMX tile registers, over a second
+ *                  packed copy of the weights (see "AMX" below).
  *   Tiles of 1-3 rows (decode) use 2-4 accumulator sets over consecutive
  *   k-pairs to hide the multiply-add latency, added at the end (exact).
  *   Tiles prefetch the same k-pair line of the next panel (one panel ahead)
@@ -55,6 +57,7 @@
  * (an atomic counter), so on a busy machine a descheduled thread costs at
  * most one chunk.  Which thread computes which chunk never changes a bit.
  */
+#define _GNU_SOURCE            /* syscall() (AMX permission) under -std=c11 */
 #include <stdint.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -62,6 +65,7 @@
 
 #include "gemm_i8.h"
 #include "pool.h"
+#include "amx.h"
 
 /* All x86 code sits under GEMM_X86; -DGEMM_I8_NO_X86 builds the portable
    path alone on x86 (what an aarch64 build compiles). */
@@ -78,9 +82,10 @@ enum {
     GEMM_OK = 0,
     GEMM_EINVAL = -1,      /* bad argument */
     GEMM_EPATH = -2,       /* path unknown or not supported by this CPU */
+    GEMM_ENOMEM = 2,       /* out of memory (the AMX path's split activations) */
 };
 enum { PATH_AUTO = 0, PATH_PORTABLE = 1, PATH_AVX2 = 2, PATH_AVX512BW = 3,
-       PATH_AVX512VNNI = 4, PATH_AVXVNNI = 5, PATH_COUNT = 6 };
+       PATH_AVX512VNNI = 4, PATH_AVXVNNI = 5, PATH_AMX = 6, PATH_COUNT = 7 };
 
 static inline int32_t load_pair(const int16_t *p)  /* (p[0], p[1]) as one int32 */
 {
@@ -443,6 +448,129 @@ static void tile_avxvnni(int mr, TILE_ARGS)
     if (ncols > 16) tile16_avxvnni(mr, A, lda, Wp + 32, K, C + 16, ldc, ncols - 16, 0);
 }
 
+/* ========================================================================= */
+/* AMX (Intel Sapphire Rapids and later): int8 tiles, int32 sums              */
+/* ========================================================================= */
+/* AMX multiplies bytes only (TDPBSSD: s8 x s8, TDPBUSD: u8 x s8, int32 sums
+ * that wrap).  An int16 activation is split exactly into its bytes,
+ *     a = 256 * hi + lo,   hi = a >> 8 (signed, -128..127),  lo = a & 255,
+ * so  sum_k a*w = 256 * sum_k hi*w + sum_k lo*w  (mod 2^32): the same int32
+ * as every other path.  A tile of 16 rows x 32 columns keeps four int32
+ * accumulator tiles (lo and hi sums of two 16-column halves), one tile each
+ * of lo and hi activations (16 rows x 64 k) and two of weights.
+ *
+ * AMX wants the weights as k-quads: the second packed copy, after the pair
+ * layout in the same buffer (only on CPUs with AMX: see gemm_i8_packed_size),
+ * holds for panel p (32 columns), k block kb (64 values), half h, row r:
+ *     amx[p][kb][h][r][c][e] = W[32p + 16h + c][64kb + 4r + e]
+ * (16 rows of 64 bytes = one B tile), K padded with zeros to a multiple of 64.
+ * The activations are split into two byte matrices (Mq x Kq, padded with
+ * zeros) once per call, before the threads start.
+ *
+ * Linux hands the tile registers to a process only on request
+ * (arch_prctl ARCH_REQ_XCOMP_PERM): detect_paths() asks; if it is refused
+ * the path is simply not offered. */
+#define AMX_KB 64                       /* k values per tile row */
+#define AMX_MR 16                       /* rows per tile */
+#define AMX_MIN_ROWS 4                  /* auto: fewer rows go to AVX-512 VNNI */
+#define AMX_KQ(K) (((K) + AMX_KB - 1) / AMX_KB * AMX_KB)
+/* rows [m, m+16) of the split activations x panel p: C rows m..m+rows-1 */
+static T_AMX void tile_amx(const uint8_t *lo, const int8_t *hi, int64_t Kq,
+                           const int8_t *Bp, int32_t *C, ptrdiff_t ldc, int rows, int ncols)
+{
+    int32_t acc[4][AMX_MR][16] __attribute__((aligned(64)));
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    for (int64_t kb = 0; kb < Kq / AMX_KB; kb++) {
+        const int8_t *b = Bp + kb * 2 * 1024;
+        _tile_loadd(4, lo + kb * AMX_KB, Kq);
+        _tile_loadd(5, hi + kb * AMX_KB, Kq);
+        _tile_loadd(6, b, 64);
+        _tile_loadd(7, b + 1024, 64);
+        _tile_dpbusd(0, 4, 6);
+        _tile_dpbusd(1, 4, 7);
+        _tile_dpbssd(2, 5, 6);
+        _tile_dpbssd(3, 5, 7);
+    }
+    _tile_stored(0, acc[0], 64);
+    _tile_stored(1, acc[1], 64);
+    _tile_stored(2, acc[2], 64);
+    _tile_stored(3, acc[3], 64);
+    const __mmask16 m0 = ncols >= 16 ? 0xFFFF : (__mmask16)((1u << ncols) - 1);
+    const __mmask16 m1 = ncols >= 32 ? 0xFFFF : ncols <= 16 ? 0 : (__mmask16)((1u << (ncols - 16)) - 1);
+    for (int r = 0; r < rows; r++) {
+        const __m512i a = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(acc[2][r]), 8),
+                                           _mm512_load_si512(acc[0][r]));
+        const __m512i b = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(acc[3][r]), 8),
+                                           _mm512_load_si512(acc[1][r]));
+        _mm512_mask_storeu_epi32((void *)(C + r * ldc), m0, a);
+        _mm512_mask_storeu_epi32((void *)(C + r * ldc + 16), m1, b);
+    }
+}
+
+/* A (M, K) int16 -> lo, hi (Mq, Kq) bytes, zero padded */
+static T_AMX void amx_split(const int16_t *A, int64_t lda, int64_t M, int64_t K,
+                            int64_t Mq, int64_t Kq, uint8_t *lo, int8_t *hi)
+{
+    for (int64_t m = 0; m < Mq; m++) {
+        uint8_t *l = lo + m * Kq;
+        int8_t *h = hi + m * Kq;
+        int64_t k = 0;
+        if (m < M) {
+            const int16_t *a = A + m * lda;
+            for (; k + 32 <= K; k += 32) {
+                const __m512i v = _mm512_loadu_si512((const void *)(a + k));
+                _mm256_storeu_si256((__m256i *)(l + k), _mm512_cvtepi16_epi8(v));
+                _mm256_storeu_si256((__m256i *)(h + k), _mm512_cvtepi16_epi8(_mm512_srai_epi16(v, 8)));
+            }
+            for (; k < K; k++) {
+                l[k] = (uint8_t)(a[k] & 255);
+                h[k] = (int8_t)(a[k] >> 8);
+            }
+        }
+        memset(l + k, 0, (size_t)(Kq - k));
+        memset(h + k, 0, (size_t)(Kq - k));
+    }
+}
+
+/* the AMX copy of the weights, after the pair layout */
+static void amx_pack(const int8_t *W, int64_t N, int64_t K, int64_t ldw, int8_t *dst)
+{
+    const int64_t Kq = AMX_KQ(K), P = (N + NR - 1) / NR;
+    for (int64_t p = 0; p < P; p++)
+        for (int64_t kb = 0; kb < Kq / AMX_KB; kb++)
+            for (int h = 0; h < 2; h++)
+                for (int r = 0; r < 16; r++)
+                    for (int c = 0; c < 16; c++)
+                        for (int e = 0; e < 4; e++) {
+                            const int64_t n = p * NR + 16 * h + c, k = kb * AMX_KB + 4 * r + e;
+                            *dst++ = (n < N && k < K) ? W[n * ldw + k] : 0;
+                        }
+}
+
+#include <sys/syscall.h>
+#include <unistd.h>
+#define AMX_XCOMP_PERM 0x1023   /* ARCH_REQ_XCOMP_PERM */
+#define AMX_XTILEDATA 18        /* XFEATURE_XTILEDATA */
+
+/* AMX: cpuid (amx-tile, amx-int8), the OS saves the tile state (XCR0 bits 17
+   and 18), and Linux lets this process use it */
+static int amx_usable(void)
+{
+    unsigned a, b, c, d;
+    if (__get_cpuid_max(0, 0) < 7) return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    const int amx_tile = (d >> 24) & 1, amx_int8 = (d >> 25) & 1;
+    if (!amx_tile || !amx_int8) return 0;
+    unsigned xlo, xhi;
+    __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    if ((xlo & (3u << 17)) != (3u << 17)) return 0;
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    return syscall(SYS_arch_prctl, AMX_XCOMP_PERM, AMX_XTILEDATA) == 0;
+#else
+    return 0;
+#endif
+}
+
 /* ------------------------------------------------------------------------- */
 /* CPU detection: cpuid feature bits + XCR0 (the OS must save ymm/zmm state) */
 /* ------------------------------------------------------------------------- */
@@ -474,6 +602,7 @@ static int detect_paths(void)
     if (zmm_os && avx512f && avx512bw && avx512vl) {
         mask |= 1 << PATH_AVX512BW;
         if (avx512vnni) mask |= 1 << PATH_AVX512VNNI;
+        if (avx512vnni && amx_usable()) mask |= 1 << PATH_AMX;
     }
     return mask;
 }
@@ -495,7 +624,7 @@ static int paths_mask(void)
 
 static int best_path(int mask)
 {
-    static const int order[] = { PATH_AVX512VNNI, PATH_AVX512BW, PATH_AVXVNNI, PATH_AVX2, PATH_PORTABLE };
+    static const int order[] = { PATH_AMX, PATH_AVX512VNNI, PATH_AVX512BW, PATH_AVXVNNI, PATH_AVX2, PATH_PORTABLE };
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
         if (mask & (1 << order[i])) return order[i];
     return PATH_PORTABLE;
@@ -510,6 +639,7 @@ static int path_tile(int path, tile_fn *fn, int *mr)
     case PATH_AVX512BW: *fn = tile_bw512; *mr = MR512; return 0;
     case PATH_AVX512VNNI: *fn = tile_vnni512; *mr = MR512; return 0;
     case PATH_AVXVNNI: *fn = tile_avxvnni; *mr = MR256; return 0;
+    case PATH_AMX: *fn = NULL; *mr = AMX_MR; return 0;   /* run_block_amx */
 #endif
     default: return -1;
     }
@@ -528,11 +658,46 @@ typedef struct {
     int nthreads;
     int by_rows;       /* chunks are ranges of row tiles (else ranges of panels) */
     int64_t nchunks;
+    /* AMX (fn == NULL): the split activations and the weights' AMX copy */
+    int64_t Kq;
+    const uint8_t *lo;
+    const int8_t *hi, *Wq;
 } job_t;
+
+#if defined(GEMM_X86)
+/* run_block for AMX: the same blocking, tiles of 16 rows over the split A */
+static void run_block_amx(const job_t *j, int64_t m0, int64_t m1, int64_t p0, int64_t p1)
+{
+    const int64_t Kq = j->Kq;
+    int64_t mc = (256 * 1024) / (2 * Kq) / AMX_MR * AMX_MR;
+    if (mc < AMX_MR) mc = AMX_MR;
+    int64_t pc = (384 * 1024) / (NR * Kq);
+    if (pc < 1) pc = 1;
+    amx_begin();
+    for (int64_t mb = m0; mb < m1; mb += mc) {
+        const int64_t me = mb + mc < m1 ? mb + mc : m1;
+        for (int64_t pb = p0; pb < p1; pb += pc) {
+            const int64_t pe = pb + pc < p1 ? pb + pc : p1;
+            for (int64_t m = mb; m < me; m += AMX_MR) {
+                const int rows = (int)(me - m < AMX_MR ? me - m : AMX_MR);
+                for (int64_t p = pb; p < pe; p++) {
+                    const int ncols = (int)(j->N - p * NR < NR ? j->N - p * NR : NR);
+                    tile_amx(j->lo + m * Kq, j->hi + m * Kq, Kq, j->Wq + p * Kq * NR,
+                             j->C + m * j->ldc + p * NR, j->ldc, rows, ncols);
+                }
+            }
+        }
+    }
+    amx_end();
+}
+#endif
 
 /* rows [m0, m1) x panels [p0, p1), blocked for the caches */
 static void run_block(const job_t *j, int64_t m0, int64_t m1, int64_t p0, int64_t p1)
 {
+#if defined(GEMM_X86)
+    if (!j->fn) { run_block_amx(j, m0, m1, p0, p1); return; }
+#endif
     const int64_t Kp = (j->K + 1) & ~(int64_t)1;
     /* rows per L2 block: ~256 KiB of A, a multiple of the tile height */
     int64_t mc = (256 * 1024) / (2 * Kp) / j->mr * j->mr;
@@ -637,16 +802,49 @@ EXPORT int gemm_i8_best_path(void) { return best_path(paths_mask()); }
 EXPORT const char *gemm_i8_path_name(int path)
 {
     static const char *names[PATH_COUNT] = { "auto", "portable", "avx2", "avx512bw",
-                                             "avx512vnni", "avxvnni" };
+                                             "avx512vnni", "avxvnni", "amx" };
     return (path >= 0 && path < PATH_COUNT) ? names[path] : "unknown";
 }
 
-/* Bytes of the packed buffer for an (N, K) weight matrix. */
+#if defined(GEMM_X86)
+/* Whether packed buffers carry the AMX copy: the CPU has the path (whatever
+   gemm_i8_restrict_paths hides later), decided once per process. */
+static int amx_layout(void)
+{
+    static int has = -1;
+    int h = __atomic_load_n(&has, __ATOMIC_ACQUIRE);
+    if (h < 0) {
+        h = (detect_paths() >> PATH_AMX) & 1;
+        __atomic_store_n(&has, h, __ATOMIC_RELEASE);
+    }
+    return h;
+}
+#endif
+
+/* for the attention kernels (amx.h): AMX may be used in this process */
+int gemm_i8_amx_usable(void)
+{
+#if defined(GEMM_X86)
+    return amx_layout();
+#else
+    return 0;
+#endif
+}
+
+static int64_t pair_size(int64_t N, int64_t K)
+{
+    return (N + NR - 1) / NR * ((K + 1) & ~(int64_t)1) * NR;
+}
+
+/* Bytes of the packed buffer for an (N, K) weight matrix: the pair layout,
+   and on CPUs with AMX its k-quad copy after it. */
 EXPORT int64_t gemm_i8_packed_size(int64_t N, int64_t K)
 {
     if (N <= 0 || K <= 0) return GEMM_EINVAL;
-    const int64_t Kp = (K + 1) & ~(int64_t)1;
-    return (N + NR - 1) / NR * Kp * NR;
+#if defined(GEMM_X86)
+    if (amx_layout()) return pair_size(N, K) + (N + NR - 1) / NR * AMX_KQ(K) * NR;
+#endif
+    return pair_size(N, K);
 }
 
 /* Pack W (N, K) int8 row-major with row stride ldw into `packed`
@@ -668,11 +866,14 @@ EXPORT int gemm_i8_pack(const int8_t *W, int64_t N, int64_t K, int64_t ldw, int8
             }
         }
     }
+#if defined(GEMM_X86)
+    if (amx_layout()) amx_pack(W, N, K, ldw, packed + pair_size(N, K));
+#endif
     return GEMM_OK;
 }
 
 /* C (M, N) = A (M, K) * W^T, exact int32.
-   path: 0 auto, 1 portable, 2 avx2, 3 avx512bw, 4 avx512vnni, 5 avxvnni.
+   path: 0 auto, 1 portable, 2 avx2, 3 avx512bw, 4 avx512vnni, 5 avxvnni, 6 amx.
    Returns 0, GEMM_EINVAL (-1) for bad arguments, GEMM_EPATH (-2) if the path
    is unknown or not supported by this CPU. */
 EXPORT int gemm_i8(int64_t M, int64_t N, int64_t K,
@@ -683,7 +884,13 @@ EXPORT int gemm_i8(int64_t M, int64_t N, int64_t K,
 {
     if (M < 0 || N <= 0 || K <= 0 || lda < K || ldc < N || !A || !packed || !C) return GEMM_EINVAL;
     const int mask = paths_mask();
-    if (path == PATH_AUTO) path = best_path(mask);
+    if (path == PATH_AUTO) {
+        path = best_path(mask);
+#if defined(GEMM_X86)
+        /* a few rows (decoding) would fill a 16-row tile with padding */
+        if (path == PATH_AMX && M < AMX_MIN_ROWS) path = PATH_AVX512VNNI;
+#endif
+    }
     if (path < 0 || path >= PATH_COUNT || !(mask & (1 << path))) return GEMM_EPATH;
     job_t j;
     if (path_tile(path, &j.fn, &j.mr) != 0) return GEMM_EPATH;
@@ -701,6 +908,19 @@ EXPORT int gemm_i8(int64_t M, int64_t N, int64_t K,
         if (threads < 1) threads = 1;
     }
     j.nthreads = threads;
+    j.lo = NULL; j.hi = NULL; j.Wq = NULL; j.Kq = 0;
+#if defined(GEMM_X86)
+    if (path == PATH_AMX) {
+        const int64_t Kq = AMX_KQ(K), Mq = (M + AMX_MR - 1) / AMX_MR * AMX_MR;
+        uint8_t *split = pool_scratch(SCR_GEMM_SPLIT, (size_t)(2 * Mq * Kq));
+        if (!split) return GEMM_ENOMEM;
+        amx_split(A, lda, M, K, Mq, Kq, split, (int8_t *)split + Mq * Kq);
+        j.Kq = Kq; j.lo = split; j.hi = (const int8_t *)split + Mq * Kq;
+        j.Wq = packed + pair_size(N, K);
+        run_job(&j);
+        return GEMM_OK;
+    }
+#endif
     run_job(&j);
     return GEMM_OK;
 }

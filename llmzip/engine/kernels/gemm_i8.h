@@ -6,8 +6,9 @@
 #define GEMM_I8_OK 0
 #define GEMM_I8_EINVAL (-1)   /* bad argument */
 #define GEMM_I8_EPATH (-2)    /* path unknown / not supported by this CPU */
+#define GEMM_I8_ENOMEM 2      /* out of memory */
 
-/* paths: 0 auto, 1 portable, 2 avx2, 3 avx512bw, 4 avx512vnni, 5 avxvnni */
+/* paths: 0 auto, 1 portable, 2 avx2, 3 avx512bw, 4 avx512vnni, 5 avxvnni, 6 amx */
 int gemm_i8_supported_paths(void);          /* bit p set <=> path p runs here */
 int gemm_i8_best_path(void);                /* what path 0 resolves to */
 const char *gemm_i8_path_name(int path);

@@ -29,6 +29,7 @@
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, pthread_atfork */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
 #include <time.h>
@@ -207,4 +208,19 @@ int parallel_for(int64_t n, int threads, pool_fn fn, void *ctx)
     const int status = __atomic_load_n(&g_status, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&g_call_lock);
     return status;
+}
+
+/* ---- per-thread scratch (pool.h) ------------------------------------------------ */
+static _Thread_local struct { void *p; size_t n; } t_scratch[POOL_SCRATCH_SLOTS];
+
+void *pool_scratch(int slot, size_t bytes)
+{
+    if (slot < 0 || slot >= POOL_SCRATCH_SLOTS) return NULL;
+    if (bytes > t_scratch[slot].n) {
+        const size_t n = (bytes + bytes / 4 + 4095) & ~(size_t)4095;  /* some headroom */
+        free(t_scratch[slot].p);
+        t_scratch[slot].p = aligned_alloc(64, n);
+        t_scratch[slot].n = t_scratch[slot].p ? n : 0;
+    }
+    return t_scratch[slot].p;
 }

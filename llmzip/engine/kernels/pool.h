@@ -12,4 +12,15 @@ typedef int (*pool_fn)(void *ctx, int64_t item);
  * matters: a caller's items must be independent. fn must not call parallel_for. */
 int parallel_for(int64_t n, int threads, pool_fn fn, void *ctx);
 
+/* Scratch memory of the calling thread: at least `bytes`, 64-byte aligned, contents
+ * undefined, kept for the thread's next use of the same slot (so a kernel that needs a
+ * large buffer per work item does not map fresh pages every time: freed blocks above
+ * malloc's mmap threshold went back to the kernel, and clearing the pages again took 6%
+ * of a compress). NULL when out of memory. Two buffers in use at once need two slots. */
+#include <stddef.h>
+enum { SCR_GEMM_SPLIT, SCR_DOTS_Q, SCR_DOTS_K, SCR_DOTS_C, SCR_VALS_W, SCR_VALS_V,
+       SCR_VALS_C, SCR_ATT_Q, SCR_ATT_DOT, SCR_ATT_P, SCR_ATT_ZE, SCR_ATT_SIGMA,
+       SCR_ATT_ACC, POOL_SCRATCH_SLOTS };
+void *pool_scratch(int slot, size_t bytes);
+
 #endif
