@@ -114,7 +114,7 @@ def test_attention_every_level_equal(D, window):
     """Attention gives the same integers at every level the CPU has: one row at a time
     (levels 0-3) and, at level 4, blocks of up to 16 consecutive positions on AMX tiles;
     runs of rows of several lengths (1, 3, 16, 21), two segments, a sliding window,
-    extreme query exponents."""
+    value scales up to 2^24 (the weighted sums take all five bytes of w)."""
     from llmzip.engine.exact import tables as T
     H, K, Smax = 6, 2, 160
     cache = _Cache(2, K, D, Smax, seed=D + window)
