@@ -576,7 +576,8 @@ EXPORT int llmzip_ex_attention(int M, int H, int K, int D, const int16_t *q16, c
                        .level = level < 3 ? level : 3,
                        .q16 = q16, .eq = eq, .row_b = row_b, .row_pos = row_pos, .kt = kt,
                        .ksd = ksd, .vc = vc, .vsd = vsd, .exp32 = exp32, .y = y};
-    if (level < 4 || D % 64 || M < AMX_MIN_Q)
+    /* level 4's int32 partial sums are exact for up to 65,536 positions */
+    if (level < 4 || D % 64 || M < AMX_MIN_Q || Smax > 65536)
         return parallel_for((int64_t)M * K, threads, attention_item, &c) ? 2 : 0;
     int32_t *start = malloc(sizeof(int32_t) * 2 * (size_t)M);
     if (!start) return 2;
