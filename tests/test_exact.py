@@ -139,6 +139,38 @@ def test_attention_every_level_equal(D, window):
         assert torch.equal(y, want), (key, first)
 
 
+@pytest.mark.skipif(not PATHS, reason="no C compiler")
+@pytest.mark.parametrize("split", [16, 48])
+def test_attention_split_positions_equal(split):
+    """Fewer (row, kv head) pairs than threads (a decoding step of one segment) split
+    their positions between threads in chunks: the same integers as one thread per pair,
+    at every level, with and without a sliding window, chunks cut inside the window."""
+    from llmzip.engine.exact import tables as T
+    H, D, Smax = 6, 64, 160
+    exp32 = torch.from_numpy(T.exp2_table()).to(torch.int32)
+    g = torch.Generator().manual_seed(split)
+    for K, window in ((1, 0), (1, 77), (2, 0)):     # split where (rows x K) < threads
+        cache = _Cache(2, K, D, Smax, seed=window + K)
+        for rows in ([(0, 159)], [(1, 100)], [(0, 40)], [(1, 130), (0, 151)]):
+            row_b = torch.tensor([b for b, _ in rows], dtype=torch.int32)
+            row_pos = torch.tensor([q for _, q in rows], dtype=torch.int32)
+            q16 = torch.randint(-32767, 32768, (len(rows), H * D), generator=g,
+                                dtype=torch.int16)
+            eq = torch.randint(-12, -2, (len(rows), H), generator=g, dtype=torch.int32)
+            outs = []
+            for path in PATHS:
+                k = kernels.Kernels(path)
+                for threads, chunk in ((1, 0), (2, split), (3, split)):
+                    old = kernels.attention_split(chunk)
+                    try:
+                        outs.append(k.attention(q16, eq, H, K, D, row_b, row_pos, cache, 0,
+                                                window, exp32, threads))
+                    finally:
+                        kernels.attention_split(old)
+            assert outs[0].abs().sum() > 0
+            assert all(torch.equal(y, outs[0]) for y in outs[1:]), (K, window, rows)
+
+
 def test_rshift_round_and_quant():
     v = torch.arange(-1000, 1000)
     for s in (0, 1, 3, 7):
@@ -269,6 +301,22 @@ def test_row_chunks_do_not_matter(model, oracle, monkeypatch, chunk):
     segs, want = oracle
     monkeypatch.setattr(fast, "ROW_CHUNK", chunk)
     assert _same(_prefill(ExactEngine(model, threads=2), segs), want)
+
+
+@pytest.mark.parametrize("fused", [0, 1 << 30])
+def test_fused_layers_equal_the_kernel_calls(model, oracle, monkeypatch, fused):
+    """All layers in one C call (exact_step.c; by default for blocks of up to ROW_CHUNK
+    rows, hence every decoding step) or kernel by kernel from Python: the same integers,
+    for the prefill and the steps, split over threads or not."""
+    from llmzip.engine.exact import fast
+    monkeypatch.setattr(fast, "FUSED_ROWS", fused)
+    monkeypatch.setattr(kernels, "GEMM_PAR_MACS", 0)
+    monkeypatch.setattr(kernels, "ROWS_PAR_ITEMS", 0)
+    segs, want = oracle
+    for threads in (1, 2):
+        e = ExactEngine(model, threads=threads)
+        assert _same(_prefill(e, segs), want)
+        assert _same(_steps(e, segs), want)
 
 
 def test_two_processes(tiny_gguf, tiny_model):

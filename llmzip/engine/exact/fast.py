@@ -10,18 +10,22 @@ which other rows ran with it, so both give the reference's integers bit for bit.
 from __future__ import annotations
 
 import copy
+import ctypes
 import math
 
 import numpy as np
 import torch
 
 from . import tables as T
-from .kernels import Kernels, p
+from .kernels import Kernels, StepCache, StepLayer, p
 from .reference import (ACT_FRAC, LOGIT_FRAC, RES_FRAC, SCORE_SHIFT, RopeTables,
                         copy_model, score_multiplier)
 from .weights import IntModel
 
 ROW_CHUNK = 256     # rows per pass of a layer's row-wise work (any value gives the same integers)
+# At most this many rows (one chunk) go through all layers in one C call (exact_step.c),
+# the same kernels in the same order as the Python loop below; 0: never (tests compare)
+FUSED_ROWS = ROW_CHUNK
 
 
 class KVCache:
@@ -38,6 +42,17 @@ class KVCache:
         self.ksd = [torch.zeros(shape[:3], dtype=torch.float64) for _ in range(n_layer)]
         self.vsd = [torch.zeros(shape[:3], dtype=torch.float64) for _ in range(n_layer)]
         self.batch, self.max_len = batch, max_len
+        self._step = None
+
+    def step_struct(self) -> StepCache:
+        """The cache as exact_step.c's step_cache (pointer arrays made once)."""
+        if self._step is None:
+            arr = lambda ts: (ctypes.c_void_p * len(ts))(*(p(t) for t in ts))
+            ptrs = [arr(ts) for ts in (self.kt, self.ksd, self.vq, self.vsd)]
+            self._step = StepCache(*(ctypes.cast(a, ctypes.POINTER(ctypes.c_void_p))
+                                     for a in ptrs), self.max_len)
+            self._step_keep = ptrs
+        return self._step
 
     @staticmethod
     def nbytes(cfg, n_layer: int, batch: int, max_len: int) -> int:
@@ -75,6 +90,31 @@ class FastModel:
         self.q_width = math.isqrt(self.cfg.n_embd << 42)
         self.q_head = math.isqrt(self.cfg.head_dim << 42)
         self._tabs = RopeTables(m, contiguous=True)
+        self._step = None             # (StepModel, StepLayer array): made on first use
+
+    def _step_structs(self):
+        """The model and its layers as exact_step.c's structs (they point into tensors
+        self.m and self.layers keep)."""
+        if self._step is None:
+            c, k = self.cfg, self.k
+            sm = k.step_model(C=c.n_embd, H=c.n_head, K=c.n_kv_head, D=c.head_dim,
+                              F=c.ffn_hidden, gemma=int(self.gemma), act_frac=ACT_FRAC,
+                              res_frac=RES_FRAC, zshift=SCORE_SHIFT, q_width=self.q_width,
+                              q_head=self.q_head, att_mult=self.att_mult, exp32=p(self.exp32),
+                              act_t=p(self.act_t))
+            arr = (StepLayer * len(self.layers))()
+            for S, L, W in zip(arr, self.m.layers, self.layers):
+                for j, name in enumerate(("qkv", "o", "gate_up", "down")):
+                    lin = W[name]
+                    S.w[j], S.mult[j], S.levels[j] = p(lin.packed.buf), p(lin.mult), lin.levels
+                    S.sb[j], S.n[j], S.k[j] = lin.sb, lin.packed.n, lin.packed.k
+                for name in ("attn_norm", "ffn_norm", "q_norm", "k_norm", "post_attn_norm",
+                             "post_ffn_norm"):
+                    g = getattr(L, name)
+                    setattr(S, name, None if g is None else p(g))
+                S.rope, S.window = int(L.rope == "local"), L.window
+            self._step = (sm, arr)
+        return self._step
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         return KVCache(self.cfg, len(self.m.layers), batch, max_len)
@@ -126,6 +166,7 @@ class FastModel:
         """A copy whose matrices set_linear may replace (the rest stays shared)."""
         c = copy.copy(self)
         c.m, c.layers = copy_model(self.m), list(self.layers)
+        c._step = None
         return c
 
     def set_linear(self, li: int, name: str, lin) -> None:
@@ -134,6 +175,7 @@ class FastModel:
         setattr(L, name, lin)
         self.m.layers[li] = L
         self.layers[li] = {**self.layers[li], name: _Linear(lin, self.k)}
+        self._step = None
 
     def hidden(self, tokens, seg, pos, cache, threads, rope=0, capture=None):
         """The final hidden states, quantised for the output layer: (a int16, e int32)."""
@@ -147,6 +189,15 @@ class FastModel:
         e = m.emb
         x = k.embed(e.w, e.mult, e.sb, tok)                         # (M, C) int64, Q16
         tabs = self._tabs.get(cache.max_len, rope)
+        if capture is None and M <= FUSED_ROWS:        # one C call for every layer
+            sm, arr = self._step_structs()
+            tg = tabs["global"]
+            tl = tabs.get("local", tg)
+            cos = (ctypes.c_void_p * 2)(p(tg[0]), p(tl[0]))
+            sin = (ctypes.c_void_p * 2)(p(tg[1]), p(tl[1]))
+            k.layers(sm, arr, cache.step_struct(), cos, sin, x, row_b, row_pos, threads)
+            return k.norm_quant(x, m.norm, ACT_FRAC, self.q_width, self.head.levels,
+                                threads), M
         # Rows are independent except in attention, which reads the cache: each layer runs
         # as two passes over chunks of `chunk` rows (everything up to the cache writes, then
         # attention onwards), so a chunk's temporaries stay in the CPU's cache (at B=21 x

@@ -1,5 +1,6 @@
-"""ctypes bindings of the exact engine's C kernels (engine/kernels/: exact_ops.c,
-exact_attention.c, gemm_i8.c and pool.c, the one thread pool they all share), built on
+"""ctypes bindings of the exact engine's C kernels (engine/kernels/: exact_ops.c, the
+exact_attention*.c files, exact_tables.c, exact_step.c, gemm_i8.c and pool.c, the one
+thread pool they all share), built on
 first use without -march=native: one library holds the portable path and every SIMD path
 of the matrix product, chosen at run time from the CPU's features. Every path computes the
 same integers; `path` forces one (tests do).
@@ -28,7 +29,8 @@ FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-pthread", "-fno-fast-math",
 # matrix-product path (0 plain C, 1 AVX2, 2 AVX-512, 3 AVX-512 with VNNI, 4 the same with
 # attention's matrix products on AMX tiles)
 LEVELS = {"portable": 0, "avx2": 1, "avxvnni": 1, "avx512bw": 2, "avx512vnni": 3, "amx": 4}
-SOURCES = ["exact_ops.c", "exact_attention.c", "exact_attention_amx.c", "gemm_i8.c", "pool.c"]
+SOURCES = ["exact_ops.c", "exact_attention.c", "exact_attention_split.c",
+           "exact_attention_amx.c", "exact_tables.c", "exact_step.c", "gemm_i8.c", "pool.c"]
 # Waking a second thread costs tens of microseconds (more in a VM): a call smaller than
 # these runs on one thread whatever it is given. Measured on a 2-vCPU Zen 5 decoding 21
 # segments at position 1,024: with 2 threads for every call a step took 57 ms (its matrix
@@ -69,9 +71,11 @@ def _setup(lib) -> None:
         "llmzip_ex_attention": (_i, [_i, _i, _i, _i, _v, _v, _v, _v, _v, _v, _v, _v, _i, _i,
                                      _v, _v, _i, _i]),
         "llmzip_ex_freqs": (_i, [_i, _i, _v, _v, _i, _v, _v, _i, _v, _i, _i]),
-        "llmzip_ex_logits": (_i, [_i, _i, _v, _v, _i, _v, _v, _i]),
+        "llmzip_ex_logits": (_i, [_i, _i, _v, _v, _i, _v, _v, _i, _i]),
         "llmzip_ex_table": (_i, [_i, _i, _v, _v, _l, _v, _i, _v, _i, _i]),
         "llmzip_ex_max_level": (_i, []),
+        "llmzip_ex_layers": (_i, [_v, _v, _i, _v, _v, _v, _i, _v, _v, _v, _i]),
+        "llmzip_ex_attention_split": (_i, [_i]),
     }
     for name, (res, args) in sig.items():
         f = getattr(lib, name)
@@ -101,6 +105,13 @@ def best_path() -> str:
     return next(n for n, i in PATHS.items() if i == best)
 
 
+def attention_split(positions: int) -> int:
+    """Set how many cached positions a thread takes at a time when a call has fewer
+    (row, kv head) pairs than twice its threads (a decoding step of one segment); 0: one
+    thread per pair. Returns the old value. Speed only: the integers never change."""
+    return library().llmzip_ex_attention_split(positions)
+
+
 def _check(rc: int, what: str) -> None:
     if rc == 2:
         raise MemoryError(f"{what}: out of memory")
@@ -116,6 +127,30 @@ class Packed:
         self.n, self.k = w.shape
         self.buf = torch.empty(int(lib.gemm_i8_packed_size(self.n, self.k)), dtype=torch.int8)
         _check(lib.gemm_i8_pack(p(w), self.n, self.k, self.k, p(self.buf)), "gemm_i8_pack")
+
+
+class StepModel(ctypes.Structure):
+    """exact_step.c's step_model: what llmzip_ex_layers needs of the model."""
+    _fields_ = [(n, _i) for n in ("C", "H", "K", "D", "F", "gemma", "level", "path",
+                                  "act_frac", "res_frac", "zshift")] + \
+               [(n, _l) for n in ("q_width", "q_head", "att_mult", "gemm_par_macs",
+                                  "gemm_par_weights", "rows_par_items")] + \
+               [("exp32", _v), ("act_t", _v)]
+
+
+class StepLayer(ctypes.Structure):
+    """exact_step.c's step_layer: one layer's matrices (qkv, o, gate_up, down), norms
+    (NULL where the model has none), RoPE table (0 global, 1 local) and window."""
+    _fields_ = [("w", _v * 4), ("mult", _v * 4), ("levels", _l * 4), ("sb", _i * 4),
+                ("n", _i * 4), ("k", _i * 4)] + \
+               [(n, _v) for n in ("attn_norm", "ffn_norm", "q_norm", "k_norm",
+                                  "post_attn_norm", "post_ffn_norm")] + \
+               [("rope", _i), ("window", _i)]
+
+
+class StepCache(ctypes.Structure):
+    """exact_step.c's step_cache: arrays of each layer's key, value and scale pointers."""
+    _fields_ = [(n, ctypes.POINTER(_v)) for n in ("kt", "ksd", "vc", "vsd")] + [("Smax", _i)]
 
 
 class Kernels:
@@ -147,6 +182,20 @@ class Kernels:
                                   threads if par else 1, self._path)
             _check(rc, "gemm_i8")
         return out
+
+    def step_model(self, **fields) -> StepModel:
+        """A StepModel with this object's path and level (layers() adds the thread rules)."""
+        return StepModel(level=self.level, path=self._path, **fields)
+
+    def layers(self, model: StepModel, layers, cache: StepCache, cos, sin, x, row_b,
+               row_pos, threads: int) -> None:
+        """Every layer on the rows x (M, C) int64, in place (exact_step.c): what
+        FastModel.hidden computes kernel by kernel, in one call."""
+        model.gemm_par_macs, model.gemm_par_weights = GEMM_PAR_MACS, GEMM_PAR_WEIGHTS
+        model.rows_par_items = ROWS_PAR_ITEMS           # (tests change them)
+        _check(self.lib.llmzip_ex_layers(ctypes.byref(model), layers, len(layers),
+                                         ctypes.byref(cache), cos, sin, x.shape[0], p(x),
+                                         p(row_b), p(row_pos), threads), "layers")
 
     def embed(self, w, mult, sb, tok, res_frac=16):
         M, C = tok.shape[0], w.shape[1]
@@ -234,7 +283,8 @@ class Kernels:
         M, V = acc.shape
         e = e.contiguous()
         _check(self.lib.llmzip_ex_logits(M, V, p(acc), p(lin.mult), lin.sb + frac_drop, p(e),
-                                         p(out), _t(threads, M * V, ROWS_PAR_ITEMS)), "logits")
+                                         p(out), self.level, _t(threads, M * V, ROWS_PAR_ITEMS)),
+               "logits")
 
     def table(self, logits, bias, exp_t, precision, out, threads=1):
         """Frequency tables (M, V) from logits (M, V) plus bias ((V,) for every row, (M, V)

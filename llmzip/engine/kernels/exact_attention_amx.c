@@ -31,18 +31,6 @@ int amx_values(int R, int D, int ns, const int32_t *p, const int64_t *sigma, int
 
 static inline int64_t up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-/* q (R x D int16) -> lo, hi (Rp x D bytes), rows past R zero */
-T_AMX static void split_rows(int R, int Rp, int D, const int16_t *q, uint8_t *lo, int8_t *hi) {
-    for (int r = 0; r < Rp; r++)
-        for (int d = 0; d < D; d += 32) {
-            __m512i x = r < R ? _mm512_loadu_si512((const void *)(q + (int64_t)r * D + d))
-                              : _mm512_setzero_si512();
-            _mm256_storeu_si256((__m256i *)(lo + (int64_t)r * D + d), _mm512_cvtepi16_epi8(x));
-            _mm256_storeu_si256((__m256i *)(hi + (int64_t)r * D + d),
-                                _mm512_cvtepi16_epi8(_mm512_srai_epi16(x, 8)));
-        }
-}
-
 /* dot (R x (t1 - t0) 16, row-major) for the key tiles t0..t1-1 (kt: the (segment, kv
  * head) block of the cache). D % 64 == 0, R <= 128. Returns 1 when out of memory. */
 T_AMX int amx_dots(int R, int D, const int16_t *q, const int8_t *kt, int t0, int t1,
@@ -53,7 +41,7 @@ T_AMX int amx_dots(int R, int D, const int16_t *q, const int8_t *kt, int t0, int
     int32_t *c = pool_scratch(SCR_DOTS_C, 2 * 256 * sizeof(int32_t));
     if (!lo || !kb || !c) return 1;
     int8_t *hi = (int8_t *)lo + (int64_t)Rp * D;
-    split_rows(R, Rp, D, q, lo, hi);
+    amx_split(q, D, R, D, Rp, D, lo, hi);           /* rows past R zero */
     /* word l of row r (64 bytes: pair 2r of 16 positions, then pair 2r + 1) -> the
        k-quad layout: position l's pair 2r, then its pair 2r + 1 */
     __m512i idx;

@@ -507,31 +507,6 @@ static T_AMX void tile_amx(const uint8_t *lo, const int8_t *hi, int64_t Kq,
     }
 }
 
-/* A (M, K) int16 -> lo, hi (Mq, Kq) bytes, zero padded */
-static T_AMX void amx_split(const int16_t *A, int64_t lda, int64_t M, int64_t K,
-                            int64_t Mq, int64_t Kq, uint8_t *lo, int8_t *hi)
-{
-    for (int64_t m = 0; m < Mq; m++) {
-        uint8_t *l = lo + m * Kq;
-        int8_t *h = hi + m * Kq;
-        int64_t k = 0;
-        if (m < M) {
-            const int16_t *a = A + m * lda;
-            for (; k + 32 <= K; k += 32) {
-                const __m512i v = _mm512_loadu_si512((const void *)(a + k));
-                _mm256_storeu_si256((__m256i *)(l + k), _mm512_cvtepi16_epi8(v));
-                _mm256_storeu_si256((__m256i *)(h + k), _mm512_cvtepi16_epi8(_mm512_srai_epi16(v, 8)));
-            }
-            for (; k < K; k++) {
-                l[k] = (uint8_t)(a[k] & 255);
-                h[k] = (int8_t)(a[k] >> 8);
-            }
-        }
-        memset(l + k, 0, (size_t)(Kq - k));
-        memset(h + k, 0, (size_t)(Kq - k));
-    }
-}
-
 /* the AMX copy of the weights, after the pair layout */
 static void amx_pack(const int8_t *W, int64_t N, int64_t K, int64_t ldw, int8_t *dst)
 {
