@@ -235,13 +235,18 @@ class Adapter:
                 preds.append((r, d, ctx))
         grams = []
         if self.ngram is not None:
-            lg = lg.astype(np.int64, copy=True)
+            # the engine's logits (and tempered ones) lie within +-2^30, so clamping the
+            # entries the match and n-gram models moved clamps them all; int32 holds the
+            # sums (2^30 + 4 weights of at most 2^15)
+            if lg is logits:
+                lg = lg.copy()
             w = self.ngram.w >> STATE_FRAC
             for r, s in enumerate(live):
                 for i, nb, vs, sh in self.ngram.features(int(s)):
                     lg[r, vs] += w[i, nb, sh]
                     grams.append((r, i, nb, vs, sh))
-            np.clip(lg, -(1 << 30), 1 << 30, out=lg)
+            for r, vs in [(r, vs) for r, _, _, vs, _ in grams] + [(r, d) for r, d, _ in preds]:
+                lg[r, vs] = np.clip(lg[r, vs], -(1 << 30), 1 << 30)
         bias = None if self.b is None else torch.from_numpy((self.b >> STATE_FRAC).astype(np.int32))
         t1 = time.perf_counter()
         f = self.table(torch.from_numpy(np.ascontiguousarray(lg, dtype=np.int32)), bias,
@@ -266,7 +271,9 @@ class Adapter:
                            1 << 34)                                      # 1/4 .. 4
         if self.b is not None:
             step = cfg.bias << (24 - P)
-            self.b -= f.sum(axis=0, dtype=np.int64) * step
+            g = f[0].astype(np.int64) if len(f) == 1 else f.sum(axis=0, dtype=np.int64)
+            g *= step
+            self.b -= g
             np.add.at(self.b, symbols, step << P)
             np.clip(self.b, -BIAS_CLAMP, BIAS_CLAMP, out=self.b)
         if self.match is not None:
