@@ -60,3 +60,21 @@ def test_model_auto_picks_best_and_records_it(home, tmp_path, monkeypatch):
     assert header["model"]["name"] == name
     assert set(header["model"]["chosen_by"]["auto"]) == {"tiny-a", "tiny-b"}
     assert llmzip.decompress(blob) == data
+
+
+def test_truncated_or_garbled_gguf_is_a_model_error(tmp_path):
+    """A GGUF cut anywhere in its metadata (the vocabulary's strings included) or with a
+    token that is not UTF-8 is refused with ModelError, never another exception."""
+    from llmzip.engine.models.registry import load_model
+    from llmzip.errors import ModelError
+    data = open(write_tiny_gguf(str(tmp_path / "t.gguf")), "rb").read()
+    key = data.index(b"tokenizer.ggml.tokens")
+    first = key + len(b"tokenizer.ggml.tokens") + 4 + 4 + 8 + 8   # type, item type, n, len
+    q = tmp_path / "bad.gguf"
+    for cut in list(range(8, first + 600, 37)) + [first, first + 1]:
+        q.write_bytes(data[:cut])
+        with pytest.raises(ModelError):
+            load_model(str(q))
+    q.write_bytes(data[:first] + b"\xff" + data[first + 1:])
+    with pytest.raises(ModelError, match="utf-8"):
+        load_model(str(q))

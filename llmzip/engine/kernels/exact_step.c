@@ -4,12 +4,14 @@
  * fast.py's FastModel.hidden runs a layer as some ten kernel calls (norm, matrix product,
  * requantisation, RoPE and cache writes, attention, ...) through ctypes; with one row to a
  * step (the decoder of one segment) the calls, their argument checks and the tensors
- * they allocate took 3.5 of the 15.3 ms a step took on an Intel Xeon. llmzip_ex_layers
- * calls the very same exported kernels in the very same order, with the same thread
- * rules, so it computes the same integers: only the glue moved to C. It handles the rows
- * as one chunk (fast.py calls it for at most ROW_CHUNK rows).
+ * they allocate took ~3 ms of a 17.1 ms step on an Intel Xeon (14.2 ms in one call;
+ * docs/results.md). llmzip_ex_layers calls the very same exported kernels in the very
+ * same order, with the same thread rules, so it computes the same integers: only the
+ * glue moved to C. It takes the rows as one chunk (fast.py calls it for at most
+ * ROW_CHUNK rows).
  *
- * The structs mirror fast.py's ctypes Structures field for field.
+ * The structs mirror kernels.py's ctypes Structures (StepModel, StepLayer, StepCache)
+ * field for field.
  */
 #include "exact_common.h"
 #include "gemm_i8.h"
@@ -102,6 +104,7 @@ EXPORT int llmzip_ex_layers(const step_model *m, const step_layer *layers, int n
                             const step_cache *cache, const int64_t *const *cos_t,
                             const int64_t *const *sin_t, int M, int64_t *x,
                             const int32_t *row_b, const int32_t *row_pos, int threads) {
+    if (M <= 0) return 0;
     const int C = m->C, H = m->H, K = m->K, D = m->D, F = m->F, HD = H * D;
     const int64_t NQKV = (int64_t)(H + 2 * K) * D;
     int64_t wide = C > HD ? C : HD;

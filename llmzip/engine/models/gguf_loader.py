@@ -103,8 +103,28 @@ def _read_gguf_header(path: str):
                 arr = np.frombuffer(buf, dtype=dt, count=n, offset=pos)
                 pos += n * dt.itemsize
                 return [bool(x) for x in arr] if itype == 7 else arr.tolist()
+            if itype == 8:
+                return strings(n)
             return [value(itype) for _ in range(n)]
         raise ValueError(f"unknown GGUF value type {vtype}")
+
+    def strings(n):
+        """An array of n strings (a vocabulary: 49,152 to 262,144 of them), read from a
+        memoryview with one struct call each (numpy slices took 0.4 s for SmolLM2's)."""
+        nonlocal pos
+        mv, length = memoryview(buf), len(buf)
+        q, p, out = struct.Struct("<Q").unpack_from, pos, []
+        for _ in range(n):
+            if p + 8 > length:
+                raise ValueError("string runs past the end of the file")
+            k = q(mv, p)[0]
+            p += 8
+            if p + k > length:
+                raise ValueError("string runs past the end of the file")
+            out.append(str(mv[p:p + k], "utf-8"))
+            p += k
+        pos = p
+        return out
 
     if bytes(buf[:4]) != b"GGUF":
         raise ValueError("not a GGUF file (bad magic)")
