@@ -107,7 +107,7 @@ def best_path() -> str:
 
 def attention_split(positions: int) -> int:
     """Set how many cached positions a thread takes at a time when a call has fewer
-    (row, kv head) pairs than twice its threads (a decoding step of one segment); 0: one
+    (row, kv head) pairs than threads (Gemma's decoding step of one segment); 0: one
     thread per pair. Returns the old value. Speed only: the integers never change."""
     return library().llmzip_ex_attention_split(positions)
 

@@ -110,7 +110,8 @@ def _read_gguf_header(path: str):
 
     def strings(n):
         """An array of n strings (a vocabulary: 49,152 to 262,144 of them), read from a
-        memoryview with one struct call each (numpy slices took 0.4 s for SmolLM2's)."""
+        memoryview with one struct call each (numpy slices took 0.2 s for SmolLM2's, 0.04 s
+        this way)."""
         nonlocal pos
         mv, length = memoryview(buf), len(buf)
         q, p, out = struct.Struct("<Q").unpack_from, pos, []
