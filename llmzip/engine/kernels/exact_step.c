@@ -116,7 +116,7 @@ EXPORT int llmzip_ex_layers(const step_model *m, const step_layer *layers, int n
     const size_t n_a = (size_t)M * wide, n_acc = (size_t)M * accw;
     const size_t bytes = 2 * n_a + 8 * (size_t)M + 4 * n_acc + 2 * (size_t)M * HD
                          + 4 * (size_t)M * H + 8 * (size_t)M * NQKV + 8 * (size_t)M * HD
-                         + 16 * (size_t)M * C + 64 * 8;
+                         + 16 * (size_t)M * C + 64 * 11;   /* 10 takes, each aligned to 64 */
     char *block = malloc(bytes);
     if (!block) return 2;
     char *at = block;
