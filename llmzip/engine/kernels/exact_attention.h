@@ -52,55 +52,23 @@ INLINE void dots_portable(int G, int D, const int16_t *q, const int8_t *kt, int 
 
 #ifdef HAVE_LEVELS
 
-/* one tile of 16 positions for GG heads; named accumulators (an array of vectors gets
-   spilled to the stack by gcc 12) */
-#define DOTS_GG(GG)                                                                         \
-T_AVX512 static inline void dots##GG##_avx512(int D, const int16_t *q, const int8_t *kt, int t0,   \
-                                      int t1, int32_t *dot, int stride) {                   \
-    for (int t = t0; t < t1; t++) {                                                         \
-        const int8_t *tile = kt + (int64_t)t * KT * D;                                      \
-        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;                     \
-        for (int dp = 0; dp < D / 2; dp++) {                                                \
-            __m512i k = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(tile + dp * 2 * KT))); \
-            int32_t pr;                                                                     \
-            memcpy(&pr, q + 2 * dp, 4);                                                     \
-            a0 = _mm512_add_epi32(a0, _mm512_madd_epi16(k, _mm512_set1_epi32(pr)));         \
-            if (GG > 1) { memcpy(&pr, q + D + 2 * dp, 4);                                   \
-                a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(k, _mm512_set1_epi32(pr))); }   \
-            if (GG > 2) { memcpy(&pr, q + 2 * D + 2 * dp, 4);                               \
-                a2 = _mm512_add_epi32(a2, _mm512_madd_epi16(k, _mm512_set1_epi32(pr))); }   \
-            if (GG > 3) { memcpy(&pr, q + 3 * D + 2 * dp, 4);                               \
-                a3 = _mm512_add_epi32(a3, _mm512_madd_epi16(k, _mm512_set1_epi32(pr))); }   \
-        }                                                                                   \
-        int32_t *o = dot + (int64_t)(t - t0) * KT;                                          \
-        _mm512_storeu_si512(o, a0);                                                         \
-        if (GG > 1) _mm512_storeu_si512(o + stride, a1);                                    \
-        if (GG > 2) _mm512_storeu_si512(o + 2 * (int64_t)stride, a2);                       \
-        if (GG > 3) _mm512_storeu_si512(o + 3 * (int64_t)stride, a3);                       \
-    }                                                                                       \
-}
-DOTS_GG(1)
-DOTS_GG(2)
-DOTS_GG(3)
-DOTS_GG(4)
-
-/* AVX-512 VNNI (level 3): vpdpwssd adds the pair products straight into the sums, and its
- * dword broadcast is folded into the instruction (one instruction per head and pair
- * instead of three) */
+/* (A[2i], A[2i+1]) as one int32, the pair a dword broadcast spreads */
 INLINE int32_t pair_at(const int16_t *q, int i) { int32_t v; memcpy(&v, q + i, 4); return v; }
-#define T_VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma")))
-#define DOTS_VNNI_GG(GG)                                                                   \
-T_VNNI static inline void dots##GG##_vnni(int D, const int16_t *q, const int8_t *kt, int t0,     \
-                                  int t1, int32_t *dot, int stride) {                      \
+
+/* one tile of 16 positions for GG heads; named accumulators (an array of vectors gets
+   spilled to the stack by gcc 12). ACC(acc, k, pair) adds one pair's products. */
+#define DOTS_GG(GG, NAME, TARGET, ACC)                                                     \
+TARGET static inline void dots##GG##_##NAME(int D, const int16_t *q, const int8_t *kt,     \
+                                            int t0, int t1, int32_t *dot, int stride) {    \
     for (int t = t0; t < t1; t++) {                                                        \
         const int8_t *tile = kt + (int64_t)t * KT * D;                                     \
         __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;                    \
         for (int dp = 0; dp < D / 2; dp++) {                                               \
             __m512i k = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(tile + dp * 2 * KT))); \
-            a0 = _mm512_dpwssd_epi32(a0, k, _mm512_set1_epi32(pair_at(q, 2 * dp)));                    \
-            if (GG > 1) a1 = _mm512_dpwssd_epi32(a1, k, _mm512_set1_epi32(pair_at(q, D + 2 * dp)));     \
-            if (GG > 2) a2 = _mm512_dpwssd_epi32(a2, k, _mm512_set1_epi32(pair_at(q, 2 * D + 2 * dp)));         \
-            if (GG > 3) a3 = _mm512_dpwssd_epi32(a3, k, _mm512_set1_epi32(pair_at(q, 3 * D + 2 * dp))); \
+            a0 = ACC(a0, k, pair_at(q, 2 * dp));                                           \
+            if (GG > 1) a1 = ACC(a1, k, pair_at(q, D + 2 * dp));                           \
+            if (GG > 2) a2 = ACC(a2, k, pair_at(q, 2 * D + 2 * dp));                       \
+            if (GG > 3) a3 = ACC(a3, k, pair_at(q, 3 * D + 2 * dp));                       \
         }                                                                                  \
         int32_t *o = dot + (int64_t)(t - t0) * KT;                                         \
         _mm512_storeu_si512(o, a0);                                                        \
@@ -109,10 +77,22 @@ T_VNNI static inline void dots##GG##_vnni(int D, const int16_t *q, const int8_t 
         if (GG > 3) _mm512_storeu_si512(o + 3 * (int64_t)stride, a3);                      \
     }                                                                                      \
 }
-DOTS_VNNI_GG(1)
-DOTS_VNNI_GG(2)
-DOTS_VNNI_GG(3)
-DOTS_VNNI_GG(4)
+/* AVX-512 (level 2): vpmaddwd, then vpaddd */
+#define ACC_MADD(a, k, pr) _mm512_add_epi32(a, _mm512_madd_epi16(k, _mm512_set1_epi32(pr)))
+DOTS_GG(1, avx512, T_AVX512, ACC_MADD)
+DOTS_GG(2, avx512, T_AVX512, ACC_MADD)
+DOTS_GG(3, avx512, T_AVX512, ACC_MADD)
+DOTS_GG(4, avx512, T_AVX512, ACC_MADD)
+
+/* AVX-512 VNNI (level 3): vpdpwssd adds the pair products straight into the sums, and its
+ * dword broadcast is folded into the instruction (one instruction per head and pair
+ * instead of three) */
+#define T_VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma")))
+#define ACC_VNNI(a, k, pr) _mm512_dpwssd_epi32(a, k, _mm512_set1_epi32(pr))
+DOTS_GG(1, vnni, T_VNNI, ACC_VNNI)
+DOTS_GG(2, vnni, T_VNNI, ACC_VNNI)
+DOTS_GG(3, vnni, T_VNNI, ACC_VNNI)
+DOTS_GG(4, vnni, T_VNNI, ACC_VNNI)
 
 T_AVX512 static inline void dots_avx512(int G, int D, const int16_t *q, const int8_t *kt, int t0,
                                  int t1, int32_t *dot, int stride, int vnni) {
