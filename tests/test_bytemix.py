@@ -1,4 +1,5 @@
-"""Online mode's byte context models and mixer (codec/bytemix.py)."""
+"""Online mode's byte context models and llmzip 0.5's mixer (codec/bytemix.py; presets use
+the bitwise context mixer since 0.9, tests/test_bytecm.py)."""
 
 import json
 import math
@@ -77,8 +78,8 @@ def test_mixer_learns_to_trust_the_contexts():
 def test_online_mix_round_trip_and_gain():
     data = corpus_bytes("alice29.txt")[:6000]
     plain = compress_online(data, config={"preset": "xs", "mix": 0}, fallback=False)
-    mixed = compress_online(data, config={"preset": "xs", "mix": 33554, "mix_match": 6554},
-                            fallback=False)
+    mixed = compress_online(data, config={"preset": "xs", "mix": 33554, "mix_match": 6554,
+                                          "mixer": 0}, fallback=False)
     assert decompress_online(mixed) == data
     cfg = ct.scan(mixed).header["online"]["config"]
     assert cfg["mix"] == 33554 and cfg["mix_order"] == 6
@@ -87,7 +88,7 @@ def test_online_mix_round_trip_and_gain():
     acc = online_accounting(mixed)
     assert acc["payload_bits"] <= acc["ideal_bits"] * 1.005
     assert acc["mix"] == 33554 and acc["ideal_bits"] < 0.9 * acc["loss_bits"]
-    assert online_accounting(plain)["mix"] == 0
+    assert acc["mixer"] == 0 and online_accounting(plain)["mix"] == 0
 
 
 def test_archive_without_mix_keys_decodes_as_before():
@@ -97,7 +98,7 @@ def test_archive_without_mix_keys_decodes_as_before():
     info = ct.scan(blob)
     old = len(ct.header_bytes(info.header, info.version))
     header = json.loads(json.dumps(info.header))
-    for k in ("mix", "mix_order", "mix_match"):
+    for k in ("mix", "mix_order", "mix_match", "mixer"):
         del header["online"]["config"][k]
     assert decompress_online(ct.header_bytes(header, info.version) + blob[old:]) == data
     header["online"]["config"]["mix"] = -1
@@ -127,7 +128,7 @@ def test_context_limit_bounds_memory(monkeypatch):
         mx.update(np.array([y]))
     assert len(mx.match.index) == 300
     data = bytes(rng.integers(0, 256, 3000, dtype=np.uint8)) + corpus_bytes("alice29.txt")[:3000]
-    blob = compress_online(data, config={"preset": "xs", **MIX}, fallback=False)
+    blob = compress_online(data, config={"preset": "xs", **MIX, "mixer": 0}, fallback=False)
     assert decompress_online(blob) == data
 
 
@@ -141,6 +142,6 @@ def test_cli_online_info_shows_the_mix(tmp_path, capsys):
     capsys.readouterr()
     assert main(["info", str(arc)]) == 0
     out = capsys.readouterr().out
-    assert "mode online" in out and "byte context models; the GPT alone:" in out
+    assert "mode online" in out and "(bitwise context mixing); the GPT alone:" in out
     assert main(["decompress", "-q", str(arc), "-o", str(tmp_path / "b.txt")]) == 0
     assert (tmp_path / "b.txt").read_bytes() == src.read_bytes()

@@ -1,4 +1,7 @@
-"""Byte context models mixed with online mode's GPT, in integer arithmetic.
+"""Byte context models mixed with online mode's GPT, in integer arithmetic (llmzip 0.5).
+
+Presets use the bitwise context mixer (bytecm.py) since 0.9; this one decodes the archives
+whose config has `mixer` 0 or none (llmzip 0.5 .. 0.8).
 
 Online mode trains a small GPT from scratch while it codes: early on it knows nothing, and
 a count of what followed each recent context learns much faster. This module mixes the

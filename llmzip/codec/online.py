@@ -20,8 +20,9 @@ W = ctx + new positions; every shape is fixed, so encoder and decoder run the sa
     coding pass  (inference, KV cache):  prefill the ctx bytes before the block -> logits
                  for byte 0; then `new` single-token steps, each turning logits (S, 256)
                  into integer tables that code/decode one byte per stream: mixed with
-                 byte context models (codec/bytemix.py) when `mix` > 0 (every preset),
-                 else directly (probs.logits_to_freqs).
+                 context models when `mix` > 0 (every preset; codec/bytecm.py, bitwise,
+                 since 0.9; codec/bytemix.py with `mixer` 0), else directly
+                 (probs.logits_to_freqs).
     training     full causal forward on (S * (1 + replay), W - 1) inputs, cross-entropy,
                  backward, gradient clip, Adam step with the scheduled learning rate.
 
@@ -50,6 +51,7 @@ from ..engine.probs import PRECISION, bits_of, logits_to_freqs
 from ..errors import (ChecksumError, EngineMismatchError, FormatError,
                       UsageError)
 from . import container as ct
+from .bytecm import BitMixer
 from .bytemix import ByteMixer
 from .classical import CLASSICAL_METHODS, best_classical, decode_classical
 from .coder import RangeDecoder, RangeEncoder
@@ -65,8 +67,8 @@ _CHECKED_ENGINE_FIELDS = ("torch", "cpu", "threads", "dtype")
 # limits on what an archive header may ask a decoder to allocate or run
 _MAX = {"n_layer": 64, "n_embd": 4096, "n_head": 64, "ffn_hidden": 16384, "ctx": 8192,
         "new": 4096, "streams": 4096, "replay": 16, "mix": 1 << 24, "mix_order": 16,
-        "mix_match": 1 << 24}
-_MIN0 = ("replay", "mix", "mix_match")             # may be 0
+        "mix_match": 1 << 24, "mixer": 1}
+_MIN0 = ("replay", "mix", "mix_match", "mixer")             # may be 0
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,9 @@ class OnlineConfig:
                                    # the mixer's learning rate in 2^-24 per bit; 0: GPT alone
     mix_order: int = 6             # highest byte context order of the mixed context models
     mix_match: int = 0             # match model's learning rate in 2^-16 bits (0: none)
+    mixer: int = 0                 # with mix > 0: 0 the log-domain mixer of byte counts
+                                   # (bytemix.py, llmzip 0.5; uses mix, mix_order, mix_match),
+                                   # 1 the bitwise context mixer (bytecm.py, llmzip 0.9)
 
     def gpt_config(self) -> GPTConfig:
         return GPTConfig(vocab_size=256, n_layer=self.n_layer, n_embd=self.n_embd,
@@ -144,13 +149,15 @@ class OnlineConfig:
         return cfg
 
 
-MIX = dict(mix=33554, mix_order=6, mix_match=6554)   # mixer lr 0.002 per bit, match 0.1
+# the mix: llmzip 0.9's bitwise context mixer (mix_order and mix_match then unused; they
+# are 0.5's mixer's orders and match rate, its rate 0.002 per bit, match 0.1)
+MIX = dict(mix=33554, mix_order=6, mix_match=6554, mixer=1)
 
 
 def _preset(n_layer, n_embd, n_head, ctx, lr) -> OnlineConfig:
     """The measured recipe (docs/online.md): 8 streams of 32 new bytes, 2 replay windows
     each with its own optimizer step, SwiGLU width ~8/3 C; lr shrinks as the model grows;
-    byte context models of orders 1..6 and a match model mixed in (llmzip 0.5)."""
+    byte context models mixed in (llmzip 0.5; bitwise context mixing since 0.9)."""
     return OnlineConfig(n_layer=n_layer, n_embd=n_embd, n_head=n_head,
                         ffn_hidden=int(round(8 * n_embd / 3 / 8)) * 8, ctx=ctx, new=32,
                         streams=8, lr=lr, replay=2, replay_steps=True, **MIX)
@@ -243,8 +250,11 @@ class OnlineCoder:
                                     betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=False)
         self.cache = KVCache(self.gcfg, S, ctx + new)
         self.rng = np.random.default_rng(seed)                # replay positions
-        self.mixer = (ByteMixer(S, cfg.mix, cfg.mix_order, cfg.mix_match, PRECISION)
-                      if cfg.mix else None)                   # byte context models
+        self.mixer = None                                     # byte context models
+        if cfg.mix and cfg.mixer == 1:
+            self.mixer = BitMixer(S, self.L, n, PRECISION)
+        elif cfg.mix:
+            self.mixer = ByteMixer(S, cfg.mix, cfg.mix_order, cfg.mix_match, PRECISION)
 
     def load(self, data: bytes) -> None:
         """Encoder: place the known bytes into the buffer."""
@@ -536,7 +546,8 @@ def online_accounting(blob: bytes) -> dict:
     ideal_bits: sum of -log2 p of each online-coded byte under the integer tables (the
     training losses as coded, or the mixture's when mix > 0); loss_bits: the same under
     the float GPT alone; payload_bits: 8 x the online chunks' coded bytes;
-    coding_overhead = payload / ideal - 1; mix: the mixer's learning rate (0: GPT alone).
+    coding_overhead = payload / ideal - 1; mix: 0 for the GPT alone; mixer: which mixer
+    (0: llmzip 0.5's log-domain mixer, 1: the bitwise context mixer).
     """
     info, on, cfg = _read(blob)
     online = [(c, p) for c, p in zip(info.chunks, on["pieces"]) if c.method == METHOD_ONLINE]
@@ -559,6 +570,7 @@ def online_accounting(blob: bytes) -> dict:
         "chunks": [c.method_name for c in info.chunks],
         "seconds": on.get("seconds"),
         "mix": cfg.mix if cfg else 0,
+        "mixer": cfg.mixer if cfg and cfg.mix else None,
     }
 
 
