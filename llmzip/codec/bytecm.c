@@ -26,10 +26,12 @@ squash/stretch tables). The inputs (N_IN):
 
 Three mixers (weights Q16) each give st_k = sum w_i x_i >> 16, with weight sets chosen
 by (c0, the GPT's confidence |st_gpt| in 4 buckets), (the longest order seen, the match
-state, the GPT's confidence), (the byte before, the GPT's confidence); a final mixer per
-c0 combines the three. Two APM stages (paq's SSE; contexts c0 with st_gpt in 16 buckets,
-and c0 with the byte before) refine it: p = (p_mix + q1 + 2 q2) / 4. Mixers learn by
-w_i += x_i err lr >> 18 (err = (bit << 12) - p), lr 4x higher over the first 2^17 bytes.
+state, the GPT's confidence, the byte before's class: newline, letter, space, other),
+(the 2 bytes before, the GPT's confidence); a final mixer per c0 combines the three.
+Three APM stages (paq's SSE; contexts: c0 with st_gpt in 16 buckets; c0 with the byte
+before; c0 with the 2 bytes before, hashed to 12 bits) refine it: p = (p_mix + q1 + q2 +
+q3) / 4. Mixers learn by w_i += x_i err lr >> 18 (err = (bit << 12) - p), lr 4x higher
+over the first 2^17 bytes.
 
 Since the range coder needs the whole table before the byte is known, the 255 nodes are
 predicted from the state at the byte's start (read-only lookups); after the byte, the 8
@@ -60,8 +62,10 @@ same state; update() then applies the streams' bytes in order. */
 #define MAX_ORDER 6                   /* contexts 0..6: orders 0..6 (8 is CTX 11) */
 #define MIN_MATCH 6                   /* bytes a match is looked up by */
 #define M_BUCKETS 32                  /* match length buckets */
-#define SETS_B ((MAX_ORDER + 1) * 3 * 4)  /* mixer B: longest known order x match state
-                                          x the GPT's confidence */
+#define SETS_B ((MAX_ORDER + 1) * 3 * 4 * 4)  /* mixer B: longest known order x match
+                                          state x the GPT's confidence x byte class */
+#define SETS_C (65536 * 4)            /* mixer C: the 2 bytes before x the GPT's confidence */
+#define APM3_N (4096 * 256)           /* APM 3: the 2 bytes before (hashed) x c0 */
 #define APM_N 33                      /* APM interpolation points over st in -2048..2048 */
 #define CTR_INIT (1u << 31)           /* counter: p(1) Q22 << 10 | n; p = 1/2, n = 0 */
 #define LR_BOOST_BYTES (1 << 17)      /* mixers learn up to 4x faster over these first bytes */
@@ -73,8 +77,8 @@ typedef struct {
     int16_t sa, sb, sc;               /* the mixers' outputs (stretched, clipped) */
     int16_t pa, pb, pc;               /* ... squashed, for their updates */
     int16_t pf;                       /* the final mixer's output, squashed */
-    int32_t a1, a2;                   /* APM entries to update */
-    uint8_t setb;                     /* mixer B's weight set */
+    int32_t a1, a2, a3;               /* APM entries to update */
+    uint16_t setb;                    /* mixer B's weight set */
     uint16_t seta;                    /* mixer A's */
     int8_t mexp;                      /* match model's expected bit, -1: none */
 } Node;
@@ -83,7 +87,7 @@ typedef struct {
     int64_t s;                        /* stream */
     uint64_t h[N_CTX];                /* context hashes at the byte's start */
     int mbucket;                      /* match length bucket (when mexp >= 0) */
-    int c1;                           /* the byte before (0 at the start) */
+    int c1, c2;                       /* the bytes before (0 at the start) */
     uint16_t smi[256][N_CTX];         /* state map entries used at node c0 */
     int16_t rb[N_CTX];                /* each context's last byte (-1: none) */
     uint8_t rk[N_CTX];                /* ... its run length bucket */
@@ -102,9 +106,9 @@ typedef struct {
     Stream *st;
     Slot *t[N_CTX]; uint64_t mask;
     uint64_t *mt; uint64_t mt_mask;   /* match table: (stream << 40 | pos) + 1, 0 empty */
-    int32_t *wa, *wb, *wc;            /* mixer weights (1024, SETS_B, 1024 sets) x N_IN */
+    int32_t *wa, *wb, *wc;            /* mixer weights (1024, SETS_B, SETS_C sets) x N_IN */
     int32_t *wf;                      /* the final mixer: (256 sets) x 3 */
-    uint16_t *apm1, *apm2;            /* (4096, APM_N), (65536, APM_N), Q16 */
+    uint16_t *apm1, *apm2, *apm3;     /* (4096 | 65536 | APM3_N, APM_N), Q16 */
     uint32_t mctr[M_BUCKETS];         /* match: p(expected bit) counters */
     uint32_t *sm;                     /* (N_CTX, SM_N) counters: p(1) given a counter's state */
     uint32_t *rt; uint64_t rt_mask;   /* (N_CTX, rt_mask + 1) runs: chk 16 | byte 8 | n 8 */
@@ -205,7 +209,8 @@ EXPORT void llmzip_cm_free(CM *m) {
     free(m->st);
     for (int i = 0; i < N_CTX; i++) free(m->t[i]);
     free(m->sm); free(m->rt); free(m->mt); free(m->rows);
-    free(m->wa); free(m->wb); free(m->wc); free(m->wf); free(m->apm1); free(m->apm2);
+    free(m->wa); free(m->wb); free(m->wc); free(m->wf);
+    free(m->apm1); free(m->apm2); free(m->apm3);
     free(m);
 }
 
@@ -227,16 +232,17 @@ EXPORT CM *llmzip_cm_new(int64_t S, int64_t stream_len, int64_t log_slots, int64
     m->mt = calloc((size_t)m->mt_mask + 1, sizeof(uint64_t));
     m->wa = malloc(sizeof(int32_t) * 1024 * N_IN);
     m->wb = malloc(sizeof(int32_t) * SETS_B * N_IN);
-    m->wc = malloc(sizeof(int32_t) * 1024 * N_IN);
+    m->wc = malloc(sizeof(int32_t) * SETS_C * N_IN);
     m->wf = malloc(sizeof(int32_t) * 256 * 3);
     m->apm1 = malloc(sizeof(uint16_t) * 4096 * APM_N);
     m->apm2 = malloc(sizeof(uint16_t) * 65536 * APM_N);
+    m->apm3 = malloc(sizeof(uint16_t) * APM3_N * APM_N);
     m->rows = malloc(sizeof(Row) * (size_t)S);
     m->sm = malloc(sizeof(uint32_t) * N_CTX * SM_N);
     m->rt_mask = ((uint64_t)1 << (log_slots + 2)) - 1;
     m->rt = calloc((size_t)N_CTX * (m->rt_mask + 1), sizeof(uint32_t));
     int ok = m->sm && m->rt && m->st && m->mt && m->wa && m->wb && m->wc && m->wf
-             && m->apm1 && m->apm2 && m->rows;
+             && m->apm1 && m->apm2 && m->apm3 && m->rows;
     for (int i = 0; i < N_CTX && ok; i++)
         ok = (m->t[i] = calloc((size_t)m->mask + 1, sizeof(Slot))) != NULL;
     for (int64_t s = 0; s < S && ok; s++) {
@@ -248,7 +254,8 @@ EXPORT CM *llmzip_cm_new(int64_t S, int64_t stream_len, int64_t log_slots, int64
         m->wa[i] = (i % N_IN == X_GPT) ? 16384 : (i % N_IN < X_GPT ? 4096 : 0);
     for (int i = 0; i < SETS_B * N_IN; i++)
         m->wb[i] = m->wa[i];
-    memcpy(m->wc, m->wa, sizeof(int32_t) * 1024 * N_IN);
+    for (int k = 0; k < SETS_C / 1024; k++)
+        memcpy(m->wc + (size_t)k * 1024 * N_IN, m->wa, sizeof(int32_t) * 1024 * N_IN);
     for (int i = 0; i < 256 * 3; i++) m->wf[i] = 21845;
     for (int c = 0; c < 4096 + 65536; c++)           /* APMs: the identity */
         for (int j = 0; j < APM_N; j++) {
@@ -256,6 +263,8 @@ EXPORT CM *llmzip_cm_new(int64_t S, int64_t stream_len, int64_t log_slots, int64
             if (c < 4096) m->apm1[c * APM_N + j] = v;
             else m->apm2[(c - 4096) * APM_N + j] = v;
         }
+    for (int c = 0; c < APM3_N; c++)
+        memcpy(m->apm3 + (size_t)c * APM_N, m->apm1, sizeof(uint16_t) * APM_N);
     for (int b = 0; b < M_BUCKETS; b++) m->mctr[b] = CTR_INIT;
     for (int i = 0; i < N_CTX; i++)
         for (int b = 0; b < RUN_B; b++) m->rsm[i][b] = CTR_INIT;
@@ -285,6 +294,11 @@ static void predict_row(CM *m, Row *r, const int64_t *gpt, int64_t *out) {
     }
     int c1 = n ? h[n - 1] : 256;
     r->c1 = c1 & 255;
+    r->c2 = (n >= 2 ? h[n - 2] : 0) & 255;
+    /* contexts of mixer B (the byte before's class) and APM 3 (the 2 bytes before) */
+    int cls = r->c1 == 10 ? 0 : ((r->c1 | 32) >= 'a' && (r->c1 | 32) <= 'z') ? 1
+              : r->c1 == ' ' ? 2 : 3;
+    int c3 = (int)((hmix(2000, (uint64_t)(n >= 2 ? h[n - 2] : 256) << 9 | c1) & 4095) << 8);
     r->h[MAX_ORDER + 1] = hmix(1001, st->word ? st->word : 0x100000u + (uint64_t)c1);
     r->h[MAX_ORDER + 2] = hmix(hmix(1002, st->word), st->prev_word);
     r->h[MAX_ORDER + 3] = hmix(1003, (uint64_t)(n >= 3 ? h[n - 3] : 256) << 9
@@ -357,10 +371,10 @@ static void predict_row(CM *m, Row *r, const int64_t *gpt, int64_t *out) {
         }
         int ga = nd->x[X_GPT] < 0 ? -nd->x[X_GPT] : nd->x[X_GPT];
         int gc = ga < 256 ? 0 : ga < 768 ? 1 : ga < 1536 ? 2 : 3;
-        nd->setb = (uint8_t)((top * 3 + mstate) * 4 + gc);
+        nd->setb = (uint16_t)(((top * 3 + mstate) * 4 + gc) * 4 + cls);
         nd->seta = (uint16_t)(c0 * 4 + gc);
         const int32_t *wa = m->wa + nd->seta * N_IN, *wb = m->wb + nd->setb * N_IN,
-                      *wc = m->wc + ((c1 & 255) * 4 + gc) * N_IN;
+                      *wc = m->wc + ((r->c2 << 8 | r->c1) * 4 + gc) * N_IN;
         int64_t da = 0, db = 0, dc = 0;
         for (int i = 0; i < N_IN; i++) {
             da += (int64_t)nd->x[i] * wa[i];
@@ -383,7 +397,9 @@ static void predict_row(CM *m, Row *r, const int64_t *gpt, int64_t *out) {
         int q2 = apm_p(m->apm2 + ((c1 & 255) << 8 | c0) * APM_N, s, &nd->a2);
         nd->a1 += (c0 * 16 + g16) * APM_N;
         nd->a2 += ((c1 & 255) << 8 | c0) * APM_N;
-        int p = (pm + q1 + 2 * q2 + 2) >> 2;
+        int q3 = apm_p(m->apm3 + (size_t)(c3 | c0) * APM_N, s, &nd->a3);
+        nd->a3 += (c3 | c0) * APM_N;
+        int p = (pm + q1 + q2 + q3 + 2) >> 2;
         p = p < 1 ? 1 : p > 4095 ? 4095 : p;
         uint64_t one = (mass[c0] >> 12) * (uint64_t)p;   /* mass < 2^41: no overflow */
         mass[2 * c0 + 1] = one;
@@ -499,12 +515,14 @@ EXPORT int llmzip_cm_update(CM *m, const int64_t *sym, int64_t n) {
                 ctr_update(&m->mctr[row->mbucket], bit == nd->mexp, 1023);
             mix_train(m->wa + nd->seta * N_IN, nd->x, N_IN, (bit << 12) - nd->pa, lr);
             mix_train(m->wb + nd->setb * N_IN, nd->x, N_IN, (bit << 12) - nd->pb, lr);
-            mix_train(m->wc + (row->c1 * 4 + (nd->seta & 3)) * N_IN, nd->x, N_IN,
+            mix_train(m->wc + ((row->c2 << 8 | row->c1) * 4 + (nd->seta & 3)) * N_IN, nd->x,
+                      N_IN,
                       (bit << 12) - nd->pc, lr);
             const int16_t s3[3] = {nd->sa, nd->sb, nd->sc};
             mix_train(m->wf + c0 * 3, s3, 3, (bit << 12) - nd->pf, lr);
             apm_update(m->apm1 + nd->a1, bit, m->apm_rate);
             apm_update(m->apm2 + nd->a2, bit, m->apm_rate);
+            apm_update(m->apm3 + nd->a3, bit, m->apm_rate);
             c0 = 2 * c0 + bit;
         }
         for (int i = 0; i < N_CTX; i++) {

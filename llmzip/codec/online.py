@@ -68,7 +68,7 @@ _CHECKED_ENGINE_FIELDS = ("torch", "cpu", "threads", "dtype")
 _MAX = {"n_layer": 64, "n_embd": 4096, "n_head": 64, "ffn_hidden": 16384, "ctx": 8192,
         "new": 4096, "streams": 4096, "replay": 16, "mix": 1 << 24, "mix_order": 16,
         "mix_match": 1 << 24, "mixer": 1}
-_MIN0 = ("replay", "mix", "mix_match", "mixer")             # may be 0
+_MIN0 = ("replay", "mix", "mix_match", "mixer")    # may be 0
 
 
 @dataclass(frozen=True)
