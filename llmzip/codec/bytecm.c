@@ -269,7 +269,7 @@ EXPORT CM *llmzip_cm_new(int64_t S, int64_t stream_len, int64_t log_slots, int64
     for (int i = 0; i < N_CTX; i++)
         for (int b = 0; b < RUN_B; b++) m->rsm[i][b] = CTR_INIT;
     for (int i = 0; i < N_CTX * SM_N; i++)           /* state maps: the counter's own p */
-        m->sm[i] = (uint32_t)(((i % SM_N) & 63) << 26 | 32 << 20);
+        m->sm[i] = (uint32_t)((i % SM_N) & 63) << 26 | (uint32_t)32 << 20;
     return m;
 }
 
