@@ -2,11 +2,13 @@
 
 llmzip 0.5's mixer (bytemix.py) blends byte counts of orders 1..6 into one distribution
 and mixes it with the GPT by two weights in the log domain. This one mixes bit by bit, as
-paq8 and lpaq do: at each of a byte's 8 binary decisions, hashed context models (orders
-1..6, the current word, the word pair), a match model and the GPT each give a stretched
-probability, two mixers with context-selected weight sets combine them and two APM (SSE)
-stages refine the result. The model, its constants and its arithmetic are in bytecm.c's
-header comment; everything is integer, so the decoder repeats it exactly.
+paq8 and lpaq do: at each of a byte's 8 binary decisions, 13 hashed context models
+(orders 0..6 and 8, words, sparse and column contexts; each a counter, a state map and a
+run), a match model and the GPT each give a stretched probability; three mixers with
+weight sets chosen by context and by the GPT's confidence combine them, a final mixer
+combines the three, and three APM (SSE) stages refine the result. The model, its
+constants and its arithmetic are in bytecm.c's header comment; everything is integer, so
+the decoder repeats it exactly.
 
 The range coder needs a whole table before the byte is known, so all 255 nodes of a
 byte's tree are predicted from the state at the byte's start and the 256 leaves'
