@@ -63,6 +63,9 @@ def main(only: list[str] | None = None) -> None:
         "empty": (b"", {}),
         # a window of 64 positions sliding by 16 over segments of 400 tokens (version 7)
         "slide": (TEXT * 3, dict(fallback=False, window=64, stride=16, seg_len=400)),
+        # the temperature `tau` (llmzip 0.10, format 9) beside the bias, in a sliding window
+        "tau": (TEXT * 3, dict(fallback=False, window=64, stride=16, seg_len=400,
+                               adapt={"bias": 14000, "tau": 2000000})),
         # dynamic evaluation (llmzip 0.6): two steps in each of 4 segments of ~760 tokens
         "dyneval": (TEXT * 3, dict(fallback=False, seg_len=800,
                                    adapt={"bias": 14000, "dyneval": 1 << 24})),

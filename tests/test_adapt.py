@@ -18,7 +18,8 @@ import torch
 
 import llmzip
 from llmzip.codec import container as ct
-from llmzip.codec.adapt import NGRAM_ORDERS, AdaptConfig, Adapter, MatchModel, NgramModel
+from llmzip.codec.adapt import (NGRAM_ORDERS, AdaptConfig, Adapter, MatchModel, NgramModel,
+                                tau_gradient, temper_gradient)
 from llmzip.codec.levels import DEFAULT_LEVEL, LEVELS, level_settings
 from llmzip.engine.exact import ExactEngine, ExactProfile
 from llmzip.errors import FormatError, UsageError
@@ -154,16 +155,17 @@ def test_biased_tables_equal_the_reference(model, kernel):
         assert (want.sum(-1) == 1 << 20).all() and (want >= 1).all()
 
 
-ALL = {"bias": 20000, "temper": 2000000, "match": 20000, "ngram": 6000}
+ALL = {"bias": 20000, "tau": 2000000, "match": 20000, "ngram": 6000}
 
 
-@pytest.mark.parametrize("adapt", [{"bias": 20000}, {"temper": 2000000}, {"match": 20000},
+@pytest.mark.parametrize("adapt", [{"bias": 20000}, {"tau": 2000000}, {"temper": 2000000},
+                                   {"match": 20000},
                                    {"ngram": 6000}, ALL])
 def test_adaptive_round_trip(tiny_model, adapt):
     blob = llmzip.compress(TEXT, model=tiny_model, adapt=adapt, fallback=False, batch=3,
                            seg_len=300)
     info = ct.scan(blob)
-    assert info.version == (8 if "ngram" in adapt else 7)
+    assert info.version == 9
     assert info.header["engine"]["adapt"] == adapt
     assert llmzip.decompress(blob, model=tiny_model) == TEXT
 
@@ -193,19 +195,20 @@ def test_window_and_adaptation_archives_identical_whatever_the_kernel(slide_arch
 
 
 def test_slide_is_recorded_and_versioned(tiny_model, slide_archives):
-    """The default slide shifts (format 8); --slide rebuild writes llmzip 0.3.0's format 7,
-    which still decodes; a window that never slides records neither (format 7)."""
+    """The default slide shifts (engine.slide "shift"); --slide rebuild writes llmzip
+    0.3.0's tables, which still decode; a window that never slides records neither. Every
+    archive with a model chunk is format 9 (llmzip 0.10's header dictionary)."""
     info = ct.scan(slide_archives["auto"])
-    assert info.version == 8 and info.header["engine"]["slide"] == "shift"
+    assert info.version == 9 and info.header["engine"]["slide"] == "shift"
     no_ngram = {k: v for k, v in ALL.items() if k != "ngram"}   # n-grams need format 8
     kw = dict(model=tiny_model, window=64, stride=16, adapt=no_ngram, fallback=False, batch=3)
     old = llmzip.compress(TEXT, seg_len=400, slide="rebuild", **kw)
     info = ct.scan(old)
-    assert info.version == 7 and "slide" not in info.header["engine"]
+    assert info.version == 9 and "slide" not in info.header["engine"]
     assert llmzip.decompress(old, model=tiny_model) == TEXT
     assert old != llmzip.compress(TEXT, seg_len=400, **kw)
     short = ct.scan(llmzip.compress(TEXT, seg_len=60, **kw))
-    assert short.version == 7 and "slide" not in short.header["engine"]
+    assert short.version == 9 and "slide" not in short.header["engine"]
     with pytest.raises(UsageError):
         llmzip.Compressor(tiny_model, slide="sideways")
 
@@ -288,6 +291,36 @@ def test_adapter_state_is_integer_and_bounded(tiny_model):
     assert ad.ngram.w.dtype == np.int64 and int(np.abs(ad.ngram.w).max()) <= 32 << 40
 
 
+def test_tau_gradient_is_the_code_length_derivative():
+    """tau's step is minus the derivative of the code length through the part of the
+    table that moves with tau (f_v - 1 = q_v (2^P - V)). 0.3-0.9's `temper` counted the
+    floor of 1 in its expectation too; where the floor holds a large share (here
+    V / 2^P = 1.5%, as with Gemma's 262,144 tokens at P = 24) it is biased towards
+    sharper tables. Checked against the slope of the integer tables' code length, which
+    their rounding blurs (23% off here; with f = 1 + q S in float the two agree to 1e-9)."""
+    from llmzip.engine.exact.reference import freqs
+    rng = np.random.default_rng(1)
+    V, P, R = 4000, 18, 128
+    S = (1 << P) - V
+    logits = (rng.standard_normal((R, V)) * 6 * 1024).astype(np.int64)    # Q10 bits
+    logits[:, :40] += 14 * 1024                                          # a few likely
+    y = np.array([rng.choice(40) if r % 4 else rng.choice(V) for r in range(R)])
+
+    def code_bits(tau):
+        f = freqs(torch.from_numpy((logits * tau).round().astype(np.int64)), P).numpy()
+        return float(-np.log2(f[np.arange(R), y] / (1 << P)).sum())
+
+    f = freqs(torch.from_numpy(logits), P).numpy()
+    taus = np.linspace(0.96, 1.04, 9)
+    slope = np.polyfit(taus, [code_bits(t) for t in taus], 1)[0]
+    new = -tau_gradient(logits, f, y, P) / (1024 * S)
+    old = -temper_gradient(logits, f, y, P) / (1024 * (1 << P))
+    assert abs(new - slope) < 0.3 * slope and old > 2 * slope
+
+    with pytest.raises(UsageError):
+        AdaptConfig.parse("tau=1,temper=1")
+
+
 # ------------------------------------------------------------------ levels
 
 def test_levels_table():
@@ -299,10 +332,11 @@ def test_levels_table():
 
 
 def test_level_1_writes_the_archives_of_before(tiny_model):
-    """Level 1 is llmzip 0.2's default: no window, no adaptation, format version 5."""
+    """Level 1 is llmzip 0.2's default: no window, no adaptation (its header as format 5's,
+    in a version 9 archive)."""
     blob = llmzip.compress(TEXT, model=tiny_model, level=1, fallback=False)
     info = ct.scan(blob)
-    assert info.version == 5
+    assert info.version == 9
     assert not {"window", "stride", "adapt"} & set(info.header["engine"])
 
 
@@ -339,7 +373,7 @@ def test_cli_levels_and_adapt(tiny_gguf, tmp_path):
     r = run("-1", "--model", tiny_gguf, "--no-fallback", "-q", "-o", str(tmp_path / "1.llmz"),
             str(src))
     assert r.returncode == 0, r.stderr
-    assert ct.scan((tmp_path / "1.llmz").read_bytes()).version == 5
+    assert ct.scan((tmp_path / "1.llmz").read_bytes()).version == 9
     r = run("--model", tiny_gguf, "--no-fallback", "--adapt", "bias=3000", "--window", "128",
             "--stride", "32", "--seg-len", "900", "-q", "-o", str(tmp_path / "a.llmz"), str(src))
     assert r.returncode == 0, r.stderr

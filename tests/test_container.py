@@ -128,6 +128,10 @@ def test_header_dict_is_frozen():
     assert ct.HEADER_DICT_V7.startswith(ct.HEADER_DICT_V5) and len(ct.HEADER_DICT_V7) == 2465
     assert ct.HEADER_DICT_V7_SHA256 in open(
         os.path.join(os.path.dirname(__file__), "..", "docs", "format.md")).read()
+    assert hashlib.sha256(ct.HEADER_DICT_V9).hexdigest() == ct.HEADER_DICT_V9_SHA256
+    assert ct.HEADER_DICT_V9.startswith(ct.HEADER_DICT_V7) and len(ct.HEADER_DICT_V9) == 4574
+    assert ct.HEADER_DICT_V9_SHA256 in open(
+        os.path.join(os.path.dirname(__file__), "..", "docs", "format.md")).read()
 
 
 def test_default_header_is_small():
@@ -155,6 +159,33 @@ def test_default_exact_header_is_small():
     blob = ct.header_bytes(h, 5)
     assert len(blob) - 20 < 70
     assert ct.scan(blob + ct.footer_bytes(0, 0, ct.sha256(b""))).header == h
+
+
+SMOLLM2 = {"arch": "llama", "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+           "fingerprint": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+           "name": "smollm2-135m", "params": 134515008, "vocab": 49152}
+LEVEL6 = {"adapt": {"bias": 14000, "match": 20000, "ngram": 6000}, "arith": 1, "batch": 64,
+          "kind": "exact", "precision": 24, "seg_len": 16384, "slide": "shift",
+          "stride": 256, "weights": "dea72970ce9441da", "window": 4096}
+
+
+def test_version_9_headers_cost_what_varies():
+    """Version 9's dictionary holds today's default header whole: a level 6 SmolLM2
+    header costs under 20 bytes of body (114 with version 8's dictionary), one of another
+    model still about its hashes, and every one reads back."""
+    import json
+    h = {"format": "llmzip", "llmzip": "0.10.0", "mode": "prior", "model": SMOLLM2,
+         "engine": LEVEL6}
+    other = json.loads(json.dumps(h))
+    other["model"]["fingerprint"], other["engine"]["weights"] = "ab" * 32, "cd" * 8
+    sizes = {}
+    for name, head in (("default", h), ("other", other)):
+        for v in (8, 9):
+            blob = ct.header_bytes(head, v)
+            sizes[name, v] = len(blob) - 20
+            assert ct.scan(blob + ct.footer_bytes(0, 0, ct.sha256(b""))).header == head
+    assert sizes["default", 9] < 20 < 100 < sizes["default", 8]
+    assert sizes["other", 9] < 60
 
 
 def _v1_header(header: dict) -> bytes:

@@ -67,7 +67,7 @@ def src(tmp_path):
 def test_tree_round_trip_api(src, tmp_path, tiny_model):
     blob = llmzip.Compressor(tiny_model, **KW).compress_tree(str(src))
     info = ct.scan(blob)
-    assert info.version == 8 and info.header["tree"]["files"] == 5
+    assert info.version == 9 and info.header["tree"]["files"] == 5
     assert "model" in {c.method_name for c in info.chunks}
     entries = llmzip.list_archive(blob)
     assert [e["path"] for e in entries][:3] == ["a.txt", "emptydir", "link"]

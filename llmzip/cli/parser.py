@@ -54,7 +54,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "window moves: its kept keys and values shift with it (default), or the "
                    "kept context is computed again from BOS (llmzip 0.3.0; slower)")
     p.add_argument("--adapt", help="exact engine: adaptive models as NAME=RATE,... "
-                   "(bias, match, ngram, temper, and dyneval: the model's last 2 MLPs "
+                   "(bias, match, ngram, tau, temper (before 0.10), and dyneval: the "
+                   "model's last 2 MLPs "
                    "learn the file, rate = learning rate * 2^30, e.g. 322123; 'off' for "
                    "none; default: the level's)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",

@@ -10,7 +10,12 @@ and, after the token y is coded, every part takes one step of stochastic gradien
 on the code length -log2 p_y (p the table, normalised over the whole vocabulary, so the
 mixture always sums to one):
 
-  - tau, a temperature (Q16): the LLM is slightly overconfident; d/dtau = -(l_y - E_p[l]).
+  - tau, a temperature (Q16): the LLM is slightly overconfident. A table is
+    f_v = 1 + q_v (2^P - V) (every token keeps a floor of 1), so only q moves with tau:
+    d/dtau = -(f_y - 1)/f_y (l_y - E_q[l]) (`tau`, llmzip 0.10). llmzip 0.3-0.9's `temper`
+    took E over the whole table, floor included; with Gemma's 262,144 tokens the floor
+    holds 1.6% of the mass at logits far below the top, which pulled E down and tau up
+    (to 2.3 on html: 0.09 bits/byte lost). It is kept to decode their archives.
   - b, an adaptive bias over the vocabulary (one vector for all segments of a chunk):
     d/db_v = p_v - [v == y]. It learns the file's own word frequencies.
   - a match model: where the last MATCH_ORDER tokens occurred before (in any segment of
@@ -54,9 +59,11 @@ class AdaptConfig:
     """Learning rates of the adaptive parts; 0 switches a part off. Recorded in the
     archive header ("adapt"); every value is an integer so the decoder repeats it."""
     bias: int = 0        # bias step per unit probability, in 2^-16 bits (2837 ~ 0.03 nats)
-    temper: int = 0      # temperature step per bit of (l_y - E l), in 2^-32
+    temper: int = 0      # llmzip 0.3-0.9's temperature (E over the floored table), in
+                         # 2^-32 per bit; kept to decode their archives
     match: int = 0       # match weight step per unit probability, in 2^-16 bits
     ngram: int = 0       # n-gram weight step per unit probability, in 2^-16 bits
+    tau: int = 0         # temperature step per bit of (l_y - E_q l), in 2^-32 (0.10)
     dyneval: int = 0     # dynamic evaluation: the engine's learning rate, in 2^-30
                          # (engine/exact/learn.py; not a part of the Adapter)
 
@@ -77,6 +84,8 @@ class AdaptConfig:
         if any(not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 31
                for v in d.values()):
             raise error(f"adaptive learning rates must be integers 0..2^31-1, not {d!r}")
+        if d.get("temper") and d.get("tau"):
+            raise error("one temperature only: tau (llmzip 0.10's) or temper (0.3-0.9's)")
         return cls(**d)
 
     @classmethod
@@ -192,6 +201,33 @@ class NgramModel:
         h.append(y)
 
 
+def tau_gradient(logits: np.ndarray, f: np.ndarray, symbols: np.ndarray, P: int) -> int:
+    """Minus the code length's derivative in tau, summed over the rows (Q10 bits times
+    S = 2^P - V): a table is f_v = 1 + q_v S, and only q moves with tau, so
+    g = sum_r floor(((l_y - m) S - sum_v (f_v - 1)(l_v - m)) (f_y - 1) / f_y), m the
+    row's largest logit (-d(-log2 p_y)/dtau = g / (1024 S) per row)."""
+    l64 = logits.astype(np.int64)
+    top = l64.max(axis=1)
+    el = np.einsum("rv,rv->r", f.astype(np.int64) - 1, l64 - top[:, None])   # < 2^55
+    S, g = (1 << P) - f.shape[1], 0
+    for r in range(len(symbols)):
+        y = int(symbols[r])
+        fy = int(f[r, y])
+        g += ((int(l64[r, y]) - int(top[r])) * S - int(el[r])) * (fy - 1) // fy
+    return g
+
+
+def temper_gradient(logits: np.ndarray, f: np.ndarray, symbols: np.ndarray, P: int) -> int:
+    """llmzip 0.3-0.9's temperature gradient (Q10 bits times 2^P), kept to decode their
+    archives: its expectation runs over the whole table, the floor of 1 every token keeps
+    included, which biases it towards sharper tables as V / 2^P grows."""
+    l64 = logits.astype(np.int64)
+    top = l64.max(axis=1)
+    el = np.einsum("rv,rv->r", f.astype(np.int64), l64 - top[:, None])         # < 2^55
+    rows = np.arange(len(symbols))
+    return int(((l64[rows, symbols] - top) * (1 << P) - el).sum())
+
+
 def _count_bucket(n: int) -> int:
     return next(i for i, b in enumerate(COUNT_BUCKETS) if n < b)
 
@@ -217,7 +253,7 @@ class Adapter:
         t0 = time.perf_counter()
         cfg = self.cfg
         lg = logits
-        if cfg.temper:
+        if cfg.temper or cfg.tau:
             tau = self.tau >> 16
             lg = np.clip((logits.astype(np.int64) * tau) >> 16, -(1 << 30), 1 << 30)
         preds = []
@@ -261,14 +297,10 @@ class Adapter:
         t0 = time.perf_counter()
         live, logits, f, preds, grams = self._step
         cfg, P = self.cfg, self.P
-        rows = np.arange(len(live))
-        if cfg.temper:
-            l64 = logits.astype(np.int64)
-            top = l64.max(axis=1)
-            el = np.einsum("rv,rv->r", f.astype(np.int64), l64 - top[:, None])   # < 2^55
-            g = int(((l64[rows, symbols] - top) * (1 << P) - el).sum())  # Q(10 + P) bits
-            self.tau = min(max(self.tau + ((cfg.temper * g) >> (10 + P)), 1 << 30),
-                           1 << 34)                                      # 1/4 .. 4
+        if cfg.temper or cfg.tau:
+            g = (temper_gradient if cfg.temper else tau_gradient)(logits, f, symbols, P)
+            self.tau = min(max(self.tau + (((cfg.temper or cfg.tau) * g) >> (10 + P)),
+                               1 << 30), 1 << 34)                         # 1/4 .. 4
         if self.b is not None:
             step = cfg.bias << (24 - P)
             g = f[0].astype(np.int64) if len(f) == 1 else f.sum(axis=0, dtype=np.int64)

@@ -415,10 +415,7 @@ class Compressor:
         header = self.header(ct.METHOD_MODEL in methods)
         if tree is not None:
             header["tree"] = tree
-        exact = self.engine.kind == "exact"
-        return ct.header_bytes(header, ct.version_for(
-            methods, exact, tree is not None, exact and self.engine.profile.extended,
-            exact and self.engine.profile.v8))
+        return ct.header_bytes(header, ct.version_for(methods, tree is not None))
 
     def compress_tree(self, root: str, progress=None, job=None) -> bytes:
         """Archive of the directory tree at `root` (format version 6, codec/tree.py): a

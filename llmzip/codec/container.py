@@ -3,7 +3,7 @@
     header   magic(8) version(u16) flags(u16) body_len(u32) body(DEFLATE JSON) crc32(u32)
              (the DEFLATE stream uses a preset dictionary: HEADER_DICT in version 2,
              HEADER_DICT_V3 in versions 3 and 4, HEADER_DICT_V5 in versions 5 and 6,
-             HEADER_DICT_V7 from version 7)
+             HEADER_DICT_V7 in versions 7 and 8, HEADER_DICT_V9 from version 9)
     chunk*   method(u8) raw_len(u32) coded_len(u32) raw_crc(u32) coded_crc(u32) rec_crc(u32)
              coded bytes
     end      method 0xFF
@@ -27,15 +27,17 @@ from ..errors import (ChecksumError, FormatError, LimitError, TruncatedError,
 
 MAGIC = b"\x89LLMZ\r\n\x1a"          # 0x89 first: not ASCII, not valid UTF-8 (like PNG)
 END_MAGIC = b"LMZ\x00"
-VERSION = 8                           # the newest this llmzip writes (see version_for)
-READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)  # what it reads: 1 differs only in the header body;
+VERSION = 9                           # the newest this llmzip writes (see version_for)
+READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)  # what it reads: 1 differs only in the header body;
                                       # 3 adds engine.attention (2 and 1 mean torch-f32);
                                       # 4 adds the xz chunk method; 5 the exact engine;
                                       # 6 directory archives (header key "tree"); 7 the
                                       # exact engine's sliding window and adaptive models
                                       # (engine.window, .stride, .adapt); 8 the window
                                       # whose keys and values shift (engine.slide) and
-                                      # the n-gram model (engine.adapt.ngram)
+                                      # the n-gram model (engine.adapt.ngram); 9 any of
+                                      # these with a model or online chunk, its header
+                                      # compressed with HEADER_DICT_V9
 
 METHOD_STORED, METHOD_ZSTD, METHOD_MODEL, METHOD_ONLINE, METHOD_XZ = 0, 1, 2, 3, 4
 METHOD_END = 0xFF
@@ -44,19 +46,19 @@ METHOD_NAMES = {METHOD_STORED: "stored", METHOD_ZSTD: "zstd", METHOD_MODEL: "mod
 METHOD_SINCE = {METHOD_XZ: 4}         # methods newer than version 1: the first version
 
 
-def version_for(methods, exact: bool = False, tree: bool = False, extended: bool = False,
-                v8: bool = False) -> int:
-    """The version an archive with these chunk methods is written as: the oldest that can
-    express them (3, or 4 when an xz chunk is present, 5 when model chunks come from the
-    exact engine, 6 for a directory archive, 7 when the exact engine slides its window or
-    adapts, 8 when its window shifts its keys and values or the n-gram model is on: v8),
-    so an archive that needs nothing new still opens in an older llmzip, and one that
-    does is refused by it cleanly (UnsupportedVersionError) instead of being decoded with
-    the wrong engine."""
-    model = METHOD_MODEL in methods
-    base = (8 if exact and v8 and model else 7 if exact and extended and model
-            else 6 if tree else 5 if exact and model else 3)
-    return max([base] + [METHOD_SINCE.get(m, 0) for m in methods])
+def version_for(methods, tree: bool = False) -> int:
+    """The version an archive with these chunk methods is written as. Without a model or
+    online chunk, the oldest that can express it: 3, 4 when an xz chunk is present, 6 for
+    a directory archive, so it still opens in an older llmzip. With one, 9 (llmzip 0.10):
+    such a header names a model and an engine, and version 9's dictionary
+    (HEADER_DICT_V9) holds today's typical headers, which saves about 100 bytes an
+    archive; an older llmzip refuses it cleanly (UnsupportedVersionError) instead of
+    inflating it with the wrong dictionary. (llmzip 0.9 wrote such archives as 5, 7 or 8
+    by the exact engine's features: docs/format.md.)"""
+    if METHOD_MODEL in methods or METHOD_ONLINE in methods:
+        return 9
+    return max([6 if tree else 3] + [METHOD_SINCE.get(m, 0) for m in methods])
+
 
 MAX_HEADER_BODY = 1 << 16             # 64 KiB of header JSON (compressed and inflated)
 MAX_CHUNK_RAW = 1 << 26               # 64 MiB of original bytes per chunk
@@ -131,8 +133,45 @@ HEADER_DICT_V7 = HEADER_DICT_V5 + (
 )
 HEADER_DICT_V7_SHA256 = "8427c619910dd953b8d494e437b6a85ec09be056ae240e379e268b2e3369df25"
 
+# Version 9: version 7's dictionary followed by today's typical headers, whole: an online
+# one (preset s, bitwise mixer), level 1 and level 6 of SmolLM2 and level 9 of Gemma 3,
+# with the catalog models' fingerprints and integer-weight hashes, so the header of an
+# archive made with a catalog model costs only what varies (llmzip 0.10: 114 -> ~20
+# bytes at level 6). The default level's header comes last: the nearest, cheapest to
+# refer back to. Frozen with format version 9 (SHA-256 in docs/format.md, tested).
+HEADER_DICT_V9 = HEADER_DICT_V7 + (
+    b'{"engine":{"attention":"torch-f32","batch":8,"constriction":"0.5.0","cpu":"avx2,avx512'
+    b'f,avx512_bf16,amx_bf16,amx_tile","deterministic":true,"dtype":"float32","precision":24'
+    b',"seg_len":96,"threads":2,"torch":"2.13.0+cpu"},"format":"llmzip","llmzip":"0.10.0","m'
+    b'ode":"online","online":{"config":{"beta1":0.9,"beta2":0.98,"ctx":64,"eps":1e-08,"ffn_h'
+    b'idden":256,"grad_clip":1.0,"init_std":0.02,"lr":0.006,"lr_min":0.1,"mix":33554,"mix_ma'
+    b'tch":6554,"mix_order":6,"mixer":1,"n_embd":96,"n_head":4,"n_layer":2,"new":32,"replay"'
+    b':2,"replay_steps":true,"streams":8,"train_on":"all","warmup":20},"n_params":246240,"pi'
+    b'ece":67108864,"pieces":[{"bytes":1115394,"complete":true,"curve":{"bins":64,"file":"",'
+    b'"scale":30,"seen":""},"ideal_bits":0.0,"loss_bits":0.0,"method":"online","mix_seconds"'
+    b':0.0}],"precision":24,"preset":"s","seconds":0.0,"seed":0}}{"engine":{"arith":1,"batch'
+    b'":64,"kind":"exact","precision":24,"seg_len":2048,"weights":"dea72970ce9441da"},"forma'
+    b't":"llmzip","llmzip":"0.10.0","mode":"prior","model":{"arch":"llama","file":"SmolLM2-1'
+    b'35M-Instruct.Q4_1.gguf","fingerprint":"b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc'
+    b'70ea373728110db53","name":"smollm2-135m","params":134515008,"vocab":49152}}{"engine":{'
+    b'"adapt":{"bias":14000,"match":20000,"ngram":6000,"tau":2000000},"arith":1,"batch":64,"'
+    b'kind":"exact","precision":24,"seg_len":65536,"slide":"shift","stride":512,"weights":"a'
+    b'd11c8dc9be807d3","window":8192},"format":"llmzip","llmzip":"0.10.0","mode":"prior","mo'
+    b'del":{"arch":"gemma3","file":"gemma-3-270m-q4_k_m.gguf","fingerprint":"a5fd3b62230aa5e'
+    b'c60212297dc9d20eaa70578ac519e00d93a17e44c087a6818","name":"gemma3-270m","params":26809'
+    b'8176,"vocab":262144}}{"engine":{"adapt":{"bias":14000,"match":20000,"ngram":6000},"ari'
+    b'th":1,"batch":64,"kind":"exact","precision":24,"seg_len":16384,"slide":"shift","stride'
+    b'":256,"weights":"dea72970ce9441da","window":4096},"format":"llmzip","llmzip":"0.10.0",'
+    b'"mode":"prior","model":{"arch":"llama","file":"SmolLM2-135M-Instruct.Q4_1.gguf","finge'
+    b'rprint":"b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53","name":"smo'
+    b'llm2-135m","params":134515008,"vocab":49152}}'
+)
+HEADER_DICT_V9_SHA256 = "ede70e387666efb50b3e5962c5a94a56cc245eb94644421e7391bccad81da86b"
+
 
 def _header_dict(version: int) -> bytes:
+    if version >= 9:
+        return HEADER_DICT_V9
     if version >= 7:                  # version 8 adds no dictionary of its own
         return HEADER_DICT_V7
     if version >= 5:                  # version 6 adds no dictionary of its own

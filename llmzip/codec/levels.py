@@ -39,7 +39,9 @@ class Level:
 
 _BIAS = {"bias": 14000}
 _MIX = {"bias": 14000, "match": 20000, "ngram": 6000}
-_ALL = {**_MIX, "temper": 2000000}        # temperature: costly, -0.0005
+_ALL = {**_MIX, "tau": 2000000}           # temperature: costly; -0.0001 on SmolLM2,
+                                          # -0.008 on Gemma (0.10; 0.9's `temper` +0.09
+                                          # on html)
 _W2 = dict(window=2048, stride=512)
 _W4 = dict(window=4096, stride=1024)
 _W4S = dict(window=4096, stride=256)      # shifting is cheap: a short stride keeps more

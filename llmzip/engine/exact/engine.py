@@ -47,23 +47,13 @@ class ExactProfile:
                                  # (codec/adapt.py); empty: the engine's tables as they are
 
     def to_dict(self) -> dict:
-        """As archives record it: the sliding window and adaptive models only when used,
-        so archives without them keep the header of format version 5."""
+        """As archives record it: the sliding window and adaptive models only when used
+        (absent keys mean none, as in the archives of llmzip 0.2, format version 5)."""
         d = asdict(self)
         for k in ("window", "stride", "slide", "adapt"):
             if not d[k]:
                 del d[k]
         return d
-
-    @property
-    def v8(self) -> bool:
-        """Whether archives need format version 8 (a shifted window, or the n-gram model)."""
-        return bool(self.slide) or bool(self.adapt.get("ngram"))
-
-    @property
-    def extended(self) -> bool:
-        """Whether archives need format version 7 (a sliding window or adaptive models)."""
-        return bool(self.window or self.adapt)
 
 
 def int_model(model) -> W.IntModel:
