@@ -129,7 +129,7 @@ def test_window_and_adaptation_on_the_real_model(default_model):
     SmolLM2 itself: two kernel paths write the same archive, which decodes with a third."""
     data = corpus_bytes("alice29.txt", 6000)
     kw = dict(model=default_model, window=512, stride=128, seg_len=900, fallback=False,
-              adapt={"bias": 14000, "temper": 2000000, "match": 20000})
+              adapt={"bias": 14000, "tau": 2000000, "match": 20000})
     blob = llmzip.compress(data, kernel=PATHS[-1], **kw)
     eng = ct.scan(blob).header["engine"]
     assert (eng["window"], eng["slide"]) == (512, "shift")
