@@ -136,7 +136,7 @@ HEADER_DICT_V7_SHA256 = "8427c619910dd953b8d494e437b6a85ec09be056ae240e379e268b2
 # Version 9: version 7's dictionary followed by today's typical headers, whole: an online
 # one (preset s, bitwise mixer), level 1 and level 6 of SmolLM2 and level 9 of Gemma 3,
 # with the catalog models' fingerprints and integer-weight hashes, so the header of an
-# archive made with a catalog model costs only what varies (llmzip 0.10: 114 -> ~20
+# archive made with a catalog model costs only what varies (llmzip 0.10: 114 -> 7
 # bytes at level 6). The default level's header comes last: the nearest, cheapest to
 # refer back to. Frozen with format version 9 (SHA-256 in docs/format.md, tested).
 HEADER_DICT_V9 = HEADER_DICT_V7 + (

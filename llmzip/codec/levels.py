@@ -7,8 +7,9 @@ models (codec/adapt.py). Options given explicitly (--model, --seg-len, --window,
 --stride, --adapt) override the level's. The figures in the notes (compress /
 decompress speed on a 2-vCPU Zen 5) are measured by scripts/bench_levels.py
 (docs/results.md; -6's speeds from its ablation row before the n-gram model, which adds
-about 7% to the compress time; -7's beside other jobs); levels 2-5 and 8 are not measured
-on whole files yet.
+about 7% to the compress time; -7's beside other jobs; -9's on the Intel Xeon of llmzip
+0.10, beside other jobs); bits/byte with 0.10's archive header (format 9); levels 2-5 and
+8 are not measured on whole files yet.
 `llmzip --help` prints this table.
 """
 
@@ -55,14 +56,14 @@ LEVELS = {
     4: Level(**_W2, seg_len=8192, adapt=_MIX, note="+ match and n-gram models"),
     5: Level(**_W4, seg_len=8192, adapt=_MIX, note="window 4,096 sliding by 1,024"),
     6: Level(**_W4S, seg_len=16384, adapt=_MIX, note="window 4,096 shifted by 256, segments "
-             "of 16,384; alice29: 1.056 bits/byte, ~1,800 / ~590 B/s"),
+             "of 16,384; alice29: 1.051 bits/byte, ~1,800 / ~590 B/s"),
     7: Level(**_W8, seg_len=65536, adapt=_ALL,
              note="window 8,192, segments of 65,536, + temperature; alice29: 1.049 "
                   "bits/byte, ~670 B/s compress"),
     8: Level(model="gemma3-270m", **_W4S, seg_len=16384, adapt=_ALL, note="Gemma 3 270M"),
     9: Level(model="gemma3-270m", **_W8, seg_len=65536, adapt=_ALL,
-             note="Gemma 3 270M, window 8,192, segments of 65,536; alice29: 1.027 "
-                  "bits/byte, 340 B/s compress"),
+             note="Gemma 3 270M, window 8,192, segments of 65,536; alice29: 1.009 "
+                  "bits/byte, ~520 B/s compress"),
 }
 
 
