@@ -58,7 +58,7 @@ LEVELS = {
     6: Level(**_W4S, seg_len=16384, adapt=_MIX, note="window 4,096 shifted by 256, segments "
              "of 16,384; alice29: 1.051 bits/byte, ~1,800 / ~590 B/s"),
     7: Level(**_W8, seg_len=65536, adapt=_ALL,
-             note="window 8,192, segments of 65,536, + temperature; alice29: 1.049 "
+             note="window 8,192, segments of 65,536, + temperature; alice29: 1.043 "
                   "bits/byte, ~670 B/s compress"),
     8: Level(model="gemma3-270m", **_W4S, seg_len=16384, adapt=_ALL, note="Gemma 3 270M"),
     9: Level(model="gemma3-270m", **_W8, seg_len=65536, adapt=_ALL,
