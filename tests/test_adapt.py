@@ -316,7 +316,6 @@ def test_tau_gradient_is_the_code_length_derivative():
     new = -tau_gradient(logits, f, y, P) / (1024 * S)
     old = -temper_gradient(logits, f, y, P) / (1024 * (1 << P))
     assert abs(new - slope) < 0.3 * slope and old > 2 * slope
-
     with pytest.raises(UsageError):
         AdaptConfig.parse("tau=1,temper=1")
 

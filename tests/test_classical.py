@@ -81,7 +81,7 @@ def test_xz_chunk_archive_is_version_4_and_version_3_refuses_it():
     foot = ct.footer_bytes(1, len(raw), ct.sha256(raw))
     assert ct.version_for({ct.METHOD_XZ, ct.METHOD_ZSTD}) == 4
     assert ct.version_for({ct.METHOD_ZSTD}) == ct.version_for(()) == 3
-    assert ct.version_for({ct.METHOD_MODEL, ct.METHOD_XZ}) == ct.version_for({3}) == 9
+    assert ct.version_for({ct.METHOD_MODEL, ct.METHOD_XZ}) == ct.version_for({ct.METHOD_ONLINE}) == 9
     assert llmzip.decompress(ct.header_bytes(head, 4) + chunk + foot) == raw
     with pytest.raises(FormatError, match="needs version 4"):
         llmzip.decompress(ct.header_bytes(head, 3) + chunk + foot)

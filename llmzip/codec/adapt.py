@@ -201,14 +201,20 @@ class NgramModel:
         h.append(y)
 
 
+def _centred(logits: np.ndarray, weights: np.ndarray):
+    """The logits as int64, each row's largest m, and sum_v weights_v (l_v - m) per row
+    (weights at most 2^24 a row in all, |l - m| < 2^31: below 2^55)."""
+    l64 = logits.astype(np.int64)
+    top = l64.max(axis=1)
+    return l64, top, np.einsum("rv,rv->r", weights, l64 - top[:, None])
+
+
 def tau_gradient(logits: np.ndarray, f: np.ndarray, symbols: np.ndarray, P: int) -> int:
     """Minus the code length's derivative in tau, summed over the rows (Q10 bits times
     S = 2^P - V): a table is f_v = 1 + q_v S, and only q moves with tau, so
     g = sum_r floor(((l_y - m) S - sum_v (f_v - 1)(l_v - m)) (f_y - 1) / f_y), m the
     row's largest logit (-d(-log2 p_y)/dtau = g / (1024 S) per row)."""
-    l64 = logits.astype(np.int64)
-    top = l64.max(axis=1)
-    el = np.einsum("rv,rv->r", f.astype(np.int64) - 1, l64 - top[:, None])   # < 2^55
+    l64, top, el = _centred(logits, f.astype(np.int64) - 1)
     S, g = (1 << P) - f.shape[1], 0
     for r in range(len(symbols)):
         y = int(symbols[r])
@@ -221,9 +227,7 @@ def temper_gradient(logits: np.ndarray, f: np.ndarray, symbols: np.ndarray, P: i
     """llmzip 0.3-0.9's temperature gradient (Q10 bits times 2^P), kept to decode their
     archives: its expectation runs over the whole table, the floor of 1 every token keeps
     included, which biases it towards sharper tables as V / 2^P grows."""
-    l64 = logits.astype(np.int64)
-    top = l64.max(axis=1)
-    el = np.einsum("rv,rv->r", f.astype(np.int64), l64 - top[:, None])         # < 2^55
+    l64, top, el = _centred(logits, f.astype(np.int64))
     rows = np.arange(len(symbols))
     return int(((l64[rows, symbols] - top) * (1 << P) - el).sum())
 
