@@ -1,5 +1,6 @@
 """Online mode's bitwise context mixer (codec/bytecm.c via codec/bytecm.py)."""
 
+import hashlib
 import json
 import math
 
@@ -68,6 +69,31 @@ def test_streams_share_tables_and_repeat_exactly():
     assert sum(a) / 8000 < 4.5
 
 
+def _tables_digest(version: int) -> str:
+    """SHA-256 of every table of a fixed run: 3 streams of alice29 side by side, a
+    synthetic integer GPT (no float anywhere), the mixer of the given version."""
+    text = corpus_bytes("alice29.txt")[:6000]
+    parts = [text[i * 2000:(i + 1) * 2000] for i in range(3)]
+    mx, h, live = BitMixer(3, 2000, 6000, 24, version=version), hashlib.sha256(), np.arange(3)
+    for j in range(2000):
+        nxt = np.array([p[j] for p in parts])
+        gpt = 1 + (np.arange(256)[None, :] * 7919 + j * 31 + live[:, None] * 17) % 1000
+        gpt[live, nxt] += 3000 * (j % 5)
+        h.update(mx.tables_from(live, gpt.astype(np.int64)).tobytes())
+        mx.update(nxt.astype(np.int64))
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("version, digest", [
+    # llmzip 0.9's bytecm.c (commit 1a890f7) gave this: archives with `mixer` 1 decode
+    (1, "05558772047dc1d62a552abb85ead54a5470d9b9c721b237967686516a121d21"),
+    # version 2 as llmzip 0.11 wrote it; any change to its tables is a new version
+    (2, "0e747a42987497ff74e4afb8ef36633618db600ca1c99ec011c554bd8968fdd9"),
+])
+def test_each_version_keeps_its_tables(version, digest):
+    assert _tables_digest(version) == digest
+
+
 def test_bad_calls_are_errors():
     mx = BitMixer(2, 3, 6, 24)
     with pytest.raises(ValueError):
@@ -85,14 +111,18 @@ def test_bad_calls_are_errors():
     with pytest.raises(ValueError):                       # stream 0 is full (3 bytes)
         mx.tables(np.array([0]), None)
     assert log_slots(0) == 12 and log_slots(10 ** 9) == 20
+    with pytest.raises(ValueError):
+        BitMixer(1, 3, 3, 24, version=3)
 
 
 def test_online_round_trip_with_the_bitwise_mixer():
     data = corpus_bytes("alice29.txt")[:6000]
     old = compress_online(data, config={"preset": "xs", "mixer": 0}, fallback=False)
+    v1 = compress_online(data, config={"preset": "xs", "mixer": 1}, fallback=False)
     new = compress_online(data, preset="xs", fallback=False)
-    assert ct.scan(new).header["online"]["config"]["mixer"] == 1
+    assert ct.scan(new).header["online"]["config"]["mixer"] == 2
     assert decompress_online(new) == data
+    assert decompress_online(v1) == data                  # llmzip 0.9 and 0.10's mixer
     # archives of llmzip 0.5 .. 0.8 have no "mixer" key: they mean the 0.5 mixer
     info = ct.scan(old)
     header = json.loads(json.dumps(info.header))

@@ -162,7 +162,8 @@ def do_info(args) -> None:
         print(f"online model  preset {a['preset']}, {a['n_params']:,} params, trained while "
               f"coding; nothing but this header describes it")
         if a.get("mix"):
-            how = "bitwise context mixing" if a.get("mixer") == 1 else "log-domain mixer"
+            how = (f"bitwise context mixing, version {a['mixer']}" if a.get("mixer")
+                   else "log-domain mixer")
             print(f"code length   {a['ideal_bits']:.0f} bits (sum of -log2 p over the coded "
                   f"bytes, the GPT mixed with byte context models ({how}); the GPT alone: "
                   f"{a['loss_bits']:.0f} bits)")

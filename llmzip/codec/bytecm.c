@@ -10,13 +10,16 @@ each node every model gives a probability of a 1 (12 bits), stretched to the log
 domain st(p) = ln(p / (1 - p)) (8 fractional bits, |st| <= 2047; lpaq1's integer
 squash/stretch tables). The inputs (N_IN):
 
-  - 13 hashed contexts (CTX_*): orders 0..6 and 8 of the stream's bytes, the current word
-    (or the byte before when between words), the word and the previous one, the word and
-    the one before that, the 2 bytes before the last, the column with the line's first
-    byte. Per context and nibble a 64-byte slot of 15 counters (p(1) Q22 and a count n,
+  - 13 hashed contexts (15 from version 2): orders 0..6 and 8 of the stream's bytes, the
+    current word (or the byte before when between words), the word and the previous one,
+    the word and the one before that, the 2 bytes before the last, the column with the
+    line's first byte; version 2 adds the byte the match model expects with the match's
+    length (or the byte before when there is no match) and the word with the two before
+    it. Per context and nibble a 64-byte slot of 15 counters (p(1) Q22 and a count n,
     p += (y - p) / (n + 1.5), n <= LIMIT) found by a 32-bit check among 4 slots. Each
     gives 2 inputs: st(p) (0 when never seen) and st of a state map that learns p(1)
-    for each (n, p) state of that context's counters (indirect modelling);
+    for each (n, p) state of that context's counters (indirect modelling; version 2
+    buckets p by st(p), finer near 0 and 1, where 1 cut p into 64 equal steps);
   - a run per context: the byte last seen there and how often in a row; where it agrees
     with the bits so far, +-st of p(its bit is right) learned per context and run length;
   - a match model: where the last MIN_MATCH bytes occurred before (in any stream), the byte
@@ -27,7 +30,8 @@ squash/stretch tables). The inputs (N_IN):
 Three mixers (weights Q16) each give st_k = sum w_i x_i >> 16, with weight sets chosen
 by (c0, the GPT's confidence |st_gpt| in 4 buckets), (the longest order seen, the match
 state, the GPT's confidence, the byte before's class: newline, letter, space, other),
-(the 2 bytes before, the GPT's confidence); a final mixer per c0 combines the three.
+(the 2 bytes before, the GPT's confidence), and from version 2 (the byte before, c0, the
+GPT's confidence); a final mixer per c0 combines the three (four).
 Three APM stages (paq's SSE; contexts: c0 with st_gpt in 16 buckets; c0 with the byte
 before; c0 with the 2 bytes before, hashed to 12 bits) refine it: p = (p_mix + q1 + q2 +
 q3) / 4. Mixers learn by w_i += x_i err lr >> 18 (err = (bit << 12) - p), lr 4x higher
@@ -39,6 +43,9 @@ nodes on its path update (counters, state maps, mixers, APMs) from what they pre
 leaf's probability is the product down its path, in Q40 with the remainder kept exact at
 every split, then scaled to a table of total 2^P with every entry >= 1.
 
+Version 1 is llmzip 0.9's mixer, kept bit for bit for its archives: its absent contexts'
+inputs stay 0, which leaves every sum and every weight as they were.
+
 Streams (online mode codes S parts of a piece side by side) have their own history, word,
 line and match state; the tables are shared. tables() predicts every live stream from the
 same state; update() then applies the streams' bytes in order. */
@@ -49,7 +56,8 @@ same state; update() then applies the streams' bytes in order. */
 
 #define EXPORT __attribute__((visibility("default")))
 
-#define N_CTX 13                      /* hashed contexts (the list above) */
+#define N_CTX 15                      /* hashed contexts (the list above): version 2, */
+#define N_CTX_V1 13                   /* ... version 1 */
 #define X_SM N_CTX                    /* inputs: N_CTX counters, N_CTX state maps, */
 #define X_MATCH (2 * N_CTX)           /* the match model, */
 #define X_GPT (2 * N_CTX + 1)         /* the GPT, */
@@ -74,8 +82,8 @@ typedef struct { uint32_t chk; uint32_t c[15]; } Slot;   /* 64 bytes: one nibble
 
 typedef struct {
     int16_t x[N_IN];                  /* inputs, stretched */
-    int16_t sa, sb, sc;               /* the mixers' outputs (stretched, clipped) */
-    int16_t pa, pb, pc;               /* ... squashed, for their updates */
+    int16_t sa, sb, sc, sd;           /* the mixers' outputs (stretched, clipped; v1: sd 0) */
+    int16_t pa, pb, pc, pd;           /* ... squashed, for their updates */
     int16_t pf;                       /* the final mixer's output, squashed */
     int32_t a1, a2, a3;               /* APM entries to update */
     uint16_t setb;                    /* mixer B's weight set */
@@ -104,10 +112,12 @@ typedef struct {
 typedef struct {
     int64_t S, P;
     Stream *st;
+    int v, nctx;                      /* version (1: llmzip 0.9, 2: 0.11); its contexts */
     Slot *t[N_CTX]; uint64_t mask;
     uint64_t *mt; uint64_t mt_mask;   /* match table: (stream << 40 | pos) + 1, 0 empty */
-    int32_t *wa, *wb, *wc;            /* mixer weights (1024, SETS_B, SETS_C sets) x N_IN */
-    int32_t *wf;                      /* the final mixer: (256 sets) x 3 */
+    int32_t *wa, *wb, *wc, *wd;       /* mixer weights (1024, SETS_B, SETS_C, SETS_C sets)
+                                         x N_IN; wd: version 2 only */
+    int32_t *wf;                      /* the final mixer: (256 sets) x 4 (3 in version 1) */
     uint16_t *apm1, *apm2, *apm3;     /* (4096 | 65536 | APM3_N, APM_N), Q16 */
     uint32_t mctr[M_BUCKETS];         /* match: p(expected bit) counters */
     uint32_t *sm;                     /* (N_CTX, SM_N) counters: p(1) given a counter's state */
@@ -209,22 +219,24 @@ EXPORT void llmzip_cm_free(CM *m) {
     free(m->st);
     for (int i = 0; i < N_CTX; i++) free(m->t[i]);
     free(m->sm); free(m->rt); free(m->mt); free(m->rows);
-    free(m->wa); free(m->wb); free(m->wc); free(m->wf);
+    free(m->wa); free(m->wb); free(m->wc); free(m->wd); free(m->wf);
     free(m->apm1); free(m->apm2); free(m->apm3);
     free(m);
 }
 
-/* S streams of at most stream_len bytes each, tables 2^log_slots slots a model; lr: the
-   mixers' rate; limit: the counters' largest n; P: the tables' total is 2^P. */
-EXPORT CM *llmzip_cm_new(int64_t S, int64_t stream_len, int64_t log_slots, int64_t lr,
-                          int64_t limit, int64_t apm_rate, int64_t P) {
-    if (S < 1 || stream_len < 1 || log_slots < 4 || log_slots > 26 || limit < 1
-        || limit > 1023 || apm_rate < 1 || apm_rate > 15 || P < 16 || P > 30)
+/* Version v (1 or 2) of the mixer: S streams of at most stream_len bytes each, tables
+   2^log_slots slots a model; lr: the mixers' rate; limit: the counters' largest n; P: the
+   tables' total is 2^P. */
+EXPORT CM *llmzip_cm_new(int64_t v, int64_t S, int64_t stream_len, int64_t log_slots,
+                          int64_t lr, int64_t limit, int64_t apm_rate, int64_t P) {
+    if (v < 1 || v > 2 || S < 1 || stream_len < 1 || log_slots < 4 || log_slots > 26
+        || limit < 1 || limit > 1023 || apm_rate < 1 || apm_rate > 15 || P < 16 || P > 30)
         return NULL;
     init_stretch();
     for (int n = 0; n < 1024; n++) RECIP[n] = (uint32_t)((1u << 17) / (2 * n + 3));
     CM *m = calloc(1, sizeof(CM));
     if (!m) return NULL;
+    m->v = (int)v; m->nctx = v == 1 ? N_CTX_V1 : N_CTX;
     m->S = S; m->P = P; m->lr = (int)lr; m->limit = (int)limit; m->apm_rate = (int)apm_rate;
     m->mask = ((uint64_t)1 << log_slots) - 1;
     m->mt_mask = ((uint64_t)1 << (log_slots + 2)) - 1;
@@ -233,17 +245,18 @@ EXPORT CM *llmzip_cm_new(int64_t S, int64_t stream_len, int64_t log_slots, int64
     m->wa = malloc(sizeof(int32_t) * 1024 * N_IN);
     m->wb = malloc(sizeof(int32_t) * SETS_B * N_IN);
     m->wc = malloc(sizeof(int32_t) * SETS_C * N_IN);
-    m->wf = malloc(sizeof(int32_t) * 256 * 3);
+    m->wf = malloc(sizeof(int32_t) * 256 * 4);
+    if (v >= 2) m->wd = malloc(sizeof(int32_t) * SETS_C * N_IN);
     m->apm1 = malloc(sizeof(uint16_t) * 4096 * APM_N);
     m->apm2 = malloc(sizeof(uint16_t) * 65536 * APM_N);
     m->apm3 = malloc(sizeof(uint16_t) * APM3_N * APM_N);
-    m->rows = malloc(sizeof(Row) * (size_t)S);
+    m->rows = calloc((size_t)S, sizeof(Row));   /* inputs of absent contexts stay 0 */
     m->sm = malloc(sizeof(uint32_t) * N_CTX * SM_N);
     m->rt_mask = ((uint64_t)1 << (log_slots + 2)) - 1;
     m->rt = calloc((size_t)N_CTX * (m->rt_mask + 1), sizeof(uint32_t));
     int ok = m->sm && m->rt && m->st && m->mt && m->wa && m->wb && m->wc && m->wf
-             && m->apm1 && m->apm2 && m->apm3 && m->rows;
-    for (int i = 0; i < N_CTX && ok; i++)
+             && m->apm1 && m->apm2 && m->apm3 && m->rows && (v < 2 || m->wd);
+    for (int i = 0; i < m->nctx && ok; i++)
         ok = (m->t[i] = calloc((size_t)m->mask + 1, sizeof(Slot))) != NULL;
     for (int64_t s = 0; s < S && ok; s++) {
         m->st[s].cap = stream_len;
@@ -256,7 +269,9 @@ EXPORT CM *llmzip_cm_new(int64_t S, int64_t stream_len, int64_t log_slots, int64
         m->wb[i] = m->wa[i];
     for (int k = 0; k < SETS_C / 1024; k++)
         memcpy(m->wc + (size_t)k * 1024 * N_IN, m->wa, sizeof(int32_t) * 1024 * N_IN);
-    for (int i = 0; i < 256 * 3; i++) m->wf[i] = 21845;
+    if (m->wd) memcpy(m->wd, m->wc, sizeof(int32_t) * SETS_C * N_IN);
+    for (int i = 0; i < 256 * 4; i++)                /* v1: 3 mixers, the 4th input is 0 */
+        m->wf[i] = v == 1 ? 21845 : 16384;
     for (int c = 0; c < 4096 + 65536; c++)           /* APMs: the identity */
         for (int j = 0; j < APM_N; j++) {
             uint16_t v = (uint16_t)(squash((j - 16) * 128) * 16);
@@ -269,7 +284,8 @@ EXPORT CM *llmzip_cm_new(int64_t S, int64_t stream_len, int64_t log_slots, int64
     for (int i = 0; i < N_CTX; i++)
         for (int b = 0; b < RUN_B; b++) m->rsm[i][b] = CTR_INIT;
     for (int i = 0; i < N_CTX * SM_N; i++)           /* state maps: the counter's own p */
-        m->sm[i] = (uint32_t)((i % SM_N) & 63) << 26 | (uint32_t)32 << 20;
+        m->sm[i] = v == 1 ? (uint32_t)((i % SM_N) & 63) << 26 | (uint32_t)32 << 20
+                          : (uint32_t)squash(((i % SM_N) & 63) * 64 - 2016) << 20;
     return m;
 }
 
@@ -315,9 +331,15 @@ static void predict_row(CM *m, Row *r, const int64_t *gpt, int64_t *out) {
         mbyte = m->st[st->mstream].hist[st->mpos];
     r->mbucket = mbyte >= 0 ? mbucket(st->mlen) : 0;
     int mstate = mbyte < 0 ? 0 : st->mlen < 16 ? 1 : 2;
+    if (m->v >= 2) {                  /* the byte the match expects, its length; 3 words */
+        int64_t ml = st->mlen < 15 ? st->mlen : 15;
+        r->h[13] = mbyte >= 0 ? hmix(1007, (uint64_t)mbyte << 8 | (uint64_t)ml)
+                              : hmix(1008, (uint64_t)c1);
+        r->h[14] = hmix(hmix(hmix(1009, st->word), st->prev_word), st->prev_word2);
+    }
     int mst = STRETCH[m->mctr[r->mbucket] >> 20];
     /* runs: the byte last seen in each context, and how many times in a row */
-    for (int i = 0; i < N_CTX; i++) {
+    for (int i = 0; i < m->nctx; i++) {
         uint32_t e = m->rt[(uint64_t)i * (m->rt_mask + 1) + (r->h[i] & m->rt_mask)];
         int ok = e && (e >> 16) == (uint32_t)(r->h[i] >> 48);
         r->rb[i] = ok ? (int16_t)((e >> 8) & 255) : -1;
@@ -327,7 +349,7 @@ static void predict_row(CM *m, Row *r, const int64_t *gpt, int64_t *out) {
     }
     /* slots: one for the first nibble, 16 for the second (read only) */
     Slot *sa[N_CTX], *sb[N_CTX][16];
-    for (int i = 0; i < N_CTX; i++) {
+    for (int i = 0; i < m->nctx; i++) {
         sa[i] = find(m->t[i], m->mask, r->h[i], 0);
         for (int hi = 0; hi < 16; hi++)
             sb[i][hi] = sa[i] ? find(m->t[i], m->mask, hmix(r->h[i], 16 + hi), 0) : NULL;
@@ -342,11 +364,12 @@ static void predict_row(CM *m, Row *r, const int64_t *gpt, int64_t *out) {
     for (int c0 = 1; c0 < 256; c0++) {
         Node *nd = &r->node[c0];
         int depth = 31 - __builtin_clz(c0), j = nibble_node(c0), top = 0;
-        for (int i = 0; i < N_CTX; i++) {
+        for (int i = 0; i < m->nctx; i++) {
             Slot *sl = c0 < 16 ? sa[i] : sb[i][(c0 >> (depth - 4)) & 15];
             uint32_t c = sl ? sl->c[j] : CTR_INIT;
             int nb = (int)(c & 1023) < 31 ? (int)(c & 1023) : 31;
-            int smi = i * SM_N + (nb << 6 | (int)(c >> 26));
+            int pb = m->v == 1 ? (int)(c >> 26) : (STRETCH[c >> 20] + 2048) >> 6;
+            int smi = i * SM_N + (nb << 6 | pb);   /* (n, p) in v1; (n, st(p)) from v2 */
             r->smi[c0][i] = (uint16_t)(smi - i * SM_N);
             nd->x[i] = (int16_t)ctr_st(c);
             nd->x[X_SM + i] = STRETCH[m->sm[smi] >> 20];
@@ -361,7 +384,7 @@ static void predict_row(CM *m, Row *r, const int64_t *gpt, int64_t *out) {
         int64_t p1 = sum[2 * c0 + 1] * 4096 / sum[c0];
         nd->x[X_GPT] = STRETCH[p1 < 1 ? 1 : p1 > 4095 ? 4095 : p1];
         nd->x[X_BIAS] = 256;
-        for (int i = 0; i < N_CTX; i++) {
+        for (int i = 0; i < m->nctx; i++) {
             int rb = r->rb[i], v = 0;
             if (rb >= 0 && ((rb | 256) >> (8 - depth)) == c0) {
                 int st1 = STRETCH[m->rsm[i][r->rk[i]] >> 20];
@@ -375,11 +398,15 @@ static void predict_row(CM *m, Row *r, const int64_t *gpt, int64_t *out) {
         nd->seta = (uint16_t)(c0 * 4 + gc);
         const int32_t *wa = m->wa + nd->seta * N_IN, *wb = m->wb + nd->setb * N_IN,
                       *wc = m->wc + ((r->c2 << 8 | r->c1) * 4 + gc) * N_IN;
-        int64_t da = 0, db = 0, dc = 0;
+        int64_t da = 0, db = 0, dc = 0, dd = 0;
         for (int i = 0; i < N_IN; i++) {
             da += (int64_t)nd->x[i] * wa[i];
             db += (int64_t)nd->x[i] * wb[i];
             dc += (int64_t)nd->x[i] * wc[i];
+        }
+        if (m->wd) {                  /* v2: mixer D by (the byte before, c0, confidence) */
+            const int32_t *wd = m->wd + ((r->c1 << 8 | c0) * 4 + gc) * N_IN;
+            for (int i = 0; i < N_IN; i++) dd += (int64_t)nd->x[i] * wd[i];
         }
         nd->sa = (int16_t)clip_st(da >> 16);
         nd->sb = (int16_t)clip_st(db >> 16);
@@ -387,9 +414,11 @@ static void predict_row(CM *m, Row *r, const int64_t *gpt, int64_t *out) {
         nd->pa = (int16_t)squash(nd->sa);
         nd->pb = (int16_t)squash(nd->sb);
         nd->pc = (int16_t)squash(nd->sc);
-        const int32_t *wf = m->wf + c0 * 3;
+        nd->sd = (int16_t)clip_st(dd >> 16);
+        nd->pd = (int16_t)squash(nd->sd);
+        const int32_t *wf = m->wf + c0 * 4;
         int s = clip_st(((int64_t)nd->sa * wf[0] + (int64_t)nd->sb * wf[1]
-                         + (int64_t)nd->sc * wf[2]) >> 16);
+                         + (int64_t)nd->sc * wf[2] + (int64_t)nd->sd * wf[3]) >> 16);
         nd->pf = (int16_t)squash(s);
         int pm = nd->pf;
         int g16 = (nd->x[X_GPT] + 2048) >> 8;
@@ -501,12 +530,12 @@ EXPORT int llmzip_cm_update(CM *m, const int64_t *sym, int64_t n) {
         for (int k = 7; k >= 0; k--) {
             int bit = (y >> k) & 1, j = nibble_node(c0);
             Node *nd = &row->node[c0];
-            for (int i = 0; i < N_CTX; i++) {
+            for (int i = 0; i < m->nctx; i++) {
                 Slot *sl = find(m->t[i], m->mask, nibble_hash(row->h[i], c0), 1);
                 ctr_update(&sl->c[j], bit, m->limit);
                 ctr_update(&m->sm[i * SM_N + row->smi[c0][i]], bit, 1023);
             }
-            for (int i = 0; i < N_CTX; i++) {
+            for (int i = 0; i < m->nctx; i++) {
                 int rb = row->rb[i];
                 if (rb >= 0 && ((rb | 256) >> (k + 1)) == c0)
                     ctr_update(&m->rsm[i][row->rk[i]], bit == ((rb >> k) & 1), 255);
@@ -518,14 +547,17 @@ EXPORT int llmzip_cm_update(CM *m, const int64_t *sym, int64_t n) {
             mix_train(m->wc + ((row->c2 << 8 | row->c1) * 4 + (nd->seta & 3)) * N_IN, nd->x,
                       N_IN,
                       (bit << 12) - nd->pc, lr);
-            const int16_t s3[3] = {nd->sa, nd->sb, nd->sc};
-            mix_train(m->wf + c0 * 3, s3, 3, (bit << 12) - nd->pf, lr);
+            if (m->wd)
+                mix_train(m->wd + ((row->c1 << 8 | c0) * 4 + (nd->seta & 3)) * N_IN, nd->x,
+                          N_IN, (bit << 12) - nd->pd, lr);
+            const int16_t s4[4] = {nd->sa, nd->sb, nd->sc, nd->sd};
+            mix_train(m->wf + c0 * 4, s4, m->wd ? 4 : 3, (bit << 12) - nd->pf, lr);
             apm_update(m->apm1 + nd->a1, bit, m->apm_rate);
             apm_update(m->apm2 + nd->a2, bit, m->apm_rate);
             apm_update(m->apm3 + nd->a3, bit, m->apm_rate);
             c0 = 2 * c0 + bit;
         }
-        for (int i = 0; i < N_CTX; i++) {
+        for (int i = 0; i < m->nctx; i++) {
             uint32_t *e = &m->rt[(uint64_t)i * (m->rt_mask + 1) + (row->h[i] & m->rt_mask)];
             uint32_t chk = (uint32_t)(row->h[i] >> 48);
             if (*e && (*e >> 16) == chk && (int)((*e >> 8) & 255) == y)

@@ -6,7 +6,10 @@ paq8 and lpaq do: at each of a byte's 8 binary decisions, 13 hashed context mode
 (orders 0..6 and 8, words, sparse and column contexts; each a counter, a state map and a
 run), a match model and the GPT each give a stretched probability; three mixers with
 weight sets chosen by context and by the GPT's confidence combine them, a final mixer
-combines the three, and three APM (SSE) stages refine the result. The model, its
+combines the three, and three APM (SSE) stages refine the result. Version 2 (llmzip
+0.11) adds two contexts (the byte a match expects; the last three words), a fourth mixer
+(the byte before with the node) and state maps indexed by the stretched probability;
+version 1 (0.9) still decodes the archives that name it. The model, its
 constants and its arithmetic are in bytecm.c's header comment; everything is integer, so
 the decoder repeats it exactly.
 
@@ -36,11 +39,12 @@ GPT_PRECISION = 24           # the GPT's table (total 2^24) whose subtree sums a
 LR = 24                      # mixer rate: w += x err LR 2^-18 (x, err: 8- and 12-bit scales)
 LIMIT = 255                  # counters' rate 1/(n + 1.5) stops falling at n = LIMIT
 APM_RATE = 7                 # APM entries move 2^-7 of the way per update
+VERSION = 2                  # the mixer new archives use (1: llmzip 0.9's, still decoded)
 _v, _l, _p = ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)
 
 
 def _setup(lib) -> None:
-    sig = {"llmzip_cm_new": (_v, [_l] * 7), "llmzip_cm_free": (None, [_v]),
+    sig = {"llmzip_cm_new": (_v, [_l] * 8), "llmzip_cm_free": (None, [_v]),
            "llmzip_cm_tables": (ctypes.c_int, [_v, _p, _l, _p, _p]),
            "llmzip_cm_update": (ctypes.c_int, [_v, _p, _l])}
     for name, (res, args) in sig.items():
@@ -66,14 +70,18 @@ def _ptr(a: np.ndarray):
 class BitMixer:
     """The GPT's logits of a step in, frequency tables out; then update(symbols).
 
-    n_streams streams of at most stream_len bytes each (n bytes in all)."""
+    n_streams streams of at most stream_len bytes each (n bytes in all); version: the
+    mixer's version (online configs' `mixer` key)."""
 
     def __init__(self, n_streams: int, stream_len: int, n: int, precision: int,
-                 lr: int = LR, limit: int = LIMIT, apm_rate: int = APM_RATE):
+                 lr: int = LR, limit: int = LIMIT, apm_rate: int = APM_RATE,
+                 version: int = VERSION):
+        if version not in (1, 2):
+            raise ValueError(f"bitwise context mixer version {version}: only 1 and 2 exist")
         self._lib = _lib()
-        self.P = precision
-        self._m = self._lib.llmzip_cm_new(n_streams, max(stream_len, 1), log_slots(n), lr,
-                                          limit, apm_rate, precision)
+        self.P, self.version = precision, version
+        self._m = self._lib.llmzip_cm_new(version, n_streams, max(stream_len, 1),
+                                          log_slots(n), lr, limit, apm_rate, precision)
         if not self._m:
             raise KernelUnavailableError("the bitwise context mixer could not allocate "
                                          "its tables (out of memory?)")
