@@ -88,6 +88,7 @@ typedef struct {
     int32_t a1, a2, a3;               /* APM entries to update */
     uint16_t setb;                    /* mixer B's weight set */
     uint16_t seta;                    /* mixer A's */
+    uint32_t setc, setd;              /* mixer C's and D's (v1: setd unused) */
     int8_t mexp;                      /* match model's expected bit, -1: none */
 } Node;
 
@@ -396,8 +397,10 @@ static void predict_row(CM *m, Row *r, const int64_t *gpt, int64_t *out) {
         int gc = ga < 256 ? 0 : ga < 768 ? 1 : ga < 1536 ? 2 : 3;
         nd->setb = (uint16_t)(((top * 3 + mstate) * 4 + gc) * 4 + cls);
         nd->seta = (uint16_t)(c0 * 4 + gc);
+        nd->setc = (uint32_t)((r->c2 << 8 | r->c1) * 4 + gc);
+        nd->setd = (uint32_t)((r->c1 << 8 | c0) * 4 + gc);
         const int32_t *wa = m->wa + nd->seta * N_IN, *wb = m->wb + nd->setb * N_IN,
-                      *wc = m->wc + ((r->c2 << 8 | r->c1) * 4 + gc) * N_IN;
+                      *wc = m->wc + nd->setc * N_IN;
         int64_t da = 0, db = 0, dc = 0, dd = 0;
         for (int i = 0; i < N_IN; i++) {
             da += (int64_t)nd->x[i] * wa[i];
@@ -405,7 +408,7 @@ static void predict_row(CM *m, Row *r, const int64_t *gpt, int64_t *out) {
             dc += (int64_t)nd->x[i] * wc[i];
         }
         if (m->wd) {                  /* v2: mixer D by (the byte before, c0, confidence) */
-            const int32_t *wd = m->wd + ((r->c1 << 8 | c0) * 4 + gc) * N_IN;
+            const int32_t *wd = m->wd + nd->setd * N_IN;
             for (int i = 0; i < N_IN; i++) dd += (int64_t)nd->x[i] * wd[i];
         }
         nd->sa = (int16_t)clip_st(da >> 16);
@@ -544,12 +547,9 @@ EXPORT int llmzip_cm_update(CM *m, const int64_t *sym, int64_t n) {
                 ctr_update(&m->mctr[row->mbucket], bit == nd->mexp, 1023);
             mix_train(m->wa + nd->seta * N_IN, nd->x, N_IN, (bit << 12) - nd->pa, lr);
             mix_train(m->wb + nd->setb * N_IN, nd->x, N_IN, (bit << 12) - nd->pb, lr);
-            mix_train(m->wc + ((row->c2 << 8 | row->c1) * 4 + (nd->seta & 3)) * N_IN, nd->x,
-                      N_IN,
-                      (bit << 12) - nd->pc, lr);
+            mix_train(m->wc + nd->setc * N_IN, nd->x, N_IN, (bit << 12) - nd->pc, lr);
             if (m->wd)
-                mix_train(m->wd + ((row->c1 << 8 | c0) * 4 + (nd->seta & 3)) * N_IN, nd->x,
-                          N_IN, (bit << 12) - nd->pd, lr);
+                mix_train(m->wd + nd->setd * N_IN, nd->x, N_IN, (bit << 12) - nd->pd, lr);
             const int16_t s4[4] = {nd->sa, nd->sb, nd->sc, nd->sd};
             mix_train(m->wf + c0 * 4, s4, m->wd ? 4 : 3, (bit << 12) - nd->pf, lr);
             apm_update(m->apm1 + nd->a1, bit, m->apm_rate);
