@@ -108,7 +108,7 @@ def test_archive_without_mix_keys_decodes_as_before():
 
 def test_mix_config_errors():
     for bad in ({"mix": -1}, {"mix_order": 0}, {"mix_match": 1 << 30}, {"mix": 1.5},
-                {"mixer": 3}):
+                {"mixer": 4}):
         with pytest.raises(UsageError):
             resolve_config(config={"preset": "xs", **bad})
 
@@ -143,6 +143,6 @@ def test_cli_online_info_shows_the_mix(tmp_path, capsys):
     capsys.readouterr()
     assert main(["info", str(arc)]) == 0
     out = capsys.readouterr().out
-    assert "mode online" in out and "(bitwise context mixing, version 2); the GPT alone:" in out
+    assert "mode online" in out and "(bitwise context mixing, version 3); the GPT alone:" in out
     assert main(["decompress", "-q", str(arc), "-o", str(tmp_path / "b.txt")]) == 0
     assert (tmp_path / "b.txt").read_bytes() == src.read_bytes()

@@ -10,16 +10,23 @@ each node every model gives a probability of a 1 (12 bits), stretched to the log
 domain st(p) = ln(p / (1 - p)) (8 fractional bits, |st| <= 2047; lpaq1's integer
 squash/stretch tables). The inputs (N_IN):
 
-  - 13 hashed contexts (15 from version 2): orders 0..6 and 8 of the stream's bytes, the
-    current word (or the byte before when between words), the word and the previous one,
-    the word and the one before that, the 2 bytes before the last, the column with the
-    line's first byte; version 2 adds the byte the match model expects with the match's
-    length (or the byte before when there is no match) and the word with the two before
-    it. Per context and nibble a 64-byte slot of 15 counters (p(1) Q22 and a count n,
-    p += (y - p) / (n + 1.5), n <= LIMIT) found by a 32-bit check among 4 slots. Each
-    gives 2 inputs: st(p) (0 when never seen) and st of a state map that learns p(1)
-    for each (n, p) state of that context's counters (indirect modelling; version 2
-    buckets p by st(p), finer near 0 and 1, where 1 cut p into 64 equal steps);
+  - 13 hashed contexts (15 from version 2, 16 from 3): orders 0..6 and 8 of the stream's
+    bytes, the current word (or the byte before when between words), the word and the
+    previous one, the word and the one before that, the 2 bytes before the last, the
+    column (counted up to 24; 63 from version 3) with the line's first byte; version 2
+    adds the byte the match model expects with the match's length (or the byte before
+    when there is no match) and the word with the two before it; version 3 adds the
+    text's layout: in a paragraph's first line, the byte at this column of the first line
+    two paragraphs back, whether this line has matched that one so far, and the column (a
+    dialogue's speakers alternate); once it has not, the latest of the 9 paragraphs
+    before whose first line this one still matches (a speaker seen lately), the byte
+    there, how far back, the column; elsewhere the byte above (this column of the line
+    before) with the byte before. Per context and nibble a 64-byte slot of 15 counters
+    (p(1) Q22 and a count n, p += (y - p) / (n + 1.5), n <= LIMIT) found by a 32-bit
+    check among 4 slots. Each gives 2 inputs: st(p) (0 when never seen) and st of a
+    state map that learns p(1) for each (n, p) state of that context's counters
+    (indirect modelling; version 2 buckets p by st(p), finer near 0 and 1, where 1 cut p
+    into 64 equal steps);
   - a run per context: the byte last seen there and how often in a row; where it agrees
     with the bits so far, +-st of p(its bit is right) learned per context and run length;
   - a match model: where the last MIN_MATCH bytes occurred before (in any stream), the byte
@@ -29,7 +36,9 @@ squash/stretch tables). The inputs (N_IN):
 
 Three mixers (weights Q16) each give st_k = sum w_i x_i >> 16, with weight sets chosen
 by (c0, the GPT's confidence |st_gpt| in 4 buckets), (the longest order seen, the match
-state, the GPT's confidence, the byte before's class: newline, letter, space, other),
+state, the GPT's confidence, the byte before's class: newline, letter, space, other; from
+version 3 also the layout: not a paragraph's first line, or one that has or has not
+matched the first line two paragraphs back),
 (the 2 bytes before, the GPT's confidence), and from version 2 (the byte before, c0, the
 GPT's confidence); a final mixer per c0 combines the three (four).
 Three APM stages (paq's SSE; contexts: c0 with st_gpt in 16 buckets; c0 with the byte
@@ -43,8 +52,8 @@ nodes on its path update (counters, state maps, mixers, APMs) from what they pre
 leaf's probability is the product down its path, in Q40 with the remainder kept exact at
 every split, then scaled to a table of total 2^P with every entry >= 1.
 
-Version 1 is llmzip 0.9's mixer, kept bit for bit for its archives: its absent contexts'
-inputs stay 0, which leaves every sum and every weight as they were.
+Versions 1 and 2 (llmzip 0.9's and 0.11's mixers) are kept bit for bit for their archives:
+their absent contexts' inputs stay 0, which leaves every sum and every weight as they were.
 
 Streams (online mode codes S parts of a piece side by side) have their own history, word,
 line and match state; the tables are shared. tables() predicts every live stream from the
@@ -56,8 +65,10 @@ same state; update() then applies the streams' bytes in order. */
 
 #define EXPORT __attribute__((visibility("default")))
 
-#define N_CTX 15                      /* hashed contexts (the list above): version 2, */
+#define N_CTX 16                      /* hashed contexts (the list above): version 3, */
+#define N_CTX_V2 15                   /* ... version 2, */
 #define N_CTX_V1 13                   /* ... version 1 */
+#define LAST_VERSION 3
 #define X_SM N_CTX                    /* inputs: N_CTX counters, N_CTX state maps, */
 #define X_MATCH (2 * N_CTX)           /* the match model, */
 #define X_GPT (2 * N_CTX + 1)         /* the GPT, */
@@ -72,6 +83,8 @@ same state; update() then applies the streams' bytes in order. */
 #define M_BUCKETS 32                  /* match length buckets */
 #define SETS_B ((MAX_ORDER + 1) * 3 * 4 * 4)  /* mixer B: longest known order x match
                                           state x the GPT's confidence x byte class */
+#define LAYOUTS 3                     /* ... x the layout (version 3) */
+#define PARAS 10                      /* paragraph starts kept: the current one, 9 before */
 #define SETS_C (65536 * 4)            /* mixer C: the 2 bytes before x the GPT's confidence */
 #define APM3_N (4096 * 256)           /* APM 3: the 2 bytes before (hashed) x c0 */
 #define APM_N 33                      /* APM interpolation points over st in -2048..2048 */
@@ -108,16 +121,20 @@ typedef struct {
     uint64_t word, prev_word, prev_word2;  /* hashes of the current and 2 previous words */
     int64_t col; int line0;           /* bytes since the last newline; the line's first byte */
     int64_t mstream, mpos, mlen;      /* match: next predicted byte hist[mpos] of mstream */
+    int64_t line, prev_line;          /* where the current line and the one before start */
+    int64_t para[PARAS];              /* where the current paragraph (after a blank line)
+                                         and the ones before it start */
 } Stream;
 
 typedef struct {
     int64_t S, P;
     Stream *st;
-    int v, nctx;                      /* version (1: llmzip 0.9, 2: 0.11); its contexts */
+    int v, nctx;                      /* version (1: llmzip 0.9, 2: 0.11, 3: 0.12); its
+                                         contexts */
     Slot *t[N_CTX]; uint64_t mask;
     uint64_t *mt; uint64_t mt_mask;   /* match table: (stream << 40 | pos) + 1, 0 empty */
-    int32_t *wa, *wb, *wc, *wd;       /* mixer weights (1024, SETS_B, SETS_C, SETS_C sets)
-                                         x N_IN; wd: version 2 only */
+    int32_t *wa, *wb, *wc, *wd;       /* mixer weights (1024, SETS_B x LAYOUTS, SETS_C,
+                                         SETS_C sets) x N_IN; wd: from version 2 */
     int32_t *wf;                      /* the final mixer: (256 sets) x 4 (3 in version 1) */
     uint16_t *apm1, *apm2, *apm3;     /* (4096 | 65536 | APM3_N, APM_N), Q16 */
     uint32_t mctr[M_BUCKETS];         /* match: p(expected bit) counters */
@@ -225,26 +242,27 @@ EXPORT void llmzip_cm_free(CM *m) {
     free(m);
 }
 
-/* Version v (1 or 2) of the mixer: S streams of at most stream_len bytes each, tables
+/* Version v (1..3) of the mixer: S streams of at most stream_len bytes each, tables
    2^log_slots slots a model; lr: the mixers' rate; limit: the counters' largest n; P: the
    tables' total is 2^P. */
 EXPORT CM *llmzip_cm_new(int64_t v, int64_t S, int64_t stream_len, int64_t log_slots,
                           int64_t lr, int64_t limit, int64_t apm_rate, int64_t P) {
-    if (v < 1 || v > 2 || S < 1 || stream_len < 1 || log_slots < 4 || log_slots > 26
-        || limit < 1 || limit > 1023 || apm_rate < 1 || apm_rate > 15 || P < 16 || P > 30)
+    if (v < 1 || v > LAST_VERSION || S < 1 || stream_len < 1 || log_slots < 4
+        || log_slots > 26 || limit < 1 || limit > 1023 || apm_rate < 1 || apm_rate > 15
+        || P < 16 || P > 30)
         return NULL;
     init_stretch();
     for (int n = 0; n < 1024; n++) RECIP[n] = (uint32_t)((1u << 17) / (2 * n + 3));
     CM *m = calloc(1, sizeof(CM));
     if (!m) return NULL;
-    m->v = (int)v; m->nctx = v == 1 ? N_CTX_V1 : N_CTX;
+    m->v = (int)v; m->nctx = v == 1 ? N_CTX_V1 : v == 2 ? N_CTX_V2 : N_CTX;
     m->S = S; m->P = P; m->lr = (int)lr; m->limit = (int)limit; m->apm_rate = (int)apm_rate;
     m->mask = ((uint64_t)1 << log_slots) - 1;
     m->mt_mask = ((uint64_t)1 << (log_slots + 2)) - 1;
     m->st = calloc((size_t)S, sizeof(Stream));
     m->mt = calloc((size_t)m->mt_mask + 1, sizeof(uint64_t));
     m->wa = malloc(sizeof(int32_t) * 1024 * N_IN);
-    m->wb = malloc(sizeof(int32_t) * SETS_B * N_IN);
+    m->wb = malloc(sizeof(int32_t) * SETS_B * LAYOUTS * N_IN);
     m->wc = malloc(sizeof(int32_t) * SETS_C * N_IN);
     m->wf = malloc(sizeof(int32_t) * 256 * 4);
     if (v >= 2) m->wd = malloc(sizeof(int32_t) * SETS_C * N_IN);
@@ -266,7 +284,7 @@ EXPORT CM *llmzip_cm_new(int64_t v, int64_t S, int64_t stream_len, int64_t log_s
     if (!ok) { llmzip_cm_free(m); return NULL; }
     for (int i = 0; i < 1024 * N_IN; i++)     /* start: 1/4 GPT, 1/16 each of the rest */
         m->wa[i] = (i % N_IN == X_GPT) ? 16384 : (i % N_IN < X_GPT ? 4096 : 0);
-    for (int i = 0; i < SETS_B * N_IN; i++)
+    for (int i = 0; i < SETS_B * LAYOUTS * N_IN; i++)
         m->wb[i] = m->wa[i];
     for (int k = 0; k < SETS_C / 1024; k++)
         memcpy(m->wc + (size_t)k * 1024 * N_IN, m->wa, sizeof(int32_t) * 1024 * N_IN);
@@ -291,6 +309,39 @@ EXPORT CM *llmzip_cm_new(int64_t v, int64_t S, int64_t stream_len, int64_t log_s
 }
 
 /* ---- prediction ---- */
+
+static int same_start(const uint8_t *a, const uint8_t *b, int64_t n) {
+    for (int64_t k = 0; k < n; k++)
+        if (a[k] != b[k]) return 0;
+    return 1;
+}
+
+/* Context 15 (version 3): in a paragraph's first line (a speaker's name in a play, a
+   record's key), the byte at this column of the first line two paragraphs back, whether
+   this line has matched it so far, and the column; where it has not, the latest first
+   line of the PARAS - 1 paragraphs before that this one still matches; elsewhere the byte
+   above and the byte before. *layout: 0 not a first line, 1 or 2 one that has not or has
+   matched the line two paragraphs back (mixer B's weight sets). */
+static uint64_t layout_hash(const Stream *st, int c1, int *layout) {
+    const uint8_t *h = st->hist;
+    int64_t col = st->col;
+    *layout = 0;
+    if (st->line == st->para[0] && st->para[2] + col < st->para[1]) {
+        const uint8_t *a = h + st->para[2], *b = h + st->line;
+        int same = same_start(a, b, col);
+        *layout = 1 + same;
+        for (int j = 1; j < PARAS && !same && col > 0; j++)
+            if (j != 2 && st->para[j] + col < st->para[j - 1]
+                && same_start(h + st->para[j], b, col))
+                return hmix(1012, (uint64_t)h[st->para[j] + col] << 8
+                                  | (uint64_t)(j < 7 ? j : 7) << 5
+                                  | (uint64_t)(col < 31 ? col : 31));
+        return hmix(1010, (uint64_t)a[col] << 8 | (uint64_t)same << 7
+                          | (uint64_t)(col < 31 ? col : 31));
+    }
+    int above = st->prev_line + col < st->line ? h[st->prev_line + col] : 256;
+    return hmix(1011, (uint64_t)above << 9 | (uint64_t)c1);
+}
 
 static inline int apm_p(const uint16_t *t, int st, int32_t *idx) {
     int v = st + 2048, j = v >> 7, w = v & 127;      /* st in -2047..2047: j in 0..31 */
@@ -320,7 +371,8 @@ static void predict_row(CM *m, Row *r, const int64_t *gpt, int64_t *out) {
     r->h[MAX_ORDER + 2] = hmix(hmix(1002, st->word), st->prev_word);
     r->h[MAX_ORDER + 3] = hmix(1003, (uint64_t)(n >= 3 ? h[n - 3] : 256) << 9
                                      | (n >= 2 ? h[n - 2] : 256));
-    r->h[MAX_ORDER + 4] = hmix(1004, (uint64_t)(st->col < 24 ? st->col : 24) << 18
+    int64_t ccap = m->v >= 3 ? 63 : 24;   /* the column, counted up to 24 (63 from v3) */
+    r->h[MAX_ORDER + 4] = hmix(1004, (uint64_t)(st->col < ccap ? st->col : ccap) << 18
                                      | (uint64_t)st->line0 << 9 | c1);
     uint64_t x8 = x;
     for (int o = MAX_ORDER + 1; o <= 8; o++) x8 = hmix(x8 + o, n >= o ? h[n - o] : 256);
@@ -338,6 +390,8 @@ static void predict_row(CM *m, Row *r, const int64_t *gpt, int64_t *out) {
                               : hmix(1008, (uint64_t)c1);
         r->h[14] = hmix(hmix(hmix(1009, st->word), st->prev_word), st->prev_word2);
     }
+    int layout = 0;
+    if (m->v >= 3) r->h[15] = layout_hash(st, c1, &layout);
     int mst = STRETCH[m->mctr[r->mbucket] >> 20];
     /* runs: the byte last seen in each context, and how many times in a row */
     for (int i = 0; i < m->nctx; i++) {
@@ -395,7 +449,8 @@ static void predict_row(CM *m, Row *r, const int64_t *gpt, int64_t *out) {
         }
         int ga = nd->x[X_GPT] < 0 ? -nd->x[X_GPT] : nd->x[X_GPT];
         int gc = ga < 256 ? 0 : ga < 768 ? 1 : ga < 1536 ? 2 : 3;
-        nd->setb = (uint16_t)(((top * 3 + mstate) * 4 + gc) * 4 + cls);
+        nd->setb = (uint16_t)((((top * 3 + mstate) * 4 + gc) * 4 + cls)
+                              * (m->v >= 3 ? LAYOUTS : 1) + layout);
         nd->seta = (uint16_t)(c0 * 4 + gc);
         nd->setc = (uint32_t)((r->c2 << 8 | r->c1) * 4 + gc);
         nd->setd = (uint32_t)((r->c1 << 8 | c0) * 4 + gc);
@@ -511,6 +566,14 @@ static void update_stream(CM *m, Stream *st, int64_t s, int y) {
             if (len >= MIN_MATCH) { st->mstream = cs; st->mpos = cp; st->mlen = len; }
         }
         *e = (((uint64_t)s << 40) | (uint64_t)n) + 1;
+    }
+    if (y == 10) {
+        st->prev_line = st->line;
+        st->line = n;
+        if (n >= 2 && st->hist[n - 2] == 10) {        /* a blank line: a new paragraph */
+            memmove(st->para + 1, st->para, (PARAS - 1) * sizeof(int64_t));
+            st->para[0] = n;
+        }
     }
     if (y == 10) { st->col = 0; st->line0 = 256; }
     else { if (st->col == 0) st->line0 = y; st->col++; }

@@ -9,7 +9,9 @@ weight sets chosen by context and by the GPT's confidence combine them, a final 
 combines the three, and three APM (SSE) stages refine the result. Version 2 (llmzip
 0.11) adds two contexts (the byte a match expects; the last three words), a fourth mixer
 (the byte before with the node) and state maps indexed by the stretched probability;
-version 1 (0.9) still decodes the archives that name it. The model, its
+version 3 (0.12) a context of the text's layout (in a paragraph's first line, that line
+two paragraphs back: a play's alternating speakers; elsewhere the line above). Versions 1
+(0.9) and 2 still decode the archives that name them. The model, its
 constants and its arithmetic are in bytecm.c's header comment; everything is integer, so
 the decoder repeats it exactly.
 
@@ -39,7 +41,9 @@ GPT_PRECISION = 24           # the GPT's table (total 2^24) whose subtree sums a
 LR = 24                      # mixer rate: w += x err LR 2^-18 (x, err: 8- and 12-bit scales)
 LIMIT = 255                  # counters' rate 1/(n + 1.5) stops falling at n = LIMIT
 APM_RATE = 7                 # APM entries move 2^-7 of the way per update
-VERSION = 2                  # the mixer new archives use (1: llmzip 0.9's, still decoded)
+VERSION = 3                  # the mixer new archives use (1: llmzip 0.9's, 2: 0.11's,
+                             # still decoded)
+VERSIONS = (1, 2, 3)
 _v, _l, _p = ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)
 
 
@@ -76,8 +80,9 @@ class BitMixer:
     def __init__(self, n_streams: int, stream_len: int, n: int, precision: int,
                  lr: int = LR, limit: int = LIMIT, apm_rate: int = APM_RATE,
                  version: int = VERSION):
-        if version not in (1, 2):
-            raise ValueError(f"bitwise context mixer version {version}: only 1 and 2 exist")
+        if version not in VERSIONS:
+            raise ValueError(f"bitwise context mixer version {version}: only "
+                             f"{', '.join(map(str, VERSIONS))} exist")
         self._lib = _lib()
         self.P, self.version = precision, version
         self._m = self._lib.llmzip_cm_new(version, n_streams, max(stream_len, 1),

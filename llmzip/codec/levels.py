@@ -7,8 +7,8 @@ models (codec/adapt.py). Options given explicitly (--model, --seg-len, --window,
 --stride, --adapt) override the level's. The figures in the notes (compress /
 decompress speed on a 2-vCPU Zen 5) are measured by scripts/bench_levels.py
 (docs/results.md; -6's speeds from its ablation row before the n-gram model, which adds
-about 7% to the compress time; -7's beside other jobs; -9's on the Intel Xeon of llmzip
-0.10, beside other jobs); bits/byte with 0.10's archive header (format 9); levels 2-5 and
+about 7% to the compress time; -7's beside other jobs; -9's on the Intel Xeon, quiet,
+llmzip 0.11 and 0.12); bits/byte with 0.10's archive header (format 9); levels 2-5 and
 8 are not measured on whole files yet.
 `llmzip --help` prints this table.
 """
@@ -63,7 +63,7 @@ LEVELS = {
     8: Level(model="gemma3-270m", **_W4S, seg_len=16384, adapt=_ALL, note="Gemma 3 270M"),
     9: Level(model="gemma3-270m", **_W8, seg_len=65536, adapt=_ALL,
              note="Gemma 3 270M, window 8,192, segments of 65,536; alice29: 1.009 "
-                  "bits/byte, ~600 / 73 B/s"),
+                  "bits/byte, ~600 / 160 B/s"),
 }
 
 

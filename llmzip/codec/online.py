@@ -68,7 +68,7 @@ _CHECKED_ENGINE_FIELDS = ("torch", "cpu", "threads", "dtype")
 # limits on what an archive header may ask a decoder to allocate or run
 _MAX = {"n_layer": 64, "n_embd": 4096, "n_head": 64, "ffn_hidden": 16384, "ctx": 8192,
         "new": 4096, "streams": 4096, "replay": 16, "mix": 1 << 24, "mix_order": 16,
-        "mix_match": 1 << 24, "mixer": 2}
+        "mix_match": 1 << 24, "mixer": 3}
 _MIN0 = ("replay", "mix", "mix_match", "mixer")    # may be 0
 
 
@@ -100,7 +100,8 @@ class OnlineConfig:
     mixer: int = 0                 # with mix > 0: 0 the log-domain mixer of byte counts
                                    # (bytemix.py, llmzip 0.5; uses mix, mix_order, mix_match),
                                    # 1 the bitwise context mixer (bytecm.py, llmzip 0.9),
-                                   # 2 its version 2 (more contexts, a 4th mixer; 0.11)
+                                   # 2 its version 2 (more contexts, a 4th mixer; 0.11),
+                                   # 3 its version 3 (the text's layout; 0.12)
 
     def gpt_config(self) -> GPTConfig:
         return GPTConfig(vocab_size=256, n_layer=self.n_layer, n_embd=self.n_embd,
@@ -151,9 +152,9 @@ class OnlineConfig:
         return cfg
 
 
-# the mix: the bitwise context mixer, version 2 (llmzip 0.11; mix_order and mix_match then
+# the mix: the bitwise context mixer, version 3 (llmzip 0.12; mix_order and mix_match then
 # unused: they are 0.5's mixer's orders and match rate, its rate 0.002 per bit, match 0.1)
-MIX = dict(mix=33554, mix_order=6, mix_match=6554, mixer=2)
+MIX = dict(mix=33554, mix_order=6, mix_match=6554, mixer=3)
 
 
 def _preset(n_layer, n_embd, n_head, ctx, lr) -> OnlineConfig:
@@ -550,7 +551,7 @@ def online_accounting(blob: bytes) -> dict:
     training losses as coded, or the mixture's when mix > 0); loss_bits: the same under
     the float GPT alone; payload_bits: 8 x the online chunks' coded bytes;
     coding_overhead = payload / ideal - 1; mix: 0 for the GPT alone; mixer: which mixer
-    (0: llmzip 0.5's log-domain mixer, 1 and 2: the bitwise context mixer's versions).
+    (0: llmzip 0.5's log-domain mixer, 1..3: the bitwise context mixer's versions).
     """
     info, on, cfg = _read(blob)
     online = [(c, p) for c, p in zip(info.chunks, on["pieces"]) if c.method == METHOD_ONLINE]

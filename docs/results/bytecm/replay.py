@@ -5,7 +5,7 @@ recorded once (a 15-minute run on tinyshakespeare.txt) and any variant of codec/
 replayed on them in about a minute:
 
     python docs/results/bytecm/replay.py record /tmp/ts [--file F] [--config '{"replay": 4}']
-    python docs/results/bytecm/replay.py replay /tmp/ts [--source variant.c] [--lr 24 ...]
+    python docs/results/bytecm/replay.py replay /tmp/ts [--source variant.c] [--version 2]
     python docs/results/bytecm/replay.py alone F [--streams 8]    # no GPT (flat input)
 
 record keeps each step's live streams, the GPT's logits in Q10 log2 units (int16, less
@@ -112,12 +112,13 @@ def main() -> None:
     ap.add_argument("--config", default="{}", help="record: online config overrides, JSON")
     ap.add_argument("--source", help="replay/alone: a variant of codec/bytecm.c")
     ap.add_argument("--streams", type=int, default=8, help="alone: streams")
-    for k in ("lr", "limit", "apm_rate"):
+    for k in ("lr", "limit", "apm_rate", "version"):
         ap.add_argument("--" + k.replace("_", "-"), dest=k, type=int)
     a = ap.parse_args()
     if a.source:
         bcm.SOURCE = os.path.abspath(a.source)
-    kw = {k: getattr(a, k) for k in ("lr", "limit", "apm_rate") if getattr(a, k) is not None}
+    kw = {k: getattr(a, k) for k in ("lr", "limit", "apm_rate", "version")
+          if getattr(a, k) is not None}
     if a.what == "record":
         record(a.path, a.file, json.loads(a.config))
     elif a.what == "replay":
