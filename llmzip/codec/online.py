@@ -51,7 +51,7 @@ from ..engine.probs import PRECISION, bits_of, logits_to_freqs
 from ..errors import (ChecksumError, EngineMismatchError, FormatError,
                       UsageError)
 from . import container as ct
-from .bytecm import BitMixer
+from .bytecm import VERSION as BITMIX_VERSION, VERSIONS as BITMIX_VERSIONS, BitMixer
 from .bytemix import ByteMixer
 from .classical import CLASSICAL_METHODS, best_classical, decode_classical
 from .coder import RangeDecoder, RangeEncoder
@@ -68,7 +68,7 @@ _CHECKED_ENGINE_FIELDS = ("torch", "cpu", "threads", "dtype")
 # limits on what an archive header may ask a decoder to allocate or run
 _MAX = {"n_layer": 64, "n_embd": 4096, "n_head": 64, "ffn_hidden": 16384, "ctx": 8192,
         "new": 4096, "streams": 4096, "replay": 16, "mix": 1 << 24, "mix_order": 16,
-        "mix_match": 1 << 24, "mixer": 3}
+        "mix_match": 1 << 24, "mixer": max(BITMIX_VERSIONS)}
 _MIN0 = ("replay", "mix", "mix_match", "mixer")    # may be 0
 
 
@@ -154,7 +154,7 @@ class OnlineConfig:
 
 # the mix: the bitwise context mixer, version 3 (llmzip 0.12; mix_order and mix_match then
 # unused: they are 0.5's mixer's orders and match rate, its rate 0.002 per bit, match 0.1)
-MIX = dict(mix=33554, mix_order=6, mix_match=6554, mixer=3)
+MIX = dict(mix=33554, mix_order=6, mix_match=6554, mixer=BITMIX_VERSION)
 
 
 def _preset(n_layer, n_embd, n_head, ctx, lr) -> OnlineConfig:
