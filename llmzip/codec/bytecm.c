@@ -121,7 +121,7 @@ typedef struct {
     uint64_t word, prev_word, prev_word2;  /* hashes of the current and 2 previous words */
     int64_t col; int line0;           /* bytes since the last newline; the line's first byte */
     int64_t mstream, mpos, mlen;      /* match: next predicted byte hist[mpos] of mstream */
-    int64_t line, prev_line;          /* where the current line and the one before start */
+    int64_t prev_line;                /* where the line before starts (this one: len - col) */
     int64_t para[PARAS];              /* where the current paragraph (after a blank line)
                                          and the ones before it start */
 } Stream;
@@ -324,10 +324,10 @@ static int same_start(const uint8_t *a, const uint8_t *b, int64_t n) {
    matched the line two paragraphs back (mixer B's weight sets). */
 static uint64_t layout_hash(const Stream *st, int c1, int *layout) {
     const uint8_t *h = st->hist;
-    int64_t col = st->col;
+    int64_t col = st->col, line = st->len - col;
     *layout = 0;
-    if (st->line == st->para[0] && st->para[2] + col < st->para[1]) {
-        const uint8_t *a = h + st->para[2], *b = h + st->line;
+    if (line == st->para[0] && st->para[2] + col < st->para[1]) {
+        const uint8_t *a = h + st->para[2], *b = h + line;
         int same = same_start(a, b, col);
         *layout = 1 + same;
         for (int j = 1; j < PARAS && !same && col > 0; j++)
@@ -339,7 +339,7 @@ static uint64_t layout_hash(const Stream *st, int c1, int *layout) {
         return hmix(1010, (uint64_t)a[col] << 8 | (uint64_t)same << 7
                           | (uint64_t)(col < 31 ? col : 31));
     }
-    int above = st->prev_line + col < st->line ? h[st->prev_line + col] : 256;
+    int above = st->prev_line + col < line ? h[st->prev_line + col] : 256;
     return hmix(1011, (uint64_t)above << 9 | (uint64_t)c1);
 }
 
@@ -568,14 +568,13 @@ static void update_stream(CM *m, Stream *st, int64_t s, int y) {
         *e = (((uint64_t)s << 40) | (uint64_t)n) + 1;
     }
     if (y == 10) {
-        st->prev_line = st->line;
-        st->line = n;
+        st->prev_line = n - 1 - st->col;              /* the line this newline ends */
+        st->col = 0; st->line0 = 256;
         if (n >= 2 && st->hist[n - 2] == 10) {        /* a blank line: a new paragraph */
             memmove(st->para + 1, st->para, (PARAS - 1) * sizeof(int64_t));
             st->para[0] = n;
         }
     }
-    if (y == 10) { st->col = 0; st->line0 = 256; }
     else { if (st->col == 0) st->line0 = y; st->col++; }
     /* words: letters (case folded) */
     int c = y | 32;
