@@ -13,6 +13,7 @@ import torch
 import llmzip
 from llmzip.codec import container as ct
 from llmzip.engine import kernels
+from llmzip.engine.kernels import build
 from llmzip.engine.models.gpt import KernelKVCache, KVCache
 from conftest import corpus_bytes
 
@@ -86,7 +87,7 @@ def test_attend_bf16_rejects_bad_shapes():
 def test_kernel_unavailable_without_compiler(tmp_path, monkeypatch, cc):
     """No compiler, or one that fails: a typed error, and auto picks torch-f32."""
     import shutil
-    monkeypatch.setattr(kernels, "_lib", None)
+    monkeypatch.delitem(build._loaded, kernels.NAME, raising=False)
     monkeypatch.setenv("LLMZIP_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc") if cc == "missing"
                        else shutil.which("false"))
@@ -148,7 +149,7 @@ def test_kernel_archive_without_compiler_is_refused_clearly(tiny_model, tmp_path
                            attention="bf16-kernel", engine="float")
     plain = llmzip.compress(data, model=tiny_model, batch=2, seg_len=64, fallback=False,
                             attention="torch-f32", engine="float")
-    monkeypatch.setattr(kernels, "_lib", None)
+    monkeypatch.delitem(build._loaded, kernels.NAME, raising=False)
     monkeypatch.setenv("LLMZIP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     with pytest.raises(llmzip.KernelUnavailableError):

@@ -44,7 +44,8 @@ def _lib():
         return None
     from ..engine.kernels.build import load
     try:
-        return load("llmzip_rangecoder", [SOURCE], FLAGS, per_cpu=False, setup=_setup)
+        return load("llmzip_rangecoder", [SOURCE], FLAGS, per_cpu=False, setup=_setup,
+                    what="range coder")
     except KernelUnavailableError:
         return None
 

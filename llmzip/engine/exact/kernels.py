@@ -16,6 +16,7 @@ import torch
 from ...errors import KernelUnavailableError
 from ..kernels.build import load as load_library
 
+KERNEL = "exact engine's integer kernels"
 # matrix-product paths of gemm_i8.c (its PATH_* numbers)
 PATHS = {"auto": 0, "portable": 1, "avx2": 2, "avx512bw": 3, "avx512vnni": 4, "avxvnni": 5,
          "amx": 6}
@@ -83,7 +84,8 @@ def _setup(lib) -> None:
 
 
 def library() -> ctypes.CDLL:
-    return load_library("llmzip_exact", SOURCES, FLAGS, per_cpu=False, setup=_setup)
+    return load_library("llmzip_exact", SOURCES, FLAGS, per_cpu=False, setup=_setup,
+                        what=KERNEL)
 
 
 def available() -> bool:
@@ -162,8 +164,8 @@ class Kernels:
         self.lib = library()
         if path != "auto" and path not in supported_paths():
             raise KernelUnavailableError(
-                f"kernel path {path} needs CPU features this machine lacks "
-                f"(it has: {', '.join(supported_paths())})")
+                f"kernel path {path} needs CPU features this machine lacks", KERNEL,
+                f"Choose auto or one of the paths it has: {', '.join(supported_paths())}")
         self.path = path if path != "auto" else best_path()
         self._path = PATHS[self.path]
         self.level = min(LEVELS[self.path], self.lib.llmzip_ex_max_level())

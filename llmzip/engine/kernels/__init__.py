@@ -3,100 +3,42 @@
 Only one so far: ``attend_bf16``, a decoding step of grouped-query attention over a
 bfloat16 KV cache (attend_bf16.c says why it exists and how it stays deterministic).
 
-The shared library is compiled once per (source, compiler, CPU) into
-``$LLMZIP_CACHE/kernels`` (default ~/.cache/llmzip/kernels; a temporary folder when the
-cache is off), written to a temporary name and renamed, so concurrent first uses are safe.
-It is loaded with ctypes: no Python headers, no torch headers, a build of about a second.
+The shared library is compiled by build.py once per (source, compiler, CPU) into
+``$LLMZIP_CACHE/kernels``, as the exact engine's, the range coder and the bitwise mixer
+are; it is loaded with ctypes: no Python headers, no torch headers, a build of about a
+second.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import threading
 
 import torch
 
 from ...errors import KernelUnavailableError
-from ..host import cache_root, cpu_flags_line
+from .build import load as load_library
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "attend_bf16.c")
+NAME = "attend_bf16"
 # -ffp-contract=off: no fused multiply-adds, so every build does the same IEEE operations
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp",
          "-shared", "-fPIC", "-std=c11"]
 
 TILE = 16          # positions per key tile (LANES in attend_bf16.c)
 
-_lock = threading.Lock()
-_lib = None
 
-
-def _compiler() -> str:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        raise KernelUnavailableError("no C compiler found (looked for $CC, cc, gcc)")
-    return cc
-
-
-def _build(cc: str) -> str:
-    with open(SOURCE, "rb") as f:
-        src = f.read()
-    try:
-        version = subprocess.run([cc, "--version"], capture_output=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise KernelUnavailableError(f"{cc} --version failed: {e}") from None
-    key = hashlib.sha256(b"\0".join([src, " ".join(FLAGS).encode(), version,
-                                     (cpu_flags_line() or platform.processor()
-                                      + platform.machine()).encode()])).hexdigest()[:16]
-    root = os.path.join(cache_root() or os.path.join(tempfile.gettempdir(), "llmzip"),
-                        "kernels")
-    path = os.path.join(root, f"attend_bf16-{key}.so")
-    if os.path.exists(path):
-        return path
-    try:
-        os.makedirs(root, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=root, suffix=".so.tmp")
-        os.close(fd)
-    except OSError as e:
-        raise KernelUnavailableError(f"cannot write to {root}: {e}") from None
-    try:
-        try:
-            r = subprocess.run([cc, *FLAGS, SOURCE, "-o", tmp, "-lm"], capture_output=True,
-                               timeout=300)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise KernelUnavailableError(f"running {cc} failed: {e}") from None
-        if r.returncode != 0:
-            msg = r.stderr.decode(errors="replace").strip().splitlines()
-            raise KernelUnavailableError(f"{cc} failed: {msg[-1] if msg else r.returncode}")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+def _setup(lib) -> None:
+    f = lib.llmzip_attend_bf16
+    f.restype = ctypes.c_int
+    f.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 7 + [ctypes.c_float, ctypes.c_int]
 
 
 def load() -> ctypes.CDLL:
-    """The kernel library, built if needed; raises KernelUnavailableError."""
-    global _lib
-    with _lock:
-        if _lib is None:
-            path = _build(_compiler())
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError as e:
-                raise KernelUnavailableError(f"loading {path} failed: {e}") from None
-            f = lib.llmzip_attend_bf16
-            f.restype = ctypes.c_int
-            f.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 7 + [ctypes.c_float,
-                                                                        ctypes.c_int]
-            _lib = lib
-        return _lib
+    """The kernel library, built if needed (build.py, keyed by this CPU: -march=native);
+    raises KernelUnavailableError."""
+    return load_library(NAME, [os.path.basename(SOURCE)], FLAGS, per_cpu=True, setup=_setup)
 
 
 def available() -> bool:

@@ -81,16 +81,22 @@ def build(name: str, sources: list[str], flags: list[str], per_cpu: bool) -> str
 
 
 def load(name: str, sources: list[str], flags: list[str], per_cpu: bool,
-         setup=None) -> ctypes.CDLL:
+         setup=None, what: str | None = None) -> ctypes.CDLL:
     """The library, built if needed and loaded once per process; setup(lib) declares
-    its functions' argument types. Raises KernelUnavailableError."""
+    its functions' argument types; what: the kernel in words, for the error (None: the
+    attention kernel's message). Raises KernelUnavailableError."""
     with _lock:
         if name not in _loaded:
-            path = build(name, sources, flags, per_cpu)
             try:
-                lib = ctypes.CDLL(path)
-            except OSError as e:
-                raise KernelUnavailableError(f"loading {path} failed: {e}") from None
+                path = build(name, sources, flags, per_cpu)
+                try:
+                    lib = ctypes.CDLL(path)
+                except OSError as e:
+                    raise KernelUnavailableError(f"loading {path} failed: {e}") from None
+            except KernelUnavailableError as e:
+                if what is None:          # the attention kernel's own message
+                    raise
+                raise KernelUnavailableError(e.reason, what) from None
             if setup is not None:
                 setup(lib)
             _loaded[name] = lib
