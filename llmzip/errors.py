@@ -116,9 +116,9 @@ class KernelUnavailableError(LlmzipError):
         if kernel is None:
             super().__init__(
                 f"llmzip's bf16 attention kernel is unavailable: {reason}. It is built on "
-                "first use with a C compiler (install gcc, or set $CC); to compress without "
-                "it use --attention torch-f32 (archives made with it decode only where it "
-                "builds)")
+                "first use with a C compiler (install gcc, or set $CC); to compress "
+                "without it use --attention torch-f32 (archives made with it decode only "
+                "where it builds)")
         else:
             super().__init__(f"llmzip's {kernel} is unavailable: {reason}. " + (
                 hint or "It is built on first use with a C compiler (install gcc, or set "

@@ -10,8 +10,8 @@ each node every model gives a probability of a 1 (12 bits), stretched to the log
 domain st(p) = ln(p / (1 - p)) (8 fractional bits, |st| <= 2047; lpaq1's integer
 squash/stretch tables). The inputs (N_IN):
 
-  - 13 hashed contexts (15 from version 2, 16 from 3): orders 0..6 and 8 of the stream's
-    bytes, the current word (or the byte before when between words), the word and the
+  - 13 hashed contexts (15 from version 2, 16 from 3, 21 from 4): orders 0..6 and 8 of
+    the stream's bytes, the current word (or the byte before when between words), the word and the
     previous one, the word and the one before that, the 2 bytes before the last, the
     column (counted up to 24; 63 from version 3) with the line's first byte; version 2
     adds the byte the match model expects with the match's length (or the byte before
@@ -21,12 +21,17 @@ squash/stretch tables). The inputs (N_IN):
     dialogue's speakers alternate); once it has not, the latest of the 9 paragraphs
     before whose first line this one still matches (a speaker seen lately), the byte
     there, how far back, the column; elsewhere the byte above (this column of the line
-    before) with the byte before. Per context and nibble a 64-byte slot of 15 counters
+    before) with the byte before; version 4 adds five, the line's progress: the words
+    (spaces) in the line so far with the byte before, its syllables (vowel groups) with
+    the byte before (where a verse line ends), and the last paragraph's first line (a
+    play's speaker) with the current word, with the 2 bytes before, with the word and
+    the one before it. Per context and nibble a 64-byte slot of 15 counters
     (p(1) Q22 and a count n, p += (y - p) / (n + 1.5), n <= LIMIT) found by a 32-bit
     check among 4 slots. Each gives 2 inputs: st(p) (0 when never seen) and st of a
     state map that learns p(1) for each (n, p) state of that context's counters
     (indirect modelling; version 2 buckets p by st(p), finer near 0 and 1, where 1 cut p
-    into 64 equal steps);
+    into 64 equal steps); version 4 gives a third, p - 1/2 in the linear domain (10
+    bits, 0 when never seen);
   - a run per context: the byte last seen there and how often in a row; where it agrees
     with the bits so far, +-st of p(its bit is right) learned per context and run length;
   - a match model: where the last MIN_MATCH bytes occurred before (in any stream), the byte
@@ -52,8 +57,8 @@ nodes on its path update (counters, state maps, mixers, APMs) from what they pre
 leaf's probability is the product down its path, in Q40 with the remainder kept exact at
 every split, then scaled to a table of total 2^P with every entry >= 1.
 
-Versions 1 and 2 (llmzip 0.9's and 0.11's mixers) are kept bit for bit for their archives:
-their absent contexts' inputs stay 0, which leaves every sum and every weight as they were.
+Versions 1 to 3 (llmzip 0.9's, 0.11's and 0.12's mixers) are kept bit for bit for their
+archives: their absent contexts' inputs stay 0, which leaves every sum and every weight as they were.
 
 Streams (online mode codes S parts of a piece side by side) have their own history, word,
 line and match state; the tables are shared. tables() predicts every live stream from the
@@ -65,16 +70,18 @@ same state; update() then applies the streams' bytes in order. */
 
 #define EXPORT __attribute__((visibility("default")))
 
-#define N_CTX 16                      /* hashed contexts (the list above): version 3, */
+#define N_CTX 21                      /* hashed contexts (the list above): version 4, */
+#define N_CTX_V3 16                   /* ... version 3, */
 #define N_CTX_V2 15                   /* ... version 2, */
 #define N_CTX_V1 13                   /* ... version 1 */
-#define LAST_VERSION 3
+#define LAST_VERSION 4
 #define X_SM N_CTX                    /* inputs: N_CTX counters, N_CTX state maps, */
 #define X_MATCH (2 * N_CTX)           /* the match model, */
 #define X_GPT (2 * N_CTX + 1)         /* the GPT, */
 #define X_BIAS (2 * N_CTX + 2)        /* a bias, */
-#define X_RUN (2 * N_CTX + 3)         /* N_CTX runs */
-#define N_IN (3 * N_CTX + 3)
+#define X_RUN (2 * N_CTX + 3)         /* N_CTX runs, */
+#define X_LIN (3 * N_CTX + 3)         /* N_CTX counters' p, linear (version 4) */
+#define N_IN (4 * N_CTX + 3)
 #define W_MAX (1 << 22)               /* |mixer weight| <= 64 */
 #define RUN_B 16                      /* run length buckets */
 #define SM_N 2048                     /* a model's state map: (n, p) buckets */
@@ -122,6 +129,9 @@ typedef struct {
     int64_t col; int line0;           /* bytes since the last newline; the line's first byte */
     int64_t mstream, mpos, mlen;      /* match: next predicted byte hist[mpos] of mstream */
     int64_t prev_line;                /* where the line before starts (this one: len - col) */
+    int words, syllables;             /* spaces and vowel groups in the line so far */
+    uint64_t head, head_now;          /* hashes of the last paragraph's first line (a play's
+                                         speaker) and of this one's so far */
     int64_t para[PARAS];              /* where the current paragraph (after a blank line)
                                          and the ones before it start */
 } Stream;
@@ -129,7 +139,7 @@ typedef struct {
 typedef struct {
     int64_t S, P;
     Stream *st;
-    int v, nctx;                      /* version (1: llmzip 0.9, 2: 0.11, 3: 0.12); its
+    int v, nctx;                      /* version (1: llmzip 0.9, 2: 0.11, 3: 0.12, 4: 0.13);
                                          contexts */
     Slot *t[N_CTX]; uint64_t mask;
     uint64_t *mt; uint64_t mt_mask;   /* match table: (stream << 40 | pos) + 1, 0 empty */
@@ -255,7 +265,8 @@ EXPORT CM *llmzip_cm_new(int64_t v, int64_t S, int64_t stream_len, int64_t log_s
     for (int n = 0; n < 1024; n++) RECIP[n] = (uint32_t)((1u << 17) / (2 * n + 3));
     CM *m = calloc(1, sizeof(CM));
     if (!m) return NULL;
-    m->v = (int)v; m->nctx = v == 1 ? N_CTX_V1 : v == 2 ? N_CTX_V2 : N_CTX;
+    m->v = (int)v;
+    m->nctx = v == 1 ? N_CTX_V1 : v == 2 ? N_CTX_V2 : v == 3 ? N_CTX_V3 : N_CTX;
     m->S = S; m->P = P; m->lr = (int)lr; m->limit = (int)limit; m->apm_rate = (int)apm_rate;
     m->mask = ((uint64_t)1 << log_slots) - 1;
     m->mt_mask = ((uint64_t)1 << (log_slots + 2)) - 1;
@@ -392,6 +403,17 @@ static void predict_row(CM *m, Row *r, const int64_t *gpt, int64_t *out) {
     }
     int layout = 0;
     if (m->v >= 3) r->h[15] = layout_hash(st, c1, &layout);
+    if (m->v >= 4) {                  /* the line's progress; the paragraph's first line */
+        int c2 = n >= 2 ? h[n - 2] : 256;
+        uint64_t wc = (uint64_t)(st->words < 15 ? st->words : 15);
+        uint64_t sy = (uint64_t)(st->syllables < 31 ? st->syllables : 31);
+        r->h[16] = hmix(1013, wc << 9 | (uint64_t)c1);
+        uint64_t w = st->word ? st->word : 0x100000u + (uint64_t)c1;
+        r->h[17] = hmix(hmix(1014, st->head), w);
+        r->h[18] = hmix(1015, sy << 9 | (uint64_t)c1);
+        r->h[19] = hmix(hmix(1016, st->head), (uint64_t)c2 << 9 | (uint64_t)c1);
+        r->h[20] = hmix(hmix(hmix(1017, st->head), st->word), st->prev_word);
+    }
     int mst = STRETCH[m->mctr[r->mbucket] >> 20];
     /* runs: the byte last seen in each context, and how many times in a row */
     for (int i = 0; i < m->nctx; i++) {
@@ -428,6 +450,8 @@ static void predict_row(CM *m, Row *r, const int64_t *gpt, int64_t *out) {
             r->smi[c0][i] = (uint16_t)(smi - i * SM_N);
             nd->x[i] = (int16_t)ctr_st(c);
             nd->x[X_SM + i] = STRETCH[m->sm[smi] >> 20];
+            if (m->v >= 4)            /* p - 1/2, 10 bits; 0 when never seen */
+                nd->x[X_LIN + i] = (c & 1023) ? (int16_t)(((int)(c >> 20) - 2048) >> 2) : 0;
             if (i >= 1 && i <= MAX_ORDER && (c & 1023)) top = i;
         }
         nd->mexp = -1;
@@ -543,6 +567,11 @@ static inline void apm_update(uint16_t *t, int y, int rate) {
     *t = (uint16_t)(*t + ((g - *t) >> rate));
 }
 
+static inline int is_vowel(int c) {
+    c |= 32;
+    return c == 'a' || c == 'e' || c == 'i' || c == 'o' || c == 'u' || c == 'y';
+}
+
 static void update_stream(CM *m, Stream *st, int64_t s, int y) {
     /* match: follow or drop, then index this position and look for a new match */
     if (st->mlen > 0) {
@@ -576,6 +605,15 @@ static void update_stream(CM *m, Stream *st, int64_t s, int y) {
         }
     }
     else { if (st->col == 0) st->line0 = y; st->col++; }
+    /* the line's words and syllables (vowel groups); the paragraph's first line */
+    if (y == 10) {
+        if (st->head_now) st->head = st->head_now;
+        st->head_now = 0; st->words = 0; st->syllables = 0;
+    } else {
+        if (n - st->col == st->para[0]) st->head_now = hmix(st->head_now + 1, (uint64_t)y);
+        if (y == ' ') st->words++;
+        if (is_vowel(y) && !(n >= 2 && is_vowel(st->hist[n - 2]))) st->syllables++;
+    }
     /* words: letters (case folded) */
     int c = y | 32;
     if (c >= 'a' && c <= 'z') st->word = hmix(st->word, (uint64_t)c);

@@ -36,14 +36,15 @@ from ..errors import KernelUnavailableError
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bytecm.c")
 FLAGS = ["-O2", "-std=c11", "-fPIC", "-shared", "-fvisibility=hidden", "-fno-strict-aliasing"]
+KERNEL = "bitwise context mixer (online mode)"
 LOG_FRAC = 10                # the GPT's logits are rounded to Q10 log2 units, as bytemix.py
 GPT_PRECISION = 24           # the GPT's table (total 2^24) whose subtree sums are its input
 LR = 24                      # mixer rate: w += x err LR 2^-18 (x, err: 8- and 12-bit scales)
 LIMIT = 255                  # counters' rate 1/(n + 1.5) stops falling at n = LIMIT
 APM_RATE = 7                 # APM entries move 2^-7 of the way per update
-VERSION = 3                  # the mixer new archives use (1: llmzip 0.9's, 2: 0.11's,
-                             # still decoded)
-VERSIONS = (1, 2, 3)
+VERSION = 4                  # the mixer new archives use (1: llmzip 0.9's, 2: 0.11's,
+                             # 3: 0.12's, still decoded)
+VERSIONS = (1, 2, 3, 4)
 _v, _l, _p = ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)
 
 
@@ -58,7 +59,8 @@ def _setup(lib) -> None:
 
 def _lib():
     from ..engine.kernels.build import load
-    return load("llmzip_bytecm", [SOURCE], FLAGS, per_cpu=False, setup=_setup)
+    return load("llmzip_bytecm", [SOURCE], FLAGS, per_cpu=False, setup=_setup,
+                what=KERNEL)
 
 
 def log_slots(n: int) -> int:
@@ -88,8 +90,10 @@ class BitMixer:
         self._m = self._lib.llmzip_cm_new(version, n_streams, max(stream_len, 1),
                                           log_slots(n), lr, limit, apm_rate, precision)
         if not self._m:
-            raise KernelUnavailableError("the bitwise context mixer could not allocate "
-                                         "its tables (out of memory?)")
+            raise KernelUnavailableError(
+                "it could not allocate its tables (out of memory?)", KERNEL,
+                "Its tables take up to ~1.5 GB for an input of a megabyte or more: free "
+                "memory and try again")
         self.seconds = 0.0                  # time spent here (for the benchmarks)
 
     def __del__(self):

@@ -152,25 +152,26 @@ class OnlineConfig:
         return cfg
 
 
-# the mix: the bitwise context mixer, version 3 (llmzip 0.12; mix_order and mix_match then
+# the mix: the bitwise context mixer, version 4 (llmzip 0.13; mix_order and mix_match then
 # unused: they are 0.5's mixer's orders and match rate, its rate 0.002 per bit, match 0.1)
 MIX = dict(mix=33554, mix_order=6, mix_match=6554, mixer=BITMIX_VERSION)
 
 
-def _preset(n_layer, n_embd, n_head, ctx, lr) -> OnlineConfig:
+def _preset(n_layer, n_embd, n_head, ctx, lr, replay=2) -> OnlineConfig:
     """The measured recipe (docs/online.md): 8 streams of 32 new bytes, 2 replay windows
-    each with its own optimizer step, SwiGLU width ~8/3 C; lr shrinks as the model grows;
-    byte context models mixed in (llmzip 0.5; bitwise context mixing since 0.9)."""
+    (3 in preset s since llmzip 0.13) each with its own optimizer step, SwiGLU width ~8/3
+    C; lr shrinks as the model grows; byte context models mixed in (llmzip 0.5; bitwise
+    context mixing since 0.9)."""
     return OnlineConfig(n_layer=n_layer, n_embd=n_embd, n_head=n_head,
                         ffn_hidden=int(round(8 * n_embd / 3 / 8)) * 8, ctx=ctx, new=32,
-                        streams=8, lr=lr, replay=2, replay_steps=True, **MIX)
+                        streams=8, lr=lr, replay=replay, replay_steps=True, **MIX)
 
 
 # Named by size. Speeds and bits per byte measured on this project's 2-core machine are in
 # docs/online.md; parameter counts: PRESET_PARAMS (embedding included, output tied).
 PRESETS: dict[str, OnlineConfig] = {
     "xs": _preset(1, 48, 4, 32, 1e-2),       #    40,080 parameters
-    "s": _preset(2, 96, 4, 64, 6e-3),        #   246,240
+    "s": _preset(2, 96, 4, 64, 6e-3, 3),     #   246,240
     "m": _preset(2, 128, 4, 64, 5e-3),       #   428,672
     "l": _preset(3, 192, 6, 96, 3e-3),       # 1,377,600
     "xl": _preset(4, 256, 8, 128, 2e-3),     # 3,205,376

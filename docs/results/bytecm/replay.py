@@ -1,8 +1,8 @@
 """Tune online mode's bitwise context mixer offline: record the GPT once, replay the mixer.
 
 The GPT of online mode trains on the data whatever the mixer does, so its logits can be
-recorded once (a 15-minute run on tinyshakespeare.txt) and any variant of codec/bytecm.c
-replayed on them in about a minute:
+recorded once (a 17-minute run on tinyshakespeare.txt, 1 thread) and any variant of
+codec/bytecm.c replayed on them in two or three minutes (version 4):
 
     python docs/results/bytecm/replay.py record /tmp/ts [--file F] [--config '{"replay": 4}']
     python docs/results/bytecm/replay.py replay /tmp/ts [--source variant.c] [--version 2]
