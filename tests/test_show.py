@@ -9,6 +9,7 @@ import tempfile
 import numpy as np
 import pytest
 
+import llmzip
 from llmzip.codec.tokenizer import tokenizer_for
 from llmzip.tools import show
 
@@ -189,6 +190,12 @@ def test_main_cli(tiny_gguf, tmp_path, capsys):
     assert json.load(open(tmp_path / "o.json"))["tokens"] == 4
     assert "capped" in capsys.readouterr().err
     assert show.main([str(tmp_path / "missing"), "--model", tiny_gguf]) == 1
+    capsys.readouterr()
+    arc = tmp_path / "in.txt.llmz"                # an archive is not a text to show
+    arc.write_bytes(llmzip.compress(src.read_bytes(), model=tiny_gguf))
+    assert show.main([str(arc), "--model", tiny_gguf]) == 1
+    assert "llmzip info" in capsys.readouterr().err
+    assert not (tmp_path / "in.txt.llmz.html").exists()
 
 
 # -------------------------------------------------------------------------- in a browser
