@@ -8,7 +8,7 @@ so the decoder, repeating every step, computes the same tables on any machine.
 A byte is 8 binary decisions down a tree of 255 nodes (c0 = 1, then c0 = 2 c0 + bit). At
 each node every model gives a probability of a 1 (12 bits), stretched to the logistic
 domain st(p) = ln(p / (1 - p)) (8 fractional bits, |st| <= 2047; lpaq1's integer
-squash/stretch tables). The inputs (N_IN):
+squash/stretch tables). The inputs (n_in of them, by version):
 
   - 13 hashed contexts (15 from version 2, 16 from 3, 21 from 4): orders 0..6 and 8 of
     the stream's bytes, the current word (or the byte before when between words), the word and the
@@ -58,7 +58,8 @@ leaf's probability is the product down its path, in Q40 with the remainder kept 
 every split, then scaled to a table of total 2^P with every entry >= 1.
 
 Versions 1 to 3 (llmzip 0.9's, 0.11's and 0.12's mixers) are kept bit for bit for their
-archives: their absent contexts' inputs stay 0, which leaves every sum and every weight as they were.
+archives: a version's inputs are its own contexts' (numbered by its count of contexts),
+so its mixers sum over those alone, with the weights and the sums they always had.
 
 Streams (online mode codes S parts of a piece side by side) have their own history, word,
 line and match state; the tables are shared. tables() predicts every live stream from the
@@ -75,13 +76,15 @@ same state; update() then applies the streams' bytes in order. */
 #define N_CTX_V2 15                   /* ... version 2, */
 #define N_CTX_V1 13                   /* ... version 1 */
 #define LAST_VERSION 4
-#define X_SM N_CTX                    /* inputs: N_CTX counters, N_CTX state maps, */
-#define X_MATCH (2 * N_CTX)           /* the match model, */
-#define X_GPT (2 * N_CTX + 1)         /* the GPT, */
-#define X_BIAS (2 * N_CTX + 2)        /* a bias, */
-#define X_RUN (2 * N_CTX + 3)         /* N_CTX runs, */
-#define X_LIN (3 * N_CTX + 3)         /* N_CTX counters' p, linear (version 4) */
-#define N_IN (4 * N_CTX + 3)
+#define X_SM nctx                     /* inputs, for a version's nctx contexts: nctx
+                                         counters, nctx state maps, */
+#define X_MATCH (2 * nctx)            /* the match model, */
+#define X_GPT (2 * nctx + 1)          /* the GPT, */
+#define X_BIAS (2 * nctx + 2)         /* a bias, */
+#define X_RUN (2 * nctx + 3)          /* nctx runs, */
+#define X_LIN (3 * nctx + 3)          /* nctx counters' p, linear (version 4) */
+#define N_IN (4 * N_CTX + 3)          /* the most inputs (version 4's); a version's own
+                                         count, m->n_in, is what its mixers sum over */
 #define W_MAX (1 << 22)               /* |mixer weight| <= 64 */
 #define RUN_B 16                      /* run length buckets */
 #define SM_N 2048                     /* a model's state map: (n, p) buckets */
@@ -139,12 +142,12 @@ typedef struct {
 typedef struct {
     int64_t S, P;
     Stream *st;
-    int v, nctx;                      /* version (1: llmzip 0.9, 2: 0.11, 3: 0.12, 4: 0.13);
-                                         contexts */
+    int v, nctx, n_in;                /* version (1: llmzip 0.9, 2: 0.11, 3: 0.12, 4: 0.13);
+                                         its contexts; its mixers' inputs */
     Slot *t[N_CTX]; uint64_t mask;
     uint64_t *mt; uint64_t mt_mask;   /* match table: (stream << 40 | pos) + 1, 0 empty */
     int32_t *wa, *wb, *wc, *wd;       /* mixer weights (1024, SETS_B x LAYOUTS, SETS_C,
-                                         SETS_C sets) x N_IN; wd: from version 2 */
+                                         SETS_C sets) x n_in; wd: from version 2 */
     int32_t *wf;                      /* the final mixer: (256 sets) x 4 (3 in version 1) */
     uint16_t *apm1, *apm2, *apm3;     /* (4096 | 65536 | APM3_N, APM_N), Q16 */
     uint32_t mctr[M_BUCKETS];         /* match: p(expected bit) counters */
@@ -266,21 +269,24 @@ EXPORT CM *llmzip_cm_new(int64_t v, int64_t S, int64_t stream_len, int64_t log_s
     CM *m = calloc(1, sizeof(CM));
     if (!m) return NULL;
     m->v = (int)v;
-    m->nctx = v == 1 ? N_CTX_V1 : v == 2 ? N_CTX_V2 : v == 3 ? N_CTX_V3 : N_CTX;
+    const int nctx = v == 1 ? N_CTX_V1 : v == 2 ? N_CTX_V2 : v == 3 ? N_CTX_V3 : N_CTX;
+    const int n_in = v >= 4 ? X_LIN + nctx : X_LIN;
+    m->nctx = nctx;
+    m->n_in = n_in;
     m->S = S; m->P = P; m->lr = (int)lr; m->limit = (int)limit; m->apm_rate = (int)apm_rate;
     m->mask = ((uint64_t)1 << log_slots) - 1;
     m->mt_mask = ((uint64_t)1 << (log_slots + 2)) - 1;
     m->st = calloc((size_t)S, sizeof(Stream));
     m->mt = calloc((size_t)m->mt_mask + 1, sizeof(uint64_t));
-    m->wa = malloc(sizeof(int32_t) * 1024 * N_IN);
-    m->wb = malloc(sizeof(int32_t) * SETS_B * LAYOUTS * N_IN);
-    m->wc = malloc(sizeof(int32_t) * SETS_C * N_IN);
+    m->wa = malloc(sizeof(int32_t) * 1024 * n_in);
+    m->wb = malloc(sizeof(int32_t) * SETS_B * LAYOUTS * n_in);
+    m->wc = malloc(sizeof(int32_t) * SETS_C * n_in);
     m->wf = malloc(sizeof(int32_t) * 256 * 4);
-    if (v >= 2) m->wd = malloc(sizeof(int32_t) * SETS_C * N_IN);
+    if (v >= 2) m->wd = malloc(sizeof(int32_t) * SETS_C * n_in);
     m->apm1 = malloc(sizeof(uint16_t) * 4096 * APM_N);
     m->apm2 = malloc(sizeof(uint16_t) * 65536 * APM_N);
     m->apm3 = malloc(sizeof(uint16_t) * APM3_N * APM_N);
-    m->rows = calloc((size_t)S, sizeof(Row));   /* inputs of absent contexts stay 0 */
+    m->rows = calloc((size_t)S, sizeof(Row));
     m->sm = malloc(sizeof(uint32_t) * N_CTX * SM_N);
     m->rt_mask = ((uint64_t)1 << (log_slots + 2)) - 1;
     m->rt = calloc((size_t)N_CTX * (m->rt_mask + 1), sizeof(uint32_t));
@@ -293,13 +299,13 @@ EXPORT CM *llmzip_cm_new(int64_t v, int64_t S, int64_t stream_len, int64_t log_s
         ok = (m->st[s].hist = malloc((size_t)stream_len)) != NULL;
     }
     if (!ok) { llmzip_cm_free(m); return NULL; }
-    for (int i = 0; i < 1024 * N_IN; i++)     /* start: 1/4 GPT, 1/16 each of the rest */
-        m->wa[i] = (i % N_IN == X_GPT) ? 16384 : (i % N_IN < X_GPT ? 4096 : 0);
-    for (int i = 0; i < SETS_B * LAYOUTS * N_IN; i++)
+    for (int i = 0; i < 1024 * n_in; i++)     /* start: 1/4 GPT, 1/16 each of the rest */
+        m->wa[i] = (i % n_in == X_GPT) ? 16384 : (i % n_in < X_GPT ? 4096 : 0);
+    for (int i = 0; i < SETS_B * LAYOUTS * n_in; i++)
         m->wb[i] = m->wa[i];
     for (int k = 0; k < SETS_C / 1024; k++)
-        memcpy(m->wc + (size_t)k * 1024 * N_IN, m->wa, sizeof(int32_t) * 1024 * N_IN);
-    if (m->wd) memcpy(m->wd, m->wc, sizeof(int32_t) * SETS_C * N_IN);
+        memcpy(m->wc + (size_t)k * 1024 * n_in, m->wa, sizeof(int32_t) * 1024 * n_in);
+    if (m->wd) memcpy(m->wd, m->wc, sizeof(int32_t) * SETS_C * n_in);
     for (int i = 0; i < 256 * 4; i++)                /* v1: 3 mixers, the 4th input is 0 */
         m->wf[i] = v == 1 ? 21845 : 16384;
     for (int c = 0; c < 4096 + 65536; c++)           /* APMs: the identity */
@@ -361,6 +367,7 @@ static inline int apm_p(const uint16_t *t, int st, int32_t *idx) {
 }
 
 static void predict_row(CM *m, Row *r, const int64_t *gpt, int64_t *out) {
+    const int nctx = m->nctx, n_in = m->n_in;   /* (X_* name inputs by nctx) */
     Stream *st = &m->st[r->s];
     const uint8_t *h = st->hist;
     int64_t n = st->len;
@@ -478,17 +485,17 @@ static void predict_row(CM *m, Row *r, const int64_t *gpt, int64_t *out) {
         nd->seta = (uint16_t)(c0 * 4 + gc);
         nd->setc = (uint32_t)((r->c2 << 8 | r->c1) * 4 + gc);
         nd->setd = (uint32_t)((r->c1 << 8 | c0) * 4 + gc);
-        const int32_t *wa = m->wa + nd->seta * N_IN, *wb = m->wb + nd->setb * N_IN,
-                      *wc = m->wc + nd->setc * N_IN;
+        const int32_t *wa = m->wa + nd->seta * n_in, *wb = m->wb + nd->setb * n_in,
+                      *wc = m->wc + nd->setc * n_in;
         int64_t da = 0, db = 0, dc = 0, dd = 0;
-        for (int i = 0; i < N_IN; i++) {
+        for (int i = 0; i < n_in; i++) {
             da += (int64_t)nd->x[i] * wa[i];
             db += (int64_t)nd->x[i] * wb[i];
             dc += (int64_t)nd->x[i] * wc[i];
         }
         if (m->wd) {                  /* v2: mixer D by (the byte before, c0, confidence) */
-            const int32_t *wd = m->wd + nd->setd * N_IN;
-            for (int i = 0; i < N_IN; i++) dd += (int64_t)nd->x[i] * wd[i];
+            const int32_t *wd = m->wd + nd->setd * n_in;
+            for (int i = 0; i < n_in; i++) dd += (int64_t)nd->x[i] * wd[i];
         }
         nd->sa = (int16_t)clip_st(da >> 16);
         nd->sb = (int16_t)clip_st(db >> 16);
@@ -622,6 +629,7 @@ static void update_stream(CM *m, Stream *st, int64_t s, int y) {
 
 /* The coded bytes sym[0..n) of the rows of the last tables() call, in order. */
 EXPORT int llmzip_cm_update(CM *m, const int64_t *sym, int64_t n) {
+    const int n_in = m->n_in;
     if (n != m->n_rows) return -1;
     for (int64_t r = 0; r < n; r++)
         if (sym[r] < 0 || sym[r] > 255) return -1;
@@ -645,11 +653,11 @@ EXPORT int llmzip_cm_update(CM *m, const int64_t *sym, int64_t n) {
             }
             if (nd->mexp >= 0)
                 ctr_update(&m->mctr[row->mbucket], bit == nd->mexp, 1023);
-            mix_train(m->wa + nd->seta * N_IN, nd->x, N_IN, (bit << 12) - nd->pa, lr);
-            mix_train(m->wb + nd->setb * N_IN, nd->x, N_IN, (bit << 12) - nd->pb, lr);
-            mix_train(m->wc + nd->setc * N_IN, nd->x, N_IN, (bit << 12) - nd->pc, lr);
+            mix_train(m->wa + nd->seta * n_in, nd->x, n_in, (bit << 12) - nd->pa, lr);
+            mix_train(m->wb + nd->setb * n_in, nd->x, n_in, (bit << 12) - nd->pb, lr);
+            mix_train(m->wc + nd->setc * n_in, nd->x, n_in, (bit << 12) - nd->pc, lr);
             if (m->wd)
-                mix_train(m->wd + nd->setd * N_IN, nd->x, N_IN, (bit << 12) - nd->pd, lr);
+                mix_train(m->wd + nd->setd * n_in, nd->x, n_in, (bit << 12) - nd->pd, lr);
             const int16_t s4[4] = {nd->sa, nd->sb, nd->sc, nd->sd};
             mix_train(m->wf + c0 * 4, s4, m->wd ? 4 : 3, (bit << 12) - nd->pf, lr);
             apm_update(m->apm1 + nd->a1, bit, m->apm_rate);
