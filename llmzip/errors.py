@@ -107,22 +107,14 @@ class EngineMismatchError(ArchiveError):
 
 class KernelUnavailableError(LlmzipError):
     """One of llmzip's compiled C kernels could not be built, loaded or set up: no C
-    compiler, say, or no memory for its tables. `kernel` names it (None: the bf16
-    attention kernel); `hint` says what to do (default: install a C compiler). Exit code
-    1: the archive is fine, this machine lacks a tool."""
+    compiler, say, or no memory for its tables. `kernel` names it; `hint` says what to
+    do (default: install a C compiler). Exit code 1: the archive is fine, this machine
+    lacks a tool."""
 
-    def __init__(self, reason: str, kernel: str | None = None, hint: str | None = None):
+    def __init__(self, reason: str, kernel: str, hint: str | None = None):
         self.reason, self.kernel = reason, kernel
-        if kernel is None:
-            super().__init__(
-                f"llmzip's bf16 attention kernel is unavailable: {reason}. It is built on "
-                "first use with a C compiler (install gcc, or set $CC); to compress "
-                "without it use --attention torch-f32 (archives made with it decode only "
-                "where it builds)")
-        else:
-            super().__init__(f"llmzip's {kernel} is unavailable: {reason}. " + (
-                hint or "It is built on first use with a C compiler (install gcc, or set "
-                "$CC)"))
+        super().__init__(f"llmzip's {kernel} is unavailable: {reason}. " + (
+            hint or "It is built on first use with a C compiler (install gcc, or set $CC)"))
 
 
 class UsageError(LlmzipError):

@@ -1,5 +1,6 @@
 """llmzip show: the per-token surprise page (HTML + JSON), checked as text and in Chromium."""
 
+import io
 import json
 import os
 import re
@@ -180,7 +181,7 @@ def test_segments():
     assert show.json_path("a/page") == "a/page.json"
 
 
-def test_main_cli(tiny_gguf, tmp_path, capsys):
+def test_main_cli(tiny_gguf, tmp_path, capsys, monkeypatch):
     src = tmp_path / "in.txt"
     src.write_bytes(b"hello world, hello again\n")
     out = tmp_path / "o.html"
@@ -196,6 +197,11 @@ def test_main_cli(tiny_gguf, tmp_path, capsys):
     assert show.main([str(arc), "--model", tiny_gguf]) == 1
     assert "llmzip info" in capsys.readouterr().err
     assert not (tmp_path / "in.txt.llmz.html").exists()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(arc.read_bytes())))
+    page = tmp_path / "stdin.html"                   # the same on stdin
+    assert show.main(["-", "--model", tiny_gguf, "-o", str(page)]) == 1
+    assert "the input on stdin is an llmzip archive" in capsys.readouterr().err
+    assert not page.exists()
 
 
 # -------------------------------------------------------------------------- in a browser

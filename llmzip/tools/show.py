@@ -284,7 +284,8 @@ def run_cli(args) -> int:
             raise UsageError(f"cannot read {path}: {e.strerror}") from None
     from ..codec.container import MAGIC
     if data.startswith(MAGIC):                  # its bytes are not the text it holds
-        raise UsageError(f"{path} is an llmzip archive: `llmzip info {path}` describes it; "
+        what = "the input on stdin" if path == "-" else path
+        raise UsageError(f"{what} is an llmzip archive: `llmzip info {path}` describes it; "
                          f"`llmzip show` reads a text (decompress it first)")
     model = load_model(getattr(args, "model", None))
     tokenizer_for(model)                        # built here, outside the timed scoring

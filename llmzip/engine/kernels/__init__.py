@@ -26,6 +26,10 @@ NAME = "attend_bf16"
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp",
          "-shared", "-fPIC", "-std=c11"]
 
+KERNEL = "bf16 attention kernel"
+HINT = ("It is built on first use with a C compiler (install gcc, or set $CC); to compress "
+        "without it use --attention torch-f32 (archives made with it decode only where it "
+        "builds)")
 TILE = 16          # positions per key tile (LANES in attend_bf16.c)
 
 
@@ -38,7 +42,8 @@ def _setup(lib) -> None:
 def load() -> ctypes.CDLL:
     """The kernel library, built if needed (build.py, keyed by this CPU: -march=native);
     raises KernelUnavailableError."""
-    return load_library(NAME, [os.path.basename(SOURCE)], FLAGS, per_cpu=True, setup=_setup)
+    return load_library(NAME, [os.path.basename(SOURCE)], FLAGS, per_cpu=True, what=KERNEL,
+                        setup=_setup, hint=HINT)
 
 
 def available() -> bool:

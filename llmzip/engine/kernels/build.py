@@ -26,10 +26,18 @@ _lock = threading.Lock()
 _loaded: dict = {}
 
 
+class BuildError(Exception):
+    """Why a library could not be built or loaded; load() names the kernel."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 def compiler() -> str:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
-        raise KernelUnavailableError("no C compiler found (looked for $CC, cc, gcc)")
+        raise BuildError("no C compiler found (looked for $CC, cc, gcc)")
     return cc
 
 
@@ -48,7 +56,7 @@ def build(name: str, sources: list[str], flags: list[str], per_cpu: bool) -> str
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise KernelUnavailableError(f"{cc} --version failed: {e}") from None
+        raise BuildError(f"{cc} --version failed: {e}") from None
     cpu = (cpu_flags_line() or platform.processor() + platform.machine()) if per_cpu else ""
     key = hashlib.sha256(b"\0".join([*blobs, " ".join(flags).encode(), version,
                                      platform.machine().encode(), cpu.encode()])
@@ -63,16 +71,16 @@ def build(name: str, sources: list[str], flags: list[str], per_cpu: bool) -> str
         fd, tmp = tempfile.mkstemp(dir=root, suffix=".so.tmp")
         os.close(fd)
     except OSError as e:
-        raise KernelUnavailableError(f"cannot write to {root}: {e}") from None
+        raise BuildError(f"cannot write to {root}: {e}") from None
     try:
         try:
             r = subprocess.run([cc, *flags, *srcs, "-o", tmp, "-lm"], capture_output=True,
                                timeout=300)
         except (OSError, subprocess.TimeoutExpired) as e:
-            raise KernelUnavailableError(f"running {cc} failed: {e}") from None
+            raise BuildError(f"running {cc} failed: {e}") from None
         if r.returncode != 0:
             msg = r.stderr.decode(errors="replace").strip().splitlines()
-            raise KernelUnavailableError(f"{cc} failed: {msg[-1] if msg else r.returncode}")
+            raise BuildError(f"{cc} failed: {msg[-1] if msg else r.returncode}")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -80,11 +88,11 @@ def build(name: str, sources: list[str], flags: list[str], per_cpu: bool) -> str
     return path
 
 
-def load(name: str, sources: list[str], flags: list[str], per_cpu: bool,
-         setup=None, what: str | None = None) -> ctypes.CDLL:
+def load(name: str, sources: list[str], flags: list[str], per_cpu: bool, what: str,
+         setup=None, hint: str | None = None) -> ctypes.CDLL:
     """The library, built if needed and loaded once per process; setup(lib) declares
-    its functions' argument types; what: the kernel in words, for the error (None: the
-    attention kernel's message). Raises KernelUnavailableError."""
+    its functions' argument types. Raises KernelUnavailableError naming `what` (the
+    kernel in words), with `hint` (what to do; default: install a C compiler)."""
     with _lock:
         if name not in _loaded:
             try:
@@ -92,11 +100,9 @@ def load(name: str, sources: list[str], flags: list[str], per_cpu: bool,
                 try:
                     lib = ctypes.CDLL(path)
                 except OSError as e:
-                    raise KernelUnavailableError(f"loading {path} failed: {e}") from None
-            except KernelUnavailableError as e:
-                if what is None:          # the attention kernel's own message
-                    raise
-                raise KernelUnavailableError(e.reason, what) from None
+                    raise BuildError(f"loading {path} failed: {e}") from None
+            except BuildError as e:
+                raise KernelUnavailableError(e.reason, what, hint) from None
             if setup is not None:
                 setup(lib)
             _loaded[name] = lib
