@@ -1,5 +1,5 @@
 """ctypes bindings of the exact engine's C kernels (engine/kernels/: exact_ops.c, the
-exact_attention*.c files, exact_tables.c, exact_step.c, gemm_i8.c and pool.c, the one
+exact_attention*.c files, exact_tables.c, exact_step.c, gemm_i8.c (+ _x86.c) and pool.c, the one
 thread pool they all share), built on
 first use without -march=native: one library holds the portable path and every SIMD path
 of the matrix product, chosen at run time from the CPU's features. Every path computes the
@@ -31,7 +31,8 @@ FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-pthread", "-fno-fast-math",
 # attention's matrix products on AMX tiles)
 LEVELS = {"portable": 0, "avx2": 1, "avxvnni": 1, "avx512bw": 2, "avx512vnni": 3, "amx": 4}
 SOURCES = ["exact_ops.c", "exact_attention.c", "exact_attention_split.c",
-           "exact_attention_amx.c", "exact_tables.c", "exact_step.c", "gemm_i8.c", "pool.c"]
+           "exact_attention_amx.c", "exact_tables.c", "exact_step.c", "gemm_i8.c",
+           "gemm_i8_x86.c", "pool.c"]
 # Waking a second thread costs tens of microseconds (more in a VM): a call smaller than
 # these runs on one thread whatever it is given. Measured on a 2-vCPU Zen 5 decoding 21
 # segments at position 1,024: with 2 threads for every call a step took 57 ms (its matrix
