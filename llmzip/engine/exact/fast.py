@@ -145,11 +145,14 @@ class FastModel:
         n = cache.max_len
         assert 0 < by and by + keep <= n
         idx = seg.long()
+        rows = idx.tolist()               # one segment at a time: plain views and copies
+                                          # (indexing by a tensor of rows took 1 s a shift)
         if by % 16 == 0:                  # whole key tiles: one contiguous move per block
             for kt in cache.kt:
                 v = kt.view(cache.batch, kt.shape[1], -1)
                 D = kt.shape[-1]
-                v[idx, :, :keep * D] = v[idx, :, by * D:(by + keep) * D].clone()
+                for b in rows:
+                    v[b, :, :keep * D] = v[b, :, by * D:(by + keep) * D].clone()
         else:
             for kt in cache.kt:
                 B, K, _, D = kt.shape
@@ -160,7 +163,8 @@ class FastModel:
                 kt[idx] = t.reshape(len(idx), K, n, D)
         for lst in (cache.vq, cache.ksd, cache.vsd):
             for x in lst:
-                x[idx, :, :keep] = x[idx, :, by:by + keep].clone()
+                for b in rows:
+                    x[b, :, :keep] = x[b, :, by:by + keep].clone()
 
     def clone(self) -> "FastModel":
         """A copy whose matrices set_linear may replace (the rest stays shared)."""
