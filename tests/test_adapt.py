@@ -291,6 +291,53 @@ def test_adapter_state_is_integer_and_bounded(tiny_model):
     assert ad.ngram.w.dtype == np.int64 and int(np.abs(ad.ngram.w).max()) <= 32 << 40
 
 
+def test_adapt_ops_c_equals_numpy(tiny_model, monkeypatch):
+    """adapt_ops.c's passes over the vocabulary (the temperature's expectation, the bias
+    step) give numpy's integers: on extreme values, repeated tokens and a clamped bias,
+    and through an Adapter's whole run (tables and state after every step)."""
+    from llmzip.codec import adapt
+    from llmzip.engine.exact import kernels
+    if not kernels.available():
+        pytest.skip("no C compiler: numpy is the only path")
+    rng = np.random.default_rng(3)
+    M, V, P = 3, 5000, 24
+    lg = rng.integers(-2**30, 2**30, (M, V), dtype=np.int32)
+    lg[1, :] = -2**30                                       # a row all at the floor
+    f = rng.integers(1, 7000, (M, V), dtype=np.int32)
+    f[:, 7] += (1 << P) - f.sum(axis=1, dtype=np.int64).astype(np.int32)   # totals 2^24
+    sym = np.array([7, 7, 4999])
+    b = rng.integers(-(64 << 40), 64 << 40, V, dtype=np.int64)
+    b[:10] = 64 << 40                                       # at the clamp
+    got = {}
+    for use_c in (False, True):
+        monkeypatch.setattr(adapt, "USE_C", use_c)
+        assert (adapt._ops() is None) != use_c
+        top, el = adapt._centred(lg, f, 1)
+        top0, el0 = adapt._centred(lg, f, 0)
+        bb, b32 = b.copy(), np.zeros(V, dtype=np.int32)
+        adapt.bias_step(bb, b32, f, sym, P, 14000)
+        got[use_c] = (top, el, el0, bb, b32, adapt.tau_gradient(lg, f, sym, P),
+                      adapt.temper_gradient(lg, f, sym, P))
+    for x, y in zip(got[False], got[True]):
+        assert np.array_equal(x, y)
+    assert np.array_equal(got[True][4], got[True][3] >> adapt.STATE_FRAC)
+    e = ExactEngine(tiny_model)
+    V = tiny_model.config.vocab_size
+    runs = {}
+    for use_c in (False, True):
+        monkeypatch.setattr(adapt, "USE_C", use_c)
+        ad = Adapter(AdaptConfig(**ALL), 2, V, 24, e.kernel.table)
+        r = np.random.default_rng(4)
+        out = []
+        for _ in range(40):
+            f = ad.tables(np.array([0, 1]), r.integers(-2**20, 2**20, (2, V), dtype=np.int32))
+            ad.update(r.integers(0, 5, 2))
+            out.append(f.copy())
+        runs[use_c] = (np.stack(out), ad.b.copy(), ad.tau)
+    assert np.array_equal(runs[False][0], runs[True][0])
+    assert np.array_equal(runs[False][1], runs[True][1]) and runs[False][2] == runs[True][2]
+
+
 def test_tau_gradient_is_the_code_length_derivative():
     """tau's step is minus the derivative of the code length through the part of the
     table that moves with tau (f_v - 1 = q_v (2^P - V)). 0.3-0.9's `temper` counted the

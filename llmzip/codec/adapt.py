@@ -201,12 +201,54 @@ class NgramModel:
         h.append(y)
 
 
-def _centred(logits: np.ndarray, weights: np.ndarray):
-    """The logits as int64, each row's largest m, and sum_v weights_v (l_v - m) per row
-    (weights at most 2^24 a row in all, |l - m| < 2^31: below 2^55)."""
+USE_C = True             # the passes over the vocabulary in C (adapt_ops.c) where it
+                         # builds; numpy computes the same integers (tests compare them)
+
+
+def _ops():
+    """The exact kernels' library for adapt_ops.c's passes, or None (numpy)."""
+    if not USE_C:
+        return None
+    from ..engine.exact import kernels
+    return kernels.library() if kernels.available() else None
+
+
+def _centred(logits: np.ndarray, f: np.ndarray, sub: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's largest logit m and sum_v (f_v - sub)(l_v - m), int64 (M,) each (a
+    table's entries sum to 2^P, |l - m| < 2^31: below 2^61)."""
+    lib = _ops()
+    if lib is not None:
+        lg = np.ascontiguousarray(logits, dtype=np.int32)
+        ff = np.ascontiguousarray(f, dtype=np.int32)
+        top, el = np.empty(len(lg), dtype=np.int64), np.empty(len(lg), dtype=np.int64)
+        if lib.llmzip_ad_centred(*lg.shape, lg.ctypes.data, ff.ctypes.data, sub,
+                                 top.ctypes.data, el.ctypes.data):
+            raise ValueError("adapt_ops: bad table sizes")
+        return top, el
     l64 = logits.astype(np.int64)
     top = l64.max(axis=1)
-    return l64, top, np.einsum("rv,rv->r", weights, l64 - top[:, None])
+    return top, np.einsum("rv,rv->r", f.astype(np.int64) - sub, l64 - top[:, None])
+
+
+def bias_step(b: np.ndarray, b32: np.ndarray, f: np.ndarray, symbols: np.ndarray, P: int,
+              step: int) -> None:
+    """The adaptive bias's step, in place: b += step 2^P per coded token y at y, minus
+    step times each entry's sum over the step's tables f (M, V); clamped to +-BIAS_CLAMP;
+    b32 = b >> STATE_FRAC, the bias the next tables add."""
+    lib = _ops()
+    if lib is not None:
+        ff = np.ascontiguousarray(f, dtype=np.int32)
+        sym = np.ascontiguousarray(symbols, dtype=np.int64)
+        if lib.llmzip_ad_bias(*ff.shape, ff.ctypes.data, sym.ctypes.data, len(sym), P,
+                              step, BIAS_CLAMP, STATE_FRAC, b.ctypes.data, b32.ctypes.data):
+            raise ValueError("adapt_ops: a token outside the vocabulary")
+        return
+    g = f[0].astype(np.int64) if len(f) == 1 else f.sum(axis=0, dtype=np.int64)
+    g *= step
+    b -= g
+    np.add.at(b, symbols, step << P)
+    np.clip(b, -BIAS_CLAMP, BIAS_CLAMP, out=b)
+    b32[:] = b >> STATE_FRAC
 
 
 def tau_gradient(logits: np.ndarray, f: np.ndarray, symbols: np.ndarray, P: int) -> int:
@@ -214,12 +256,12 @@ def tau_gradient(logits: np.ndarray, f: np.ndarray, symbols: np.ndarray, P: int)
     S = 2^P - V): a table is f_v = 1 + q_v S, and only q moves with tau, so
     g = sum_r floor(((l_y - m) S - sum_v (f_v - 1)(l_v - m)) (f_y - 1) / f_y), m the
     row's largest logit (-d(-log2 p_y)/dtau = g / (1024 S) per row)."""
-    l64, top, el = _centred(logits, f.astype(np.int64) - 1)
+    top, el = _centred(logits, f, 1)
     S, g = (1 << P) - f.shape[1], 0
     for r in range(len(symbols)):
         y = int(symbols[r])
         fy = int(f[r, y])
-        g += ((int(l64[r, y]) - int(top[r])) * S - int(el[r])) * (fy - 1) // fy
+        g += ((int(logits[r, y]) - int(top[r])) * S - int(el[r])) * (fy - 1) // fy
     return g
 
 
@@ -227,9 +269,9 @@ def temper_gradient(logits: np.ndarray, f: np.ndarray, symbols: np.ndarray, P: i
     """llmzip 0.3-0.9's temperature gradient (Q10 bits times 2^P), kept to decode their
     archives: its expectation runs over the whole table, the floor of 1 every token keeps
     included, which biases it towards sharper tables as V / 2^P grows."""
-    l64, top, el = _centred(logits, f.astype(np.int64))
+    top, el = _centred(logits, f, 0)
     rows = np.arange(len(symbols))
-    return int(((l64[rows, symbols] - top) * (1 << P) - el).sum())
+    return int(((logits[rows, symbols].astype(np.int64) - top) * (1 << P) - el).sum())
 
 
 def _count_bucket(n: int) -> int:
@@ -244,6 +286,7 @@ class Adapter:
         self.cfg, self.V, self.P, self.table = cfg, vocab, precision, table
         self.tau = TAU_ONE << 16                               # Q32
         self.b = np.zeros(vocab, dtype=np.int64) if cfg.bias else None
+        self.b32 = np.zeros(vocab, dtype=np.int32) if cfg.bias else None  # b >> STATE_FRAC
         self.match = MatchModel(n_seg) if cfg.match else None
         self.ngram = NgramModel(n_seg) if cfg.ngram else None
         self.w = np.zeros((len(LEN_BUCKETS), 3), dtype=np.int64)   # Q40 bits
@@ -287,7 +330,7 @@ class Adapter:
                     grams.append((r, i, nb, vs, sh))
             for r, vs in [(r, vs) for r, _, _, vs, _ in grams] + [(r, d) for r, d, _ in preds]:
                 lg[r, vs] = np.clip(lg[r, vs], -(1 << 30), 1 << 30)
-        bias = None if self.b is None else torch.from_numpy((self.b >> STATE_FRAC).astype(np.int32))
+        bias = None if self.b is None else torch.from_numpy(self.b32)
         t1 = time.perf_counter()
         f = self.table(torch.from_numpy(np.ascontiguousarray(lg, dtype=np.int32)), bias,
                        self.P).numpy()
@@ -306,12 +349,7 @@ class Adapter:
             self.tau = min(max(self.tau + (((cfg.temper or cfg.tau) * g) >> (10 + P)),
                                1 << 30), 1 << 34)                         # 1/4 .. 4
         if self.b is not None:
-            step = cfg.bias << (24 - P)
-            g = f[0].astype(np.int64) if len(f) == 1 else f.sum(axis=0, dtype=np.int64)
-            g *= step
-            self.b -= g
-            np.add.at(self.b, symbols, step << P)
-            np.clip(self.b, -BIAS_CLAMP, BIAS_CLAMP, out=self.b)
+            bias_step(self.b, self.b32, f, symbols, P, cfg.bias << (24 - P))
         if self.match is not None:
             step = cfg.match << (24 - P)
             for r, d, ctx in preds:

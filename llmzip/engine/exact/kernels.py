@@ -1,5 +1,6 @@
 """ctypes bindings of the exact engine's C kernels (engine/kernels/: exact_ops.c, the
-exact_attention*.c files, exact_tables.c, exact_step.c, gemm_i8.c (+ _x86.c) and pool.c, the one
+exact_attention*.c files, exact_tables.c, exact_step.c, gemm_i8.c (+ _x86.c), adapt_ops.c
+(codec/adapt.py's passes over the vocabulary) and pool.c, the one
 thread pool they all share), built on
 first use without -march=native: one library holds the portable path and every SIMD path
 of the matrix product, chosen at run time from the CPU's features. Every path computes the
@@ -32,7 +33,7 @@ FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-pthread", "-fno-fast-math",
 LEVELS = {"portable": 0, "avx2": 1, "avxvnni": 1, "avx512bw": 2, "avx512vnni": 3, "amx": 4}
 SOURCES = ["exact_ops.c", "exact_attention.c", "exact_attention_split.c",
            "exact_attention_amx.c", "exact_tables.c", "exact_step.c", "gemm_i8.c",
-           "gemm_i8_x86.c", "pool.c"]
+           "gemm_i8_x86.c", "pool.c", "adapt_ops.c"]
 # Waking a second thread costs tens of microseconds (more in a VM): a call smaller than
 # these runs on one thread whatever it is given. Measured on a 2-vCPU Zen 5 decoding 21
 # segments at position 1,024: with 2 threads for every call a step took 57 ms (its matrix
@@ -75,6 +76,8 @@ def _setup(lib) -> None:
         "llmzip_ex_freqs": (_i, [_i, _i, _v, _v, _i, _v, _v, _i, _v, _i, _i]),
         "llmzip_ex_logits": (_i, [_i, _i, _v, _v, _i, _v, _v, _i, _i]),
         "llmzip_ex_table": (_i, [_i, _i, _v, _v, _l, _v, _i, _v, _i, _i]),
+        "llmzip_ad_centred": (_i, [_l, _l, _v, _v, _l, _v, _v]),
+        "llmzip_ad_bias": (_i, [_l, _l, _v, _v, _l, _l, _l, _l, _l, _v, _v]),
         "llmzip_ex_max_level": (_i, []),
         "llmzip_ex_layers": (_i, [_v, _v, _i, _v, _v, _v, _i, _v, _v, _v, _i]),
         "llmzip_ex_attention_split": (_i, [_i]),

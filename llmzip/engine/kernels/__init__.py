@@ -30,6 +30,7 @@ KERNEL = "bf16 attention kernel"
 HINT = ("It is built on first use with a C compiler (install gcc, or set $CC); to compress "
         "without it use --attention torch-f32 (archives made with it decode only where it "
         "builds)")
+
 TILE = 16          # positions per key tile (LANES in attend_bf16.c)
 
 
