@@ -8,8 +8,8 @@ models (codec/adapt.py). Options given explicitly (--model, --seg-len, --window,
 decompress speed on a 2-vCPU Zen 5) are measured by scripts/bench_levels.py
 (docs/results.md; -6's speeds from its ablation row before the n-gram model, which adds
 about 7% to the compress time; -7's beside other jobs; -9's on the Intel Xeon, quiet,
-llmzip 0.11 and 0.12); bits/byte with 0.10's archive header (format 9); levels 2-5 and
-8 are not measured on whole files yet.
+llmzip 0.11 and 0.12; -2 to -5 and -8 on the Intel Xeon, quiet, llmzip 0.13.1, before
+its faster adaptive models); bits/byte with 0.10's archive header (format 9).
 `llmzip --help` prints this table.
 """
 
@@ -51,16 +51,21 @@ _W8 = dict(window=8192, stride=512)
 LEVELS = {
     1: Level(note="segments of 2,048 tokens from BOS (llmzip 0.2); alice29: 1.140 "
                   "bits/byte, 3,240 / 1,700 B/s"),
-    2: Level(adapt=_BIAS, note="+ adaptive bias"),
-    3: Level(**_W2, seg_len=8192, adapt=_BIAS, note="window 2,048 sliding by 512"),
-    4: Level(**_W2, seg_len=8192, adapt=_MIX, note="+ match and n-gram models"),
-    5: Level(**_W4, seg_len=8192, adapt=_MIX, note="window 4,096 sliding by 1,024"),
+    2: Level(adapt=_BIAS, note="+ adaptive bias; alice29: 1.087 bits/byte, 3,990 / 1,690 "
+                               "B/s"),
+    3: Level(**_W2, seg_len=8192, adapt=_BIAS, note="window 2,048 sliding by 512; alice29: "
+             "1.064 bits/byte, 3,460 / 910 B/s"),
+    4: Level(**_W2, seg_len=8192, adapt=_MIX, note="+ match and n-gram models; alice29: "
+             "1.062 bits/byte, 3,100 / 840 B/s"),
+    5: Level(**_W4, seg_len=8192, adapt=_MIX, note="window 4,096 sliding by 1,024; alice29: "
+             "1.058 bits/byte, 2,420 / 720 B/s"),
     6: Level(**_W4S, seg_len=16384, adapt=_MIX, note="window 4,096 shifted by 256, segments "
              "of 16,384; alice29: 1.051 bits/byte, ~1,800 / ~590 B/s"),
     7: Level(**_W8, seg_len=65536, adapt=_ALL,
              note="window 8,192, segments of 65,536, + temperature; alice29: 1.043 "
                   "bits/byte, ~670 B/s compress"),
-    8: Level(model="gemma3-270m", **_W4S, seg_len=16384, adapt=_ALL, note="Gemma 3 270M"),
+    8: Level(model="gemma3-270m", **_W4S, seg_len=16384, adapt=_ALL,
+             note="Gemma 3 270M, level 6's window; alice29: 1.019 bits/byte, 750 / 300 B/s"),
     9: Level(model="gemma3-270m", **_W8, seg_len=65536, adapt=_ALL,
              note="Gemma 3 270M, window 8,192, segments of 65,536; alice29: 1.009 "
                   "bits/byte, ~600 / 160 B/s"),
