@@ -10,6 +10,7 @@ is computed once per process (milliseconds to about a second) and cached.
 from __future__ import annotations
 
 import functools
+import threading
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 
 import numpy as np
@@ -114,21 +115,107 @@ def _cos_sin(a: Decimal) -> tuple[Decimal, Decimal]:
             return +c, +s
 
 
-@functools.lru_cache(maxsize=None)
+def _q30(c: Decimal, s: Decimal) -> tuple[int, int]:
+    one = Decimal(1 << _ROPE_INNER)
+    return _round(c * one), _round(s * one)
+
+
+class _RopeFactors:
+    """One frequency table's Q30 factors (the spec: `_q30(_cos_sin(theta * m))` at the
+    angles m·theta, m = 0..63 for `lo` and m = 64h for `hi`), `hi` extended as positions
+    grow. The spec's Taylor series costs ~40 decimal operations an angle, and Gemma's
+    65,536 positions need 262,144 of them (15 s), so `hi` is computed otherwise with the
+    same values: for h = 32a + b, cos and sin of 64h·theta come from those of 2048a·theta
+    and 64b·theta (each a series, 40 digits, then exactly to integers in Q130) by
+    cos(x+y) = cos x cos y - sin x sin y in exact integer arithmetic. That value is within
+    10^-30 of the series' value at the same angle (both carry errors of ~10^-35 from
+    rounding and reducing the angle), so the two round alike to Q30 unless it lies within
+    2^-40 of a Q30 half-way point; there (about one entry in 10^12) the series decides."""
+
+    _B = 32                                   # h = 32a + b
+    _F = 130                                  # the exact products' fixed point (Q130)
+    _GUARD = 40                               # the series decides within 2^-40 of a tie
+
+    def __init__(self, head_dim: int, base: float, pos_scale: float):
+        half = head_dim // 2
+        with localcontext(_ctx()):
+            lnb = Decimal(repr(float(base))).ln()
+            scale = Decimal(repr(float(pos_scale)))
+            self.theta = [(-(lnb * 2 * i) / head_dim).exp() / scale for i in range(half)]
+            self.lo = np.array([[_q30(*_cos_sin(t * j)) for t in self.theta]
+                                for j in range(_ROPE_LO)], dtype=np.int64).transpose(2, 0, 1)
+            rows = [self._fixed_row(_ROPE_LO * b) for b in range(self._B)]
+            self._b = tuple(np.array([r[k] for r in rows], dtype=object) for k in (0, 1))
+        self._a: list = []                    # [a]: Q130 cos, sin of 2048a·theta_i
+        self.hi = np.zeros((2, 0, half), dtype=np.int64)
+        self.by_series = 0                    # entries of hi the guard sent to the series
+
+    def _fixed_row(self, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """cos and sin of m·theta_i for every i, in Q130: two arrays of Python ints."""
+        one = Decimal(1 << self._F)
+        cs = [_cos_sin(t * m) for t in self.theta]
+        return tuple(np.array([_round(v[k] * one) for v in cs], dtype=object) for k in (0, 1))
+
+    def extend(self, n_hi: int) -> None:
+        have = self.hi.shape[1]
+        if n_hi <= have:
+            return
+        n_hi = -(-n_hi // self._B) * self._B
+        out = np.zeros((2, n_hi, len(self.theta)), dtype=np.int64)
+        out[:, :have] = self.hi
+        shift = 2 * self._F - _ROPE_INNER     # Q260 -> Q30
+        half_unit, guard = 1 << (shift - 1), 1 << (shift - self._GUARD)
+        mask = (1 << shift) - 1
+        cb, sb = self._b                      # (32, D/2) objects: Python ints
+        with localcontext(_ctx()):
+            for a in range(have // self._B, n_hi // self._B):
+                while len(self._a) <= a:
+                    self._a.append(self._fixed_row(_ROPE_LO * self._B * len(self._a)))
+                ca, sa = self._a[a]
+                rows = slice(a * self._B, (a + 1) * self._B)
+                for k, v in enumerate((ca * cb - sa * sb, sa * cb + ca * sb)):
+                    out[k, rows] = ((v + half_unit) >> shift).astype(np.int64)
+                    for b, i in zip(*np.nonzero(abs((v & mask) - half_unit) < guard)):
+                        h = a * self._B + b
+                        self.by_series += 1
+                        out[k, h, i] = _q30(*_cos_sin(self.theta[i] * (_ROPE_LO * h)))[k]
+        self.hi = out
+
+
+_factors: dict = {}
+_tables: dict = {}
+_lock = threading.Lock()
+
+
 def rope_tables(head_dim: int, base: float, n_pos: int, pos_scale: float = 1.0
                 ) -> tuple[np.ndarray, np.ndarray]:
     """cos and sin of p * theta_i / pos_scale, theta_i = base^(-2i/D), in Q15:
     two int64 arrays (n_pos, D/2).
 
-    Computed in two levels so only (64 + n_pos/64) angles per frequency need the
-    series: p = 64h + l, cos(p t) = cos(64h t) cos(l t) - sin(64h t) sin(l t), both
-    factors rounded to Q30, their products combined exactly in int64 and rounded once
-    (half up) to Q15."""
+    Computed in two levels so only (64 + n_pos/64) angles per frequency are needed:
+    p = 64h + l, cos(p t) = cos(64h t) cos(l t) - sin(64h t) sin(l t), both factors
+    rounded to Q30 (see `_RopeFactors`), their products combined exactly in int64 and
+    rounded once (half up) to Q15. An entry depends only on its position, so the largest
+    table made so far is kept and smaller ones are views of its first rows."""
+    key = (head_dim, float(base), float(pos_scale))
+    with _lock:
+        have = _tables.get(key)
+        if have is None or have[0].shape[0] < n_pos:
+            f = _factors.get(key) or _factors.setdefault(key, _RopeFactors(*key))
+            n = max(n_pos, 2 * have[0].shape[0]) if have is not None else n_pos
+            f.extend(-(-n // _ROPE_LO))
+            have = _tables[key] = _combine(f.hi, f.lo, n)
+    return have[0][:n_pos], have[1][:n_pos]
+
+
+def rope_tables_spec(head_dim: int, base: float, n_pos: int, pos_scale: float = 1.0
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """`rope_tables` as the spec defines it, every factor by its own series (slow: for
+    tests on small tables)."""
     half = head_dim // 2
     n_hi = -(-n_pos // _ROPE_LO)
     lo = np.zeros((2, _ROPE_LO, half), dtype=np.int64)
     hi = np.zeros((2, n_hi, half), dtype=np.int64)
-    one = Decimal(1 << _ROPE_INNER)
     with localcontext(_ctx()):
         lnb = Decimal(repr(float(base))).ln()
         scale = Decimal(repr(float(pos_scale)))
@@ -136,13 +223,21 @@ def rope_tables(head_dim: int, base: float, n_pos: int, pos_scale: float = 1.0
             theta = (-(lnb * 2 * i) / head_dim).exp() / scale
             for table, step, n in ((lo, 1, _ROPE_LO), (hi, _ROPE_LO, n_hi)):
                 for j in range(n):
-                    c, s = _cos_sin(theta * (j * step))
-                    table[0, j, i], table[1, j, i] = _round(c * one), _round(s * one)
-    p = np.arange(n_pos)
-    ch, sh = hi[0, p // _ROPE_LO], hi[1, p // _ROPE_LO]
-    cl, sl = lo[0, p % _ROPE_LO], lo[1, p % _ROPE_LO]
+                    table[0, j, i], table[1, j, i] = _q30(*_cos_sin(theta * (j * step)))
+    return _combine(hi, lo, n_pos)
+
+
+def _combine(hi: np.ndarray, lo: np.ndarray, n_pos: int) -> tuple[np.ndarray, np.ndarray]:
+    """Q15 cos and sin (n_pos, D/2) of positions 64h + l from the Q30 factors (2, ., D/2)."""
+    n_hi = -(-n_pos // _ROPE_LO)
+    ch, sh = hi[0, :n_hi, None], hi[1, :n_hi, None]                   # (n_hi, 1, D/2)
+    cl, sl = lo[0, None], lo[1, None]                                 # (1, 64, D/2)
     sh_ = 2 * _ROPE_INNER - ROPE_FRAC
     rnd = 1 << (sh_ - 1)
-    cos = (ch * cl - sh * sl + rnd) >> sh_
-    sin = (sh * cl + ch * sl + rnd) >> sh_
-    return cos, sin
+    out = []
+    for a, b, c, d, sign in ((ch, cl, sh, sl, -1), (sh, cl, ch, sl, 1)):
+        x = a * b                                                     # (n_hi, 64, D/2)
+        x += sign * (c * d) + rnd
+        x >>= sh_
+        out.append(x.reshape(n_hi * _ROPE_LO, -1)[:n_pos])
+    return out[0], out[1]
