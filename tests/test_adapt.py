@@ -292,8 +292,8 @@ def test_adapter_state_is_integer_and_bounded(tiny_model):
 
 
 def test_adapt_ops_c_equals_numpy(tiny_model, monkeypatch):
-    """adapt_ops.c's passes over the vocabulary (the temperature's expectation, the bias
-    step) give numpy's integers: on extreme values, repeated tokens and a clamped bias,
+    """adapt_ops.c's passes over the vocabulary (the temperature, its expectation, the
+    bias step) give numpy's integers: on extreme values, repeated tokens and a clamped bias,
     and through an Adapter's whole run (tables and state after every step)."""
     from llmzip.codec import adapt
     from llmzip.engine.exact import kernels
@@ -317,7 +317,8 @@ def test_adapt_ops_c_equals_numpy(tiny_model, monkeypatch):
         bb, b32 = b.copy(), np.zeros(V, dtype=np.int32)
         adapt.bias_step(bb, b32, f, sym, P, 14000)
         got[use_c] = (top, el, el0, bb, b32, adapt.tau_gradient(lg, f, sym, P),
-                      adapt.temper_gradient(lg, f, sym, P))
+                      adapt.temper_gradient(lg, f, sym, P),
+                      *(adapt.temper(lg, t) for t in (1 << 14, 65536, 77777, 1 << 18)))
     for x, y in zip(got[False], got[True]):
         assert np.array_equal(x, y)
     assert np.array_equal(got[True][4], got[True][3] >> adapt.STATE_FRAC)

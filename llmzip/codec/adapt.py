@@ -230,6 +230,18 @@ def _centred(logits: np.ndarray, f: np.ndarray, sub: int) -> tuple[np.ndarray, n
     return top, np.einsum("rv,rv->r", f.astype(np.int64) - sub, l64 - top[:, None])
 
 
+def temper(logits: np.ndarray, tau: int) -> np.ndarray:
+    """The tempered logits clamp((l tau) >> 16, +-2^30), int32 (M, V), tau in Q16."""
+    lib = _ops()
+    if lib is not None:
+        lg = np.ascontiguousarray(logits, dtype=np.int32)
+        out = np.empty_like(lg)
+        if lib.llmzip_ad_temper(lg.size, lg.ctypes.data, tau, out.ctypes.data):
+            raise ValueError("adapt_ops: temperature out of range")
+        return out
+    return np.clip((logits.astype(np.int64) * tau) >> 16, -(1 << 30), 1 << 30).astype(np.int32)
+
+
 def bias_step(b: np.ndarray, b32: np.ndarray, f: np.ndarray, symbols: np.ndarray, P: int,
               step: int) -> None:
     """The adaptive bias's step, in place: b += step 2^P per coded token y at y, minus
@@ -301,11 +313,11 @@ class Adapter:
         cfg = self.cfg
         lg = logits
         if cfg.temper or cfg.tau:
-            tau = self.tau >> 16
-            lg = np.clip((logits.astype(np.int64) * tau) >> 16, -(1 << 30), 1 << 30)
+            lg = temper(logits, self.tau >> 16)                # a new int32 array
         preds = []
         if self.match is not None:
-            lg = lg.astype(np.int32, copy=True)
+            if lg is logits:
+                lg = lg.astype(np.int32, copy=True)
             for r, s in enumerate(live):
                 m = self.match.predict(int(s))
                 if m is None:

@@ -1,6 +1,6 @@
 /*
  * adapt_ops.c -- the adaptive models' passes over the whole vocabulary (codec/adapt.py):
- * the temperature's expectation and the adaptive bias's step, once per coded step on
+ * the temperature, its expectation and the adaptive bias's step, once per coded step on
  * both sides. adapt.py's numpy code computes the same int64 integers (it is the
  * portable path and the spec: tests compare the two); here each is one pass over the
  * rows instead of five, which mattered for Gemma's 262,144 tokens (the numpy passes took
@@ -58,6 +58,20 @@ EXPORT int llmzip_ad_bias(int64_t M, int64_t V, const int32_t *f, const int64_t 
         x = x > clamp ? clamp : x < -clamp ? -clamp : x;
         b[v] = x;
         b32[v] = (int32_t)(x >> frac);
+    }
+    return 0;
+}
+
+/* The temperature (adapt.py, Adapter.tables): out[i] = clamp((l[i] tau) >> 16, +-2^30)
+   over n logits, tau in Q16 (1/4 .. 4: 2^14 .. 2^18). |l| <= 2^31 and tau < 2^19, so
+   the product is below 2^50. Returns 0, or -1 for bad sizes or tau. */
+EXPORT int llmzip_ad_temper(int64_t n, const int32_t *l, int64_t tau, int32_t *out)
+{
+    if (n < 0 || tau < 0 || tau >= (1 << 19)) return -1;
+    const int64_t hi = (int64_t)1 << 30;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t x = ((int64_t)l[i] * tau) >> 16;
+        out[i] = (int32_t)(x > hi ? hi : x < -hi ? -hi : x);
     }
     return 0;
 }
