@@ -7,8 +7,9 @@ models (codec/adapt.py). Options given explicitly (--model, --seg-len, --window,
 --stride, --adapt) override the level's. The figures in the notes (compress /
 decompress speed on a 2-vCPU Zen 5) are measured by scripts/bench_levels.py
 (docs/results.md; -6's speeds from its ablation row before the n-gram model, which adds
-about 7% to the compress time; -7's beside other jobs; -2 to -5 and -8 on the Intel Xeon, quiet, llmzip 0.13.1, before
-its faster adaptive models; -9's on the Intel Xeon, quiet, llmzip 0.13.2); bits/byte with 0.10's archive header (format 9).
+about 7% to the compress time; -7's beside other jobs; -2 to -5 on the Intel Xeon,
+quiet, llmzip 0.13.1, before its faster adaptive models; -8 and -9 on the Intel Xeon,
+quiet, llmzip 0.13.2); bits/byte with 0.10's archive header (format 9).
 `llmzip --help` prints this table.
 """
 
@@ -66,7 +67,7 @@ LEVELS = {
              note="window 8,192, segments of 65,536, + temperature; alice29: 1.043 "
                   "bits/byte, ~670 B/s compress"),
     8: Level(model="gemma3-270m", **_W4S, seg_len=16384, adapt=_ALL,
-             note="Gemma 3 270M, level 6's window; alice29: 1.019 bits/byte, 750 / 300 B/s"),
+             note="Gemma 3 270M, level 6's window; alice29: 1.019 bits/byte, 1,270 / 410 B/s"),
     9: Level(model="gemma3-270m", **_W32, seg_len=65536, adapt=_ALL,
              note="Gemma 3 270M, window 32,768, segments of 65,536; alice29: 1.004 "
                   "bits/byte, 870 / 170 B/s"),

@@ -201,7 +201,9 @@ def rope_tables(head_dim: int, base: float, n_pos: int, pos_scale: float = 1.0
     with _lock:
         have = _tables.get(key)
         if have is None or have[0].shape[0] < n_pos:
-            f = _factors.get(key) or _factors.setdefault(key, _RopeFactors(*key))
+            f = _factors.get(key)
+            if f is None:
+                f = _factors[key] = _RopeFactors(*key)
             n = max(n_pos, 2 * have[0].shape[0]) if have is not None else n_pos
             f.extend(-(-n // _ROPE_LO))
             have = _tables[key] = _combine(f.hi, f.lo, n)
