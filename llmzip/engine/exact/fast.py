@@ -13,6 +13,8 @@ import copy
 import ctypes
 import math
 
+import threading
+
 import numpy as np
 import torch
 
@@ -91,6 +93,7 @@ class FastModel:
         self.q_head = math.isqrt(self.cfg.head_dim << 42)
         self._tabs = RopeTables(m, contiguous=True)
         self._step = None             # (StepModel, StepLayer array): made on first use
+        self._local = threading.local()   # per thread: the output layer's sums (scratch)
 
     def _step_structs(self):
         """The model and its layers as exact_step.c's structs (they point into tensors
@@ -170,7 +173,7 @@ class FastModel:
         """A copy whose matrices set_linear may replace (the rest stays shared)."""
         c = copy.copy(self)
         c.m, c.layers = copy_model(self.m), list(self.layers)
-        c._step = None
+        c._step, c._local = None, threading.local()
         return c
 
     def set_linear(self, li: int, name: str, lin) -> None:
@@ -250,6 +253,17 @@ class FastModel:
             o = k.requant(acc, lin, ea, ACT_FRAC, ACT_FRAC, threads)
             xs += k.rmsnorm(o, post_norm, RES_FRAC, self.q_width, threads)
 
+    def _head_sums(self, a: torch.Tensor, threads: int) -> torch.Tensor:
+        """The output layer's int32 sums (M, V) for a block of rows, in a buffer kept per
+        thread: a fresh one (64 MB for 64 rows of Gemma's 262,144 tokens) was above malloc's
+        mmap threshold, so every block mapped and cleared new pages (1.5 million page
+        faults, a fifth of level 9's compress time on alice29's first 20 KB)."""
+        n = a.shape[0] * self.cfg.vocab_size
+        buf = getattr(self._local, "head", None)
+        if buf is None or buf.numel() < n:
+            buf = self._local.head = torch.empty(n, dtype=torch.int32)
+        return self.k.gemm(a, self.head.packed, threads, scratch=buf)
+
     def freqs(self, hidden, threads: int, precision: int, block: int = 64,
               dest: torch.Tensor | None = None) -> torch.Tensor:
         """Output layer and frequency tables for quantised hidden states, `block` rows at
@@ -258,7 +272,7 @@ class FastModel:
         M, V = a.shape[0], self.cfg.vocab_size
         out = _output(dest, M, V)
         for r in range(0, M, block):
-            acc = self.k.gemm(a[r:r + block], self.head.packed, threads)
+            acc = self._head_sums(a[r:r + block], threads)
             self.k.freqs(acc, self.head, e[r:r + block], ACT_FRAC - LOGIT_FRAC, self.exp32,
                          precision, out[r:r + block], threads)
         return out
@@ -271,7 +285,7 @@ class FastModel:
         M, V = a.shape[0], self.cfg.vocab_size
         out = _output(dest, M, V)
         for r in range(0, M, block):
-            acc = self.k.gemm(a[r:r + block], self.head.packed, threads)
+            acc = self._head_sums(a[r:r + block], threads)
             self.k.logits(acc, self.head, e[r:r + block], ACT_FRAC - LOGIT_FRAC,
                           out[r:r + block], threads)
         return out

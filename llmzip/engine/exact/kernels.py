@@ -178,11 +178,16 @@ class Kernels:
     def pack(self, w: torch.Tensor) -> Packed:
         return Packed(self.lib, w)
 
-    def gemm(self, a: torch.Tensor, w: Packed, threads: int) -> torch.Tensor:
-        """a (M, K) int16 @ w^T -> (M, N) int32, exact."""
+    def gemm(self, a: torch.Tensor, w: Packed, threads: int,
+             scratch: torch.Tensor | None = None) -> torch.Tensor:
+        """a (M, K) int16 @ w^T -> (M, N) int32, exact; written into the start of
+        scratch (int32, contiguous) where it is large enough."""
         a = a.contiguous()
         M = a.shape[0]
-        out = torch.empty((M, w.n), dtype=torch.int32)
+        if scratch is not None and scratch.numel() >= M * w.n:
+            out = scratch[:M * w.n].view(M, w.n)
+        else:
+            out = torch.empty((M, w.n), dtype=torch.int32)
         if M:
             par = M * w.n * w.k >= GEMM_PAR_MACS or w.n * w.k >= GEMM_PAR_WEIGHTS
             rc = self.lib.gemm_i8(M, w.n, w.k, p(a), w.k, p(w.buf), p(out), w.n,

@@ -144,9 +144,9 @@ typedef struct {
 static int freqs_item(void *ctx, int64_t i) {
     const freqs_ctx *c = ctx;
     const int V = c->V, s = c->shift - c->e[i];
-    int32_t *l = malloc(sizeof(int32_t) * V);
-    int32_t *ev = malloc(sizeof(int32_t) * V);
-    if (!l || !ev) { free(l); free(ev); return 1; }
+    int32_t *l = pool_scratch(SCR_TABLE_L, sizeof(int32_t) * V);
+    int32_t *ev = pool_scratch(SCR_TABLE_E, sizeof(int32_t) * V);
+    if (!l || !ev) return 1;
     const int32_t *a = c->acc + i * V;
     int32_t *f = c->freqs + i * V;
 #ifdef HAVE_LEVELS
@@ -155,7 +155,6 @@ static int freqs_item(void *ctx, int64_t i) {
     else
 #endif
         freqs_portable(V, a, c->mult, s, c->exp32, c->precision, l, ev, f);
-    free(l); free(ev);
     return 0;
 }
 
@@ -204,9 +203,9 @@ typedef struct {
 static int table_item(void *ctx, int64_t i) {
     const table_ctx *c = ctx;
     const int V = c->V;
-    int32_t *l = malloc(sizeof(int32_t) * V);
-    int32_t *ev = malloc(sizeof(int32_t) * V);
-    if (!l || !ev) { free(l); free(ev); return 1; }
+    int32_t *l = pool_scratch(SCR_TABLE_L, sizeof(int32_t) * V);
+    int32_t *ev = pool_scratch(SCR_TABLE_E, sizeof(int32_t) * V);
+    if (!l || !ev) return 1;
     const int32_t *li = c->logits + i * V;
     const int32_t *b = c->bias ? c->bias + i * c->bias_stride : NULL;
     int32_t top = INT32_MIN;
@@ -222,7 +221,6 @@ static int table_item(void *ctx, int64_t i) {
     else
 #endif
         table_portable(V, l, top, c->exp32, c->precision, ev, f);
-    free(l); free(ev);
     return 0;
 }
 

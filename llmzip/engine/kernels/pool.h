@@ -20,7 +20,8 @@ int parallel_for(int64_t n, int threads, pool_fn fn, void *ctx);
 #include <stddef.h>
 enum { SCR_GEMM_SPLIT, SCR_DOTS_Q, SCR_DOTS_K, SCR_DOTS_C, SCR_VALS_W, SCR_VALS_V,
        SCR_VALS_C, SCR_ATT_Q, SCR_ATT_DOT, SCR_ATT_P, SCR_ATT_ZE, SCR_ATT_SIGMA,
-       SCR_ATT_ACC, SCR_SPLIT, SCR_SPLIT_W, POOL_SCRATCH_SLOTS };
+       SCR_ATT_ACC, SCR_SPLIT, SCR_SPLIT_W, SCR_TABLE_L, SCR_TABLE_E,
+       POOL_SCRATCH_SLOTS };
 void *pool_scratch(int slot, size_t bytes);
 
 #endif
