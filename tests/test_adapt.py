@@ -324,19 +324,87 @@ def test_adapt_ops_c_equals_numpy(tiny_model, monkeypatch):
     assert np.array_equal(got[True][4], got[True][3] >> adapt.STATE_FRAC)
     e = ExactEngine(tiny_model)
     V = tiny_model.config.vocab_size
-    runs = {}
-    for use_c in (False, True):
-        monkeypatch.setattr(adapt, "USE_C", use_c)
-        ad = Adapter(AdaptConfig(**ALL), 2, V, 24, e.kernel.table)
-        r = np.random.default_rng(4)
-        out = []
-        for _ in range(40):
-            f = ad.tables(np.array([0, 1]), r.integers(-2**20, 2**20, (2, V), dtype=np.int32))
-            ad.update(r.integers(0, 5, 2))
-            out.append(f.copy())
-        runs[use_c] = (np.stack(out), ad.b.copy(), ad.tau)
-    assert np.array_equal(runs[False][0], runs[True][0])
-    assert np.array_equal(runs[False][1], runs[True][1]) and runs[False][2] == runs[True][2]
+    levels = range(min(kernels.library().llmzip_ex_max_level(), 2) + 1)
+    legacy = {**ALL, "temper": ALL["tau"], "tau": 0}
+    for cfg in (ALL, legacy, {"match": 20000}, {"ngram": 6000, "bias": 20000}):
+        runs = {}
+        for use_c, level in [(False, 0)] + [(True, lv) for lv in levels]:
+            monkeypatch.setattr(adapt, "USE_C", use_c)
+            monkeypatch.setattr(adapt, "TABLE_LEVEL", level)
+            ad = Adapter(AdaptConfig(**cfg), 2, V, 24, e.kernel.table)
+            r = np.random.default_rng(4)
+            out = []
+            for _ in range(40):
+                f = ad.tables(np.array([0, 1]),
+                              r.integers(-2**20, 2**20, (2, V), dtype=np.int32))
+                ad.update(r.integers(0, 5, 2))
+                out.append(f.copy())
+            runs[use_c, level] = (np.stack(out), None if ad.b is None else ad.b.copy(),
+                                  ad.tau, ad.w.copy())
+        want = runs[False, 0]
+        for key, got in runs.items():
+            assert np.array_equal(want[0], got[0]), (cfg, key)
+            assert (want[1] is None and got[1] is None) or np.array_equal(want[1], got[1])
+            assert want[2] == got[2] and np.array_equal(want[3], got[3]), (cfg, key)
+
+
+def test_one_call_tables_equal_the_spec(monkeypatch):
+    """llmzip_ad_table (the adaptive models' tables in one call) gives what the numpy
+    passes and the reference's table give: tempered logits (or not), the match and n-gram
+    models' edits, the bias, the table, and the expectation of the logits for the
+    temperature's step (sub 1: tau's; 0: temper's), on every SIMD level this CPU runs,
+    with the largest entry edited, tied, in the first or last place, and rows at the
+    floor; bad arguments are refused."""
+    from llmzip.codec import adapt
+    from llmzip.engine.exact import kernels
+    from llmzip.engine.exact.reference import freqs
+    if not kernels.available():
+        pytest.skip("no C compiler: numpy is the only path")
+    lib = kernels.library()
+    levels = range(min(lib.llmzip_ex_max_level(), 2) + 1)
+    rng = np.random.default_rng(8)
+    M, V, P = 3, 5003, 24
+    lg = rng.integers(-2**30, 2**30, (M, V), dtype=np.int32)
+    lg[0, [0, 4000]] = 2**30                                # tied at the top
+    lg[1, :] = -2**30                                       # a row at the floor
+    lg[2, V - 1] = 2**30 - 5
+    b32 = rng.integers(-2**16, 2**16, V, dtype=np.int32)
+    exp32 = adapt._exp32()
+
+    def call(lg, tau, idx, val, bias, sub, level):
+        f = np.empty_like(lg)
+        top, el = np.empty(len(lg), dtype=np.int32), np.empty(len(lg), dtype=np.int64)
+        idx, val = np.asarray(idx, dtype=np.int64), np.asarray(val, dtype=np.int32)
+        rc = lib.llmzip_ad_table(len(lg), lg.shape[1], lg.ctypes.data, tau, idx.ctypes.data,
+                                 val.ctypes.data, len(idx), 0 if bias is None else bias.ctypes.data,
+                                 exp32.ctypes.data, P, sub, f.ctypes.data, top.ctypes.data,
+                                 el.ctypes.data, level)
+        return rc, f, top, el
+
+    edit_sets = [[], [0], [4000, V - 1, V, 2 * V + 7, M * V - 1],
+                 sorted(rng.choice(M * V, 300, replace=False))]
+    for tau in (0, 1 << 14, 70001, (1 << 18) + 3):
+        t = adapt._tempered(lg, tau)
+        for idx in edit_sets:
+            val = rng.integers(-2**30, 2**30 + 1, len(idx))
+            if len(idx) > 2:
+                val[1] = 2**30                                  # an edit at the top
+            want_l = t.copy()
+            want_l.reshape(-1)[idx] = val
+            for bias in (None, b32):
+                x = want_l if bias is None else np.clip(want_l + bias, -2**30, 2**30)
+                want = freqs(torch.from_numpy(x), P).numpy()
+                for sub in (0, 1):
+                    top, el = adapt._centred(lg, want, sub)
+                    for level in levels:
+                        rc, f, gtop, gel = call(lg, tau, idx, val, bias, sub, level)
+                        assert rc == 0
+                        assert np.array_equal(f, want), (tau, len(idx), level)
+                        assert np.array_equal(gtop, top) and np.array_equal(gel, el)
+    assert call(lg, 0, [5, 3], [0, 0], None, 1, 0)[0] == -1      # edits out of order
+    assert call(lg, 0, [M * V], [0], None, 1, 0)[0] == -1        # outside the rows
+    assert call(lg, 1 << 19, [], [], None, 1, 0)[0] == -1        # tau out of range
+    assert call(lg, 0, [], [], None, 2, 0)[0] == -1              # sub 0 or 1
 
 
 def test_tau_gradient_is_the_code_length_derivative():

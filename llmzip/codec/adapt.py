@@ -28,8 +28,11 @@ mixture always sums to one):
 
 Everything is integer: the tables come from the engine's C kernel (or the reference),
 the updates are int64 numpy and Python arithmetic with floor shifts, so the decoder
-repeats every step bit for bit on any machine. The parts update once per lockstep step,
-after all its segments' tokens are coded (in segment order), on both sides.
+repeats every step bit for bit on any machine. Where the C kernels build, the passes over
+the vocabulary run there (adapt_ops.c; the tempering, the edits, the bias, the table and
+the expectation in one call, exact_tables.c's llmzip_ad_table); numpy is the spec. The
+parts update once per lockstep step, after all its segments' tokens are coded (in segment
+order), on both sides.
 """
 
 from __future__ import annotations
@@ -201,8 +204,26 @@ class NgramModel:
         h.append(y)
 
 
-USE_C = True             # the passes over the vocabulary in C (adapt_ops.c) where it
+USE_C = True             # the passes over the vocabulary in C (adapt_ops.c, and the
+                         # tables in one call: exact_tables.c's llmzip_ad_table) where it
                          # builds; numpy computes the same integers (tests compare them)
+TABLE_LEVEL = None       # llmzip_ad_table's SIMD level (0 plain C, 1 AVX2, 2 AVX-512;
+                         # None: the best this CPU runs; tests force each)
+_EXP32 = None
+
+
+def _exp32() -> np.ndarray:
+    global _EXP32
+    if _EXP32 is None:
+        from ..engine.exact.tables import exp2_table
+        _EXP32 = exp2_table().astype(np.int32)
+    return _EXP32
+
+
+def _tempered(x: np.ndarray, tau: int) -> np.ndarray:
+    """temper()'s values for some logits (int64), tau in Q16 (0: none)."""
+    x = x.astype(np.int64)
+    return np.clip((x * tau) >> 16, -(1 << 30), 1 << 30) if tau else x
 
 
 def _ops():
@@ -263,12 +284,14 @@ def bias_step(b: np.ndarray, b32: np.ndarray, f: np.ndarray, symbols: np.ndarray
     b32[:] = b >> STATE_FRAC
 
 
-def tau_gradient(logits: np.ndarray, f: np.ndarray, symbols: np.ndarray, P: int) -> int:
+def tau_gradient(logits: np.ndarray, f: np.ndarray, symbols: np.ndarray, P: int,
+                 centred: tuple | None = None) -> int:
     """Minus the code length's derivative in tau, summed over the rows (Q10 bits times
     S = 2^P - V): a table is f_v = 1 + q_v S, and only q moves with tau, so
     g = sum_r floor(((l_y - m) S - sum_v (f_v - 1)(l_v - m)) (f_y - 1) / f_y), m the
-    row's largest logit (-d(-log2 p_y)/dtau = g / (1024 S) per row)."""
-    top, el = _centred(logits, f, 1)
+    row's largest logit (-d(-log2 p_y)/dtau = g / (1024 S) per row). centred: _centred's
+    (m, sum) where already computed (llmzip_ad_table's)."""
+    top, el = centred if centred is not None else _centred(logits, f, 1)
     S, g = (1 << P) - f.shape[1], 0
     for r in range(len(symbols)):
         y = int(symbols[r])
@@ -277,11 +300,12 @@ def tau_gradient(logits: np.ndarray, f: np.ndarray, symbols: np.ndarray, P: int)
     return g
 
 
-def temper_gradient(logits: np.ndarray, f: np.ndarray, symbols: np.ndarray, P: int) -> int:
+def temper_gradient(logits: np.ndarray, f: np.ndarray, symbols: np.ndarray, P: int,
+                    centred: tuple | None = None) -> int:
     """llmzip 0.3-0.9's temperature gradient (Q10 bits times 2^P), kept to decode their
     archives: its expectation runs over the whole table, the floor of 1 every token keeps
     included, which biases it towards sharper tables as V / 2^P grows."""
-    top, el = _centred(logits, f, 0)
+    top, el = centred if centred is not None else _centred(logits, f, 0)
     rows = np.arange(len(symbols))
     return int(((logits[rows, symbols].astype(np.int64) - top) * (1 << P) - el).sum())
 
@@ -309,6 +333,9 @@ class Adapter:
 
     def tables(self, live: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """Frequency tables (len(live), V) int32 for the segments `live` at this step."""
+        lib = _ops()
+        if lib is not None:
+            return self._tables_c(lib, live, logits)
         t0 = time.perf_counter()
         cfg = self.cfg
         lg = logits
@@ -347,17 +374,72 @@ class Adapter:
         f = self.table(torch.from_numpy(np.ascontiguousarray(lg, dtype=np.int32)), bias,
                        self.P).numpy()
         self.table_seconds += time.perf_counter() - t1
-        self._step = (live, logits, f, preds, grams)
+        self._step = (live, logits, f, preds, grams, None)
+        self.seconds += time.perf_counter() - t0
+        return f
+
+    def _tables_c(self, lib, live: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """tables() in one C call (llmzip_ad_table): the same integers. The match and
+        n-gram models' edits are computed here for the entries they touch only, from
+        the tempered logits (tempering is monotone, so a row's largest tempered logit
+        is its largest logit tempered), and the expectation tau's step needs comes back
+        with the tables."""
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        lg = np.ascontiguousarray(logits, dtype=np.int32)
+        M, V = lg.shape
+        tau = self.tau >> 16 if cfg.temper or cfg.tau else 0
+        preds, grams, idx, val = [], [], [], []
+        for r, s in enumerate(live):
+            s = int(s)
+            m = self.match.predict(s) if self.match is not None else None
+            feats = self.ngram.features(s) if self.ngram is not None else []
+            if m is None and not feats:
+                continue
+            vs = [x[2] for x in feats] + ([np.array([m[0]])] if m is not None else [])
+            uniq = np.unique(np.concatenate(vs))
+            cur = _tempered(lg[r, uniq], tau)                   # the entries touched
+            if m is not None:
+                d, n = m
+                j = int(np.searchsorted(uniq, d))
+                gap = int(_tempered(lg[r].max(keepdims=True), tau)[0]) - int(cur[j])
+                ctx = (_bucket(n), 0 if gap == 0 else 1 if gap < 4096 else 2)
+                cur[j] = min(int(cur[j]) + int(self.w[ctx] >> STATE_FRAC), 1 << 30)
+                preds.append((r, d, ctx))
+            if self.ngram is not None:    # (then the match model's entry is clamped too)
+                w = self.ngram.w >> STATE_FRAC
+                for i, nb, v, sh in feats:
+                    cur[np.searchsorted(uniq, v)] += w[i, nb, sh]
+                    grams.append((r, i, nb, v, sh))
+                np.clip(cur, -(1 << 30), 1 << 30, out=cur)
+            idx.append(uniq + r * V)
+            val.append(cur)
+        idx = np.concatenate(idx) if idx else np.zeros(0, dtype=np.int64)
+        val = (np.concatenate(val) if val else np.zeros(0, dtype=np.int64)).astype(np.int32)
+        f = np.empty_like(lg)
+        top, el = np.empty(M, dtype=np.int32), np.empty(M, dtype=np.int64)
+        level = lib.llmzip_ex_max_level() if TABLE_LEVEL is None else TABLE_LEVEL
+        t1 = time.perf_counter()
+        rc = lib.llmzip_ad_table(M, V, lg.ctypes.data, tau, idx.ctypes.data, val.ctypes.data,
+                                 len(idx), 0 if self.b32 is None else self.b32.ctypes.data,
+                                 _exp32().ctypes.data, self.P, 0 if cfg.temper else 1,
+                                 f.ctypes.data, top.ctypes.data, el.ctypes.data, level)
+        if rc:
+            raise MemoryError("llmzip_ad_table") if rc == 2 else ValueError(
+                "llmzip_ad_table: bad arguments")
+        self.table_seconds += time.perf_counter() - t1
+        self._step = (live, lg, f, preds, grams, (top.astype(np.int64), el))
         self.seconds += time.perf_counter() - t0
         return f
 
     def update(self, symbols: np.ndarray) -> None:
         """One learning step on this step's coded tokens (after tables())."""
         t0 = time.perf_counter()
-        live, logits, f, preds, grams = self._step
+        live, logits, f, preds, grams, centred = self._step
         cfg, P = self.cfg, self.P
         if cfg.temper or cfg.tau:
-            g = (temper_gradient if cfg.temper else tau_gradient)(logits, f, symbols, P)
+            g = (temper_gradient if cfg.temper else tau_gradient)(logits, f, symbols, P,
+                                                                  centred)
             self.tau = min(max(self.tau + (((cfg.temper or cfg.tau) * g) >> (10 + P)),
                                1 << 30), 1 << 34)                         # 1/4 .. 4
         if self.b is not None:

@@ -79,6 +79,7 @@ def _setup(lib) -> None:
         "llmzip_ad_centred": (_i, [_l, _l, _v, _v, _l, _v, _v]),
         "llmzip_ad_bias": (_i, [_l, _l, _v, _v, _l, _l, _l, _l, _l, _v, _v]),
         "llmzip_ad_temper": (_i, [_l, _v, _l, _v]),
+        "llmzip_ad_table": (_i, [_i, _i, _v, _l, _v, _v, _l, _v, _v, _i, _l, _v, _v, _v, _i]),
         "llmzip_ex_max_level": (_i, []),
         "llmzip_ex_layers": (_i, [_v, _v, _i, _v, _v, _v, _i, _v, _v, _v, _i]),
         "llmzip_ex_attention_split": (_i, [_i]),

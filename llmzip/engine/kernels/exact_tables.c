@@ -231,3 +231,166 @@ EXPORT int llmzip_ex_table(int M, int V, const int32_t *logits, const int32_t *b
                    .bias = bias, .bias_stride = bias_stride, .exp32 = exp32, .freqs = freqs};
     return parallel_for(M, threads, table_item, &c) ? 2 : 0;
 }
+
+/* ---- the adaptive models' tables in one call (llmzip/codec/adapt.py) ----------------
+ * What adapt.py's numpy path computes in five passes (the temperature, its edits by the
+ * match and n-gram models, the bias, the table, the expectation for tau's gradient), in
+ * three over the row and without the weights array: less memory traffic per coded token
+ * for Gemma's 262,144 tokens (a row's logits come cold from the encoder's block).
+ *   t_v = clamp((l_v tau) >> 16, +-2^30) (t = l when tau is 0); the edited entries take
+ *   the given values instead (adapt.py computes them from t); x_v = clamp(t_v + b_v,
+ *   +-2^30); the table of x exactly as table_body makes it; and for the row's logits l:
+ *   ltop = max l, el = sum_v (f_v - sub)(l_v - ltop), as adapt._centred. */
+/* the table's scale R 2^-sh for weights summing to sum (table_body's) */
+INLINE double table_scale(int64_t sum, int V, int precision) {
+    int64_t R;
+    int sh;
+    prob_scale(sum, ((int64_t)1 << precision) - V, &R, &sh);
+    return (double)R * pow2d(-sh);
+}
+
+/* pass 1 over [lo, hi): x from l (and b); returns max x; *tl gets max l (the four
+   combinations of tau and b written out, so that each loop vectorises) */
+#define ADX_LOOP(T, B) do {                                                      \
+        for (int v = lo; v < hi; v++) {                                          \
+            int64_t t_ = (T) ? ((int64_t)l[v] * tau) >> 16 : l[v];                \
+            t_ = t_ > (1 << 30) ? (1 << 30) : t_ < -(1 << 30) ? -(1 << 30) : t_; \
+            t_ += (B) ? b[v] : 0;                                                \
+            const int32_t xv = (int32_t)(t_ > (1 << 30) ? (1 << 30)               \
+                                         : t_ < -(1 << 30) ? -(1 << 30) : t_);   \
+            x[v] = xv;                                                           \
+            tx = xv > tx ? xv : tx;                                              \
+            ml = l[v] > ml ? l[v] : ml;                                          \
+        }                                                                        \
+    } while (0)
+INLINE int32_t adx_span(int lo, int hi, const int32_t *restrict l, int64_t tau,
+                        const int32_t *restrict b, int32_t *restrict x, int32_t *tl) {
+    int32_t tx = INT32_MIN, ml = *tl;
+    if (tau && b) ADX_LOOP(1, 1);
+    else if (tau) ADX_LOOP(1, 0);
+    else if (b) ADX_LOOP(0, 1);
+    else ADX_LOOP(0, 0);
+    *tl = ml;
+    return tx;
+}
+
+/* pass 2: the sum of the weights exp2neg(top - x) (weights() without storing them) */
+INLINE int64_t adx_wsum(int V, const int32_t *restrict x, int32_t top,
+                        const int32_t *restrict exp32) {
+    int64_t s = 0;
+    for (int v = 0; v < V; v++) {
+        uint32_t d = (uint32_t)(top - x[v]);
+        uint32_t sh = d >> 10;
+        sh = sh > 31 ? 31 : sh;
+        s += exp32[d & 1023] >> sh;
+    }
+    return s;
+}
+
+/* pass 3: f = 1 + floor(e scale) from the weights again, their total, and the sums
+   sum (f - sub) l and sum (f - sub) modulo 2^64 (el below) */
+INLINE int64_t adx_table(int V, const int32_t *restrict x, int32_t top,
+                         const int32_t *restrict exp32, double scale,
+                         const int32_t *restrict l, int64_t sub, int32_t *restrict f,
+                         uint64_t *s1, uint64_t *s2) {
+    int64_t total = 0;
+    uint64_t a1 = 0, a2 = 0;
+    for (int v = 0; v < V; v++) {
+        uint32_t d = (uint32_t)(top - x[v]);
+        uint32_t sh = d >> 10;
+        sh = sh > 31 ? 31 : sh;
+        const int32_t e = exp32[d & 1023] >> sh;
+        f[v] = 1 + (int32_t)((double)e * scale);    /* e R < 2^52: exact; >= 0: the
+                                                       truncation is the floor */
+        total += f[v];
+        const int64_t w = (int64_t)f[v] - sub;
+        a1 += (uint64_t)(w * (int64_t)l[v]);                     /* |w l| < 2^62 */
+        a2 += (uint64_t)w;
+    }
+    *s1 = a1;
+    *s2 = a2;
+    return total;
+}
+
+/* One row; the edits (idx, val) of this row in increasing idx. x: scratch of V. */
+INLINE void adrow_body(int V, const int32_t *l, int64_t tau, const int64_t *idx,
+                       const int32_t *val, int64_t n_ed, const int32_t *b,
+                       const int32_t *exp32, int precision, int64_t sub, int32_t *x,
+                       int32_t *f, int32_t *ltop, int64_t *el) {
+    int32_t tx = INT32_MIN, tl = INT32_MIN;
+    int lo = 0;
+    for (int64_t k = 0; k <= n_ed; k++) {
+        const int hi = k < n_ed ? (int)idx[k] : V;
+        int32_t t = adx_span(lo, hi, l, tau, b, x, &tl);
+        tx = t > tx ? t : tx;
+        if (k < n_ed) {                                  /* an edited entry */
+            int64_t x_ = (int64_t)val[k] + (b ? b[hi] : 0);
+            x[hi] = (int32_t)(x_ > (1 << 30) ? (1 << 30) : x_ < -(1 << 30) ? -(1 << 30) : x_);
+            tx = x[hi] > tx ? x[hi] : tx;
+            tl = l[hi] > tl ? l[hi] : tl;
+            lo = hi + 1;
+        }
+    }
+    int first = 0;
+    while (x[first] != tx) first++;
+    const double scale = table_scale(adx_wsum(V, x, tx, exp32), V, precision);
+    uint64_t s1, s2;
+    const int64_t total = adx_table(V, x, tx, exp32, scale, l, sub, f, &s1, &s2);
+    const int64_t adj = ((int64_t)1 << precision) - total;
+    f[first] += (int32_t)adj;
+    s1 += (uint64_t)(adj * (int64_t)l[first]);
+    s2 += (uint64_t)adj;
+    *ltop = tl;
+    *el = (int64_t)(s1 - (uint64_t)(int64_t)tl * s2);      /* the true value is < 2^62 */
+}
+
+#define ADROW_ARGS int V, const int32_t *l, int64_t tau, const int64_t *idx, \
+    const int32_t *val, int64_t n_ed, const int32_t *b, const int32_t *exp32, int precision, \
+    int64_t sub, int32_t *x, int32_t *f, int32_t *ltop, int64_t *el
+#define ADROW_CALL V, l, tau, idx, val, n_ed, b, exp32, precision, sub, x, f, ltop, el
+static void adrow_portable(ADROW_ARGS) { adrow_body(ADROW_CALL); }
+#ifdef HAVE_LEVELS
+T_AVX2 static void adrow_avx2(ADROW_ARGS) { adrow_body(ADROW_CALL); }
+T_AVX512 static void adrow_avx512(ADROW_ARGS) { adrow_body(ADROW_CALL); }
+#endif
+
+/* Rows of logits l (M, V); edits: n_ed (flat index r V + v, value) pairs in increasing
+   index; bias (V,) or NULL; tau in Q16 (2^14 .. 2^18) or 0 for none; sub 0 or 1.
+   Writes the tables f (M, V), ltop (M,) and el (M,). Returns 0, -1 for bad arguments,
+   2 out of memory. */
+EXPORT int llmzip_ad_table(int M, int V, const int32_t *l, int64_t tau, const int64_t *ed_idx,
+                           const int32_t *ed_val, int64_t n_ed, const int32_t *bias,
+                           const int32_t *exp32, int precision, int64_t sub, int32_t *freqs,
+                           int32_t *ltop, int64_t *el, int level) {
+    if (M < 0 || V < 1 || tau < 0 || tau >= (1 << 19) || n_ed < 0 || sub < 0 || sub > 1
+        || precision < 1 || precision > 30 || ((int64_t)1 << precision) <= V)
+        return -1;
+    for (int64_t k = 0; k < n_ed; k++)
+        if (ed_idx[k] < 0 || ed_idx[k] >= (int64_t)M * V || (k && ed_idx[k] <= ed_idx[k - 1]))
+            return -1;
+    int32_t *x = pool_scratch(SCR_TABLE_L, sizeof(int32_t) * V);
+    if (!x) return 2;
+    void (*row)(ADROW_ARGS) = adrow_portable;
+#ifdef HAVE_LEVELS
+    if (level >= 2) row = adrow_avx512;
+    else if (level == 1) row = adrow_avx2;
+#else
+    (void)level;
+#endif
+    int64_t k0 = 0;
+    for (int r = 0; r < M; r++) {
+        int64_t k1 = k0;
+        while (k1 < n_ed && ed_idx[k1] < (int64_t)(r + 1) * V) k1++;
+        int64_t *idx = NULL;
+        if (k1 > k0) {                                   /* this row's edits, as v */
+            idx = malloc(sizeof(int64_t) * (k1 - k0));
+            if (!idx) return 2;
+            for (int64_t k = k0; k < k1; k++) idx[k - k0] = ed_idx[k] - (int64_t)r * V;
+        }
+        row(V, l + (int64_t)r * V, tau, idx, ed_val + k0, k1 - k0, bias, exp32, precision, sub,
+            x, freqs + (int64_t)r * V, ltop + r, el + r);
+        free(idx);
+        k0 = k1;
+    }
+    return 0;
+}
