@@ -9,7 +9,8 @@ decompress speed on a 2-vCPU Zen 5) are measured by scripts/bench_levels.py
 (docs/results.md; -6's speeds from its ablation row before the n-gram model, which adds
 about 7% to the compress time; -7's beside other jobs; -2 to -5 on the Intel Xeon,
 quiet, llmzip 0.13.1, before its faster adaptive models; -8 and -9 on the Intel Xeon,
-quiet, llmzip 0.13.2); bits/byte with 0.10's archive header (format 9).
+quiet, llmzip 0.13.2, -9's compress with 0.13.3's one buffer for the output layer's sums,
+before its one-call tables); bits/byte with 0.10's archive header (format 9).
 `llmzip --help` prints this table.
 """
 
@@ -70,7 +71,7 @@ LEVELS = {
              note="Gemma 3 270M, level 6's window; alice29: 1.019 bits/byte, 1,270 / 410 B/s"),
     9: Level(model="gemma3-270m", **_W32, seg_len=65536, adapt=_ALL,
              note="Gemma 3 270M, window 32,768, segments of 65,536; alice29: 1.004 "
-                  "bits/byte, 870 / 170 B/s"),
+                  "bits/byte, ~1,000 / 170 B/s"),
 }
 
 
