@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import ctypes
 import math
-
 import threading
 
 import numpy as np
