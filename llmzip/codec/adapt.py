@@ -260,7 +260,7 @@ def temper(logits: np.ndarray, tau: int) -> np.ndarray:
         if lib.llmzip_ad_temper(lg.size, lg.ctypes.data, tau, out.ctypes.data):
             raise ValueError("adapt_ops: temperature out of range")
         return out
-    return np.clip((logits.astype(np.int64) * tau) >> 16, -(1 << 30), 1 << 30).astype(np.int32)
+    return _tempered(logits, tau).astype(np.int32)
 
 
 def bias_step(b: np.ndarray, b32: np.ndarray, f: np.ndarray, symbols: np.ndarray, P: int,
