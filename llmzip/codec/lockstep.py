@@ -20,10 +20,14 @@ from ..engine.probs import bits_of
 from ..errors import FormatError
 from .adapt import AdaptConfig, Adapter
 from .coder import RangeDecoder, RangeEncoder
+from .draft import Drafter
 
 if TYPE_CHECKING:
     from ..engine.exact import ExactEngine
     from ..engine.float_engine import Engine
+
+SPECULATE = True         # the exact engine's decoder guesses tokens ahead (draft.py); the
+                         # tokens decoded are the same either way (tests compare them)
 
 
 def _adapter(engine, n_seg: int) -> Adapter | None:
@@ -87,6 +91,8 @@ def decode_segments(engine: Engine | ExactEngine, lengths: list[int], payload: b
     V = engine.model.config.vocab_size
     ad = _adapter(engine, len(lengths))
     learn = _learner(engine, len(lengths))
+    draft = (Drafter(len(lengths)) if SPECULATE and learn is None
+             and hasattr(engine, "encode_steps") else None)    # the exact engine
 
     def step(t, live, freqs):
         if ad is not None:
@@ -100,9 +106,13 @@ def decode_segments(engine: Engine | ExactEngine, lengths: list[int], payload: b
             learn.observe(t, live, freqs, symbols)
         for i, s in zip(live, symbols):
             out[i][t] = s
+            if draft is not None:
+                draft.observe(int(i), int(s))
         return symbols
 
     kw = {} if learn is None else {"learner": learn}
+    if draft is not None:
+        kw["draft"] = draft
     if ad is not None:
         kw["out"] = "logits"
     engine.lockstep(lengths, step, progress, **kw)     # (the float engine takes neither)

@@ -138,6 +138,8 @@ class ExactEngine:
         self.fixed_threads = threads
         self.load = LoadTracker(threads)
         self.threads_used: dict = {}           # thread count -> forward passes run with it
+        self.decoded = {"passes": 0, "steps": 0}  # lockstep's forward passes and the steps
+                                                  # they served (more with guesses)
 
     @property
     def imodel(self) -> W.IntModel:
@@ -340,12 +342,20 @@ class ExactEngine:
                             progress(np.asarray([segments[i][t] for i in live[rows[r]]]))
 
     def lockstep(self, lengths: list[int], choose, progress=None, out: str = "freqs",
-                 learner=None) -> None:
+                 learner=None, draft=None) -> None:
         """Step the segments one position at a time (the decoder): at step t,
         choose(t, live, tables) gets the segments with a token t and their tables (or
         logits, out="logits") and returns those tokens, which the next step feeds to the
         model. Where a window slides, the kept context is computed again from the tokens
-        decoded (a prefill, as the encoder computes it)."""
+        decoded (a prefill, as the encoder computes it).
+
+        draft (codec/draft.py's Drafter), where given and no learner is: before a forward
+        pass, draft.propose(live, limit) guesses the next k tokens of the live segments;
+        the pass computes k + 1 positions (the last decoded token, then the guesses), and
+        choose gets step t + j's tables only while the guesses for t .. t + j - 1 were all
+        the tokens it returned. The tables are the ones single steps give (the engine's
+        integers do not depend on the batch), so choose sees exactly the same calls;
+        draft.passed(j, seconds) hears how many guesses were right and what the pass took."""
         self.check_shape(lengths)
         if not lengths or max(lengths) == 0:
             return
@@ -356,12 +366,14 @@ class ExactEngine:
         gc_was = gc.isenabled()
         gc.disable()                 # a step allocates few objects; the collector cost 2%
         try:
-            self._lockstep(lens, B, T, cache, choose, progress, out, run, learner)
+            self._lockstep(lens, B, T, cache, choose, progress, out, run, learner,
+                           None if learner else draft)
         finally:
             if gc_was:
                 gc.enable()
 
-    def _lockstep(self, lens, B, T, cache, choose, progress, out, run, learner) -> None:
+    def _lockstep(self, lens, B, T, cache, choose, progress, out, run, learner,
+                  draft=None) -> None:
         bos = self.model.bos_id
         hist = np.full((B, T + 1), bos, dtype=np.int64)   # hist[:, t + 1] = token t
         with torch.inference_mode():
@@ -374,21 +386,37 @@ class ExactEngine:
                         learner.sync()
                     self._keep(torch.from_numpy(ctx), live, start, cache, run)
                 rope = self._rope_at(start)
-                for t in range(first, end):
+                t = first
+                while t < end:
                     live = np.nonzero(lens > t)[0]
                     cap = None
                     if learner:
                         learner.sync()
                         cap = learner.capture()
-                    f = run.forward(torch.from_numpy(hist[live, t])[:, None],
-                                    torch.from_numpy(live), t - start, cache, self.threads(),
-                                    self.profile.precision, out, rope=rope, capture=cap)
+                    inp = hist[live, t][:, None]
+                    if draft is not None:     # guesses stay inside the window and segments
+                        g = draft.propose(live, min(end, int(lens[live].min())) - t - 1)
+                        if g.shape[1]:
+                            inp = np.concatenate([inp, g], axis=1)
+                    t0 = time.perf_counter()
+                    f = run.forward(torch.from_numpy(inp), torch.from_numpy(live), t - start,
+                                    cache, self.threads(), self.profile.precision, out,
+                                    rope=rope, capture=cap)
+                    sec = time.perf_counter() - t0
                     if learner:
                         learner.captured(live, np.full(len(live), t), cap)
-                    tokens = choose(t, live, f[:, 0].numpy())
-                    hist[live, t + 1] = tokens
-                    if progress is not None:
-                        progress(tokens)
+                    for j in range(inp.shape[1]):
+                        tokens = choose(t + j, live, f[:, j].numpy())
+                        hist[live, t + j + 1] = tokens
+                        if progress is not None:
+                            progress(tokens)
+                        if j + 1 == inp.shape[1] or not np.array_equal(tokens, inp[:, j + 1]):
+                            break
+                    if draft is not None:
+                        draft.passed(j, sec)
+                    self.decoded["passes"] += 1
+                    self.decoded["steps"] += j + 1
+                    t += j + 1
 
 
 def _spans(a: int, end: int, block: int, start: int, learner) -> list[tuple[int, int]]:
