@@ -33,7 +33,8 @@ def _segments(model, lengths=(90, 85, 60)):
 
 
 class Oracle:
-    """Guesses the true next tokens (every guess right), as many as allowed."""
+    """Guesses the true next tokens, as many as allowed: all right, or with wrong_every
+    one of the first wrong_every guesses wrong (a different one from step to step)."""
 
     def __init__(self, segs, n=5, wrong_every=0):
         self.segs, self.n, self.wrong_every, self.t = segs, n, wrong_every, 0
