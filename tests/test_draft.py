@@ -10,7 +10,7 @@ import pytest
 
 import llmzip
 from llmzip.codec import lockstep
-from llmzip.codec.draft import Drafter
+from llmzip.codec.draft import PRIOR, Drafter
 from llmzip.engine.exact import ExactEngine, ExactProfile, kernels
 from conftest import corpus_bytes
 
@@ -98,7 +98,7 @@ def test_guessed_steps_give_the_same_tables(model, kernel, prof):
     d, want = Drafter(len(rep)), _steps(e, rep)
     passes = e.decoded["passes"]
     assert _same(_steps(e, rep, draft=d), want)
-    assert d.accepted > 0 and e.decoded["passes"] - passes < len(want)
+    assert e.decoded["passes"] - passes < len(want)        # some guesses were right
     if kernel == "reference":
         return
     o = Oracle(segs, 5, 2)
@@ -138,10 +138,12 @@ def test_drafter_guesses_repeats_and_stays_quiet_on_noise():
     d.passed(0, 0.011)
     assert d.propose(np.array([0, 1]), 5).shape == (2, 0)        # two: not yet timed
     d.passed(0, 0.015)
-    assert d.propose(np.array([0, 0]), 5).shape[1] >= 2          # both repeat
+    k = d.propose(np.array([0, 0]), 5).shape[1]
+    assert k >= 2                                                # both repeat
     d.passed(2, 0.020)
     assert d.propose(np.array([0, 1]), 5).shape == (2, 0)        # all segments or none
-    assert d.stats() == {"steps": 8, "proposed": d.proposed, "accepted": 2}
+    prior = PRIOR * len(d.tried)                  # the guesses timed were counted
+    assert d.tried.sum() == prior + k and abs(d.right.sum() - prior / 2 - 2) < 1e-9
 
 
 def test_drafter_guesses_as_far_as_the_timed_costs_pay():

@@ -51,7 +51,6 @@ class Drafter:
         mid = (np.arange(BUCKETS) + 0.5) / BUCKETS
         self.tried = np.full(BUCKETS, float(PRIOR))   # guesses (joint, from the first on)
         self.right = PRIOR * mid                      # with an estimate in each tenth: right
-        self.steps = self.proposed = self.accepted = 0   # passes, guesses, right ones
 
     def observe(self, seg: int, y: int) -> None:
         """Count token y after segment seg's last tokens."""
@@ -112,7 +111,6 @@ class Drafter:
         the most tokens a second, 1 + the sum over j <= k of the (calibrated) chance that
         every segment's first j guesses are right, over the pass's cost (none until a
         pass with none has been timed)."""
-        self.steps += 1
         B, n, k = len(live), min(limit, self.max_guesses), 0
         base = self.cost.get((B, 0))
         chains = [self._chain(int(s), n) for s in live] if n > 0 and base else []
@@ -126,24 +124,18 @@ class Drafter:
             b = min(int(p * BUCKETS), BUCKETS - 1)
             tenths.append(b)
             tokens += self.right[b] / self.tried[b]    # how often such guesses were right
-            if tokens / self._cost(B, j + 1) > best:
-                k, best = j + 1, tokens / self._cost(B, j + 1)
+            rate = tokens / self._cost(B, j + 1)
+            if rate > best:
+                k, best = j + 1, rate
         self._shape, self._tenths = (B, k), tenths[:k]
-        self.proposed += k
         return np.array([g[:k] for g, _ in chains], dtype=np.int64).reshape(B, k)
 
     def passed(self, right: int, seconds: float) -> None:
         """The last proposal's pass: its first `right` guesses were the decoded tokens,
         and it took `seconds`."""
-        self.accepted += right
         for j, b in enumerate(self._tenths):
             self.tried[b] += 1
             self.right[b] += j < right
         if self._shape is not None:
             old = self.cost.get(self._shape)
             self.cost[self._shape] = seconds if old is None else old + EMA * (seconds - old)
-
-    def stats(self) -> dict:
-        """Passes, positions guessed (per segment) and guessed right: tokens per pass is
-        1 + accepted / steps."""
-        return {"steps": self.steps, "proposed": self.proposed, "accepted": self.accepted}
