@@ -71,7 +71,7 @@ LEVELS = {
              note="Gemma 3 270M, level 6's window; alice29: 1.019 bits/byte, 1,270 / 410 B/s"),
     9: Level(model="gemma3-270m", **_W32, seg_len=65536, adapt=_ALL,
              note="Gemma 3 270M, window 32,768, segments of 65,536; alice29: 1.004 "
-                  "bits/byte, ~1,000 / 170 B/s"),
+                  "bits/byte, ~760 / ~300 B/s"),
 }
 
 
