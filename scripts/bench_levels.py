@@ -2,13 +2,14 @@
 """Levels and ablation benchmark: actual archive bits/byte and speed, every round trip verified.
 
     python scripts/bench_levels.py [--file F] [--bytes N] [--sections ablation,levels,corpus]
-                                   [--levels 1,3,6] [--corpus F1,F2] [--decode]
+                                   [--levels 1,3,6] [--corpus F1,F2] [--decode] [--rows 4,5]
                                    [--out docs/results/levels] [-q]
 
 Section "ablation": the default level built up one part at a time (segments from BOS,
 the window rebuilt then shifted, the stride, the adaptive bias, the match, n-gram and
 temperature models). Section "levels": the chosen levels. Section "corpus": the chosen
-levels on each of the --corpus files (compress only unless --decode). Tables go to
+levels on each of the --corpus files (compress only unless --decode; --decode also
+decodes the ablation rows that skip it, --rows picks ablation rows). Tables go to
 stdout, progress to stderr (-q: none); levels.json, .md and .png go to --out (corpus.*
 for the corpus section alone). Run it on a quiet machine (`uptime`).
 """
@@ -39,8 +40,9 @@ def main(argv=None) -> int:
         os.path.join(ROOT, "..", "shared", "corpus", f) for f in TEXTS),
         help="section corpus: comma-separated files (default: the seven texts)")
     p.add_argument("--decode", action="store_true",
-                   help="section corpus: also decompress and verify (slow: the decoder "
-                   "runs at a third of the encoder's speed)")
+                   help="sections corpus and ablation: also decompress and verify where a "
+                   "row skips it (slow: the decoder runs at a third of the encoder's speed)")
+    p.add_argument("--rows", help="section ablation: only these rows (comma-separated, from 1)")
     p.add_argument("--out", default=os.path.join("docs", "results", "levels"))
     p.add_argument("-q", "--quiet", action="store_true")
     a = p.parse_args(argv)
@@ -71,6 +73,10 @@ def main(argv=None) -> int:
             continue
         if sec == "ablation":
             rows = lb.ablation_rows()
+            if a.rows:
+                rows = [rows[int(x) - 1] for x in a.rows.split(",")]
+            if a.decode:
+                rows = [(name, dict(st, decode=True)) for name, st in rows]
         elif sec == "levels":
             rows = lb.level_rows([int(x) for x in a.levels.split(",")])
         else:

@@ -446,6 +446,21 @@ def test_levels_table():
         level_settings(10)
 
 
+def test_ablation_rows_are_settings_a_compressor_takes(tiny_model):
+    """scripts/bench_levels.py's ablation (llmzip/tools/levelbench.py): every row makes a
+    Compressor (windows scaled to the tiny model's context), and the last adds level 7's
+    temperature to level 6's models."""
+    from llmzip.tools import levelbench
+    rows = levelbench.ablation_rows()
+    ctx = tiny_model.config.context_length
+    for name, st in rows:
+        st = {k: v for k, v in st.items() if k != "decode"}
+        if st.get("window"):
+            st["window"], st["stride"] = ctx, st["stride"] * ctx // st["window"]
+        llmzip.Compressor(tiny_model, **st)
+    assert rows[-1][1]["adapt"] == {**LEVELS[6].adapt, "tau": LEVELS[7].adapt["tau"]}
+
+
 def test_level_1_writes_the_archives_of_before(tiny_model):
     """Level 1 is llmzip 0.2's default: no window, no adaptation (its header as format 5's,
     in a version 9 archive)."""

@@ -27,8 +27,8 @@ def ablation_rows() -> list[tuple[str, dict]]:
     """The default level built up one part at a time (SmolLM2), then one part more.
     Decoding is timed where the decoder's work changes (the window, its slide, the
     default)."""
-    bias, match, ngram, temper = ({k: LEVELS[7].adapt[k]}
-                                  for k in ("bias", "match", "ngram", "temper"))
+    bias, match, ngram, tau = ({k: LEVELS[7].adapt[k]}
+                               for k in ("bias", "match", "ngram", "tau"))
     return [
         ("segments of 2,048 from BOS (level 1)", dict(level=1)),
         ("+ window 4,096 sliding by 1,024, kept context rebuilt (0.3.0), segments of 16,384",
@@ -38,7 +38,7 @@ def ablation_rows() -> list[tuple[str, dict]]:
         ("+ adaptive bias", dict(SHIFTED, adapt=bias, decode=False)),
         ("+ match model", dict(SHIFTED, adapt={**bias, **match}, decode=False)),
         ("+ n-gram model (level 6, the default)", dict(level=6)),
-        ("+ temperature", dict(SHIFTED, adapt={**bias, **match, **ngram, **temper},
+        ("+ temperature", dict(SHIFTED, adapt={**bias, **match, **ngram, **tau},
                                decode=False)),
     ]
 
