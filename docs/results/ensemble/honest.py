@@ -34,7 +34,9 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.join(HERE, "..", "..", ".."), HERE]
+from record import Prefixes  # noqa: E402
 
 
 CHUNK = 15                                 # sequences off the text's tokens per pass
@@ -58,22 +60,8 @@ def main() -> None:
     gpt = lm.gpt(torch.float32)
     tk = tokenizer_for(lm)
     tb = tk._id_bytes
-    order = np.array(sorted((i for i in range(len(tb)) if tb[i]), key=lambda i: (tb[i], i)))
-    sb = [tb[i] for i in order]
-    cache: dict = {}
-
-    def state(prefix: bytes):
-        if prefix not in cache:
-            lo = bisect.bisect_left(sb, prefix)
-            hi = lo
-            while hi < len(sb) and sb[hi].startswith(prefix):
-                hi += 1
-            ex = lo
-            while ex < hi and sb[ex] == prefix:
-                ex += 1
-            kids = [bisect.bisect_left(sb, prefix + bytes([v]), ex, hi) for v in range(256)]
-            cache[prefix] = (lo, ex, hi, np.array(kids + [hi]))
-        return cache[prefix]
+    state = Prefixes(tb)
+    order = state.order
 
     whole = [int(t) for t in tk.encode(data)]
     B = np.concatenate([[0], np.cumsum([len(tb[t]) for t in whole])]).tolist()

@@ -32,20 +32,20 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
 
-def record(level: int, path: str, out: str, nbytes: int | None) -> None:
-    from llmzip.codec import lockstep
-    from llmzip.codec.api import Compressor
-    data = open(path, "rb").read()[:nbytes]
-    c = Compressor(level=level, seg_len=65536)
-    tb = c.tokenizer._id_bytes                       # each token id's bytes
-    order = np.array(sorted((i for i in range(len(tb)) if tb[i]), key=lambda i: (tb[i], i)))
-    sb = [tb[i] for i in order]                      # the tokens' bytes, sorted
-    cache: dict = {}
+class Prefixes:
+    """The vocabulary sorted by its tokens' bytes (tb: each id's bytes). prefixes(u) gives
+    the sorted positions of the tokens that start with u [lo, hi), of those equal to it
+    [lo, ex), and the 257 bounds of the ranges by the byte after it."""
 
-    def state(prefix: bytes):
-        """Sorted positions of the tokens starting with prefix [lo, hi), of those equal
-        to it [lo, ex), and the 257 bounds of the ranges by the byte after it."""
-        if prefix not in cache:
+    def __init__(self, tb: list[bytes]):
+        self.order = np.array(sorted((i for i in range(len(tb)) if tb[i]),
+                                     key=lambda i: (tb[i], i)))
+        self.sb = [tb[i] for i in self.order]
+        self.cache: dict = {}
+
+    def __call__(self, prefix: bytes):
+        if prefix not in self.cache:
+            sb = self.sb
             lo = bisect.bisect_left(sb, prefix)
             hi = lo
             while hi < len(sb) and sb[hi].startswith(prefix):
@@ -54,8 +54,18 @@ def record(level: int, path: str, out: str, nbytes: int | None) -> None:
             while ex < hi and sb[ex] == prefix:
                 ex += 1
             kids = [bisect.bisect_left(sb, prefix + bytes([v]), ex, hi) for v in range(256)]
-            cache[prefix] = (lo, ex, hi, np.array(kids + [hi]))
-        return cache[prefix]
+            self.cache[prefix] = (lo, ex, hi, np.array(kids + [hi]))
+        return self.cache[prefix]
+
+
+def record(level: int, path: str, out: str, nbytes: int | None) -> None:
+    from llmzip.codec import lockstep
+    from llmzip.codec.api import Compressor
+    data = open(path, "rb").read()[:nbytes]
+    c = Compressor(level=level, seg_len=65536)
+    tb = c.tokenizer._id_bytes                       # each token id's bytes
+    state = Prefixes(tb)
+    order = state.order
 
     rows: list[np.ndarray] = []
     tok: list[float] = []
