@@ -74,7 +74,10 @@ def main(argv=None) -> int:
         if sec == "ablation":
             rows = lb.ablation_rows()
             if a.rows:
-                rows = [rows[int(x) - 1] for x in a.rows.split(",")]
+                picked = a.rows.split(",")
+                if not all(x.isdigit() and 1 <= int(x) <= len(rows) for x in picked):
+                    p.error(f"--rows: numbers from 1 to {len(rows)}, comma-separated")
+                rows = [rows[int(x) - 1] for x in picked]
             if a.decode:
                 rows = [(name, dict(st, decode=True)) for name, st in rows]
         elif sec == "levels":
