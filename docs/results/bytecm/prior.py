@@ -24,7 +24,6 @@ docs/results.md ("The LLM mixed byte by byte with context models").
 """
 
 import argparse
-import bisect
 import os
 import sys
 import tempfile
@@ -35,6 +34,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 import llmzip.codec.bytecm as bcm  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ensemble"))
+from record import Prefixes  # noqa: E402
+
 INIT = ("m->wa[i] = (i % n_in == X_GPT) ? 16384 : (i % n_in < X_GPT ? 4096 : 0);")
 
 
@@ -44,24 +46,8 @@ def record(path: str, out: str) -> None:
     data = open(path, "rb").read()
     c = Compressor(level=6, seg_len=65536)
     tb = c.tokenizer._id_bytes                       # each token id's bytes
-    order = np.array(sorted((i for i in range(len(tb)) if tb[i]), key=lambda i: (tb[i], i)))
-    sb = [tb[i] for i in order]                      # the tokens' bytes, sorted
-    cache: dict = {}
-
-    def bounds(prefix: bytes):
-        """Sorted positions: the tokens starting with prefix [lo, hi), those equal to it
-        [lo, ex), and the 256 ranges by the byte that follows it (kids)."""
-        if prefix not in cache:
-            lo = bisect.bisect_left(sb, prefix)
-            hi = lo
-            while hi < len(sb) and sb[hi].startswith(prefix):
-                hi += 1
-            ex = lo
-            while ex < hi and sb[ex] == prefix:
-                ex += 1
-            kids = [bisect.bisect_left(sb, prefix + bytes([v]), ex, hi) for v in range(256)]
-            cache[prefix] = (lo, ex, hi, np.array(kids + [hi]))
-        return cache[prefix]
+    bounds = Prefixes(tb)          # the tokens by their bytes; ranges by prefix
+    order = bounds.order
 
     g, y, ends, tok = [], [], [], []
 
