@@ -4,7 +4,7 @@ The heavy parts (torch, the model code) load on first use, so `llmzip --help` an
 `python -m llmzip` start fast and a Ctrl-C during start-up is handled cleanly.
 """
 
-__version__ = "0.14.0"
+__version__ = "0.14.1"
 
 from .errors import (ArchiveError, ChecksumError, EngineMismatchError,  # noqa: E402
                      FormatError, KernelUnavailableError, LimitError, LlmzipError,

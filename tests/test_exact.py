@@ -223,6 +223,50 @@ def test_attention_split_positions_equal(split):
             assert all(torch.equal(y, outs[0]) for y in outs[1:]), (K, window, rows)
 
 
+@pytest.mark.skipif(not PATHS, reason="no C compiler")
+@pytest.mark.parametrize("H,K,D,sigma_bits,spread", [
+    (9, 3, 64, 24, 12), (9, 3, 64, 8, 12), (4, 1, 256, 16, 12), (4, 1, 256, 24, 2),
+    (6, 2, 128, 1, 6)])
+def test_attention_values_every_level_equal(H, K, D, sigma_bits, spread):
+    """The weighted sums of values at level 3 go through integer byte products (w = p vs
+    in L bytes, four positions to a VNNI instruction): the same integers as every other
+    level, for SmolLM2's and Gemma's head shapes, value scales from 1 to 24 bits (L from
+    1 to 5 bytes), flat and peaked weights (most positions 0), up to 1,203 positions
+    (tails of every length), one thread a pair and positions split between threads, and
+    level 3 with its float64 sums (attention_vnni_values off)."""
+    from llmzip.engine.exact import tables as T
+    Smax = 1216
+    cache = _Cache(2, K, D, Smax, seed=D + sigma_bits)
+    g = torch.Generator().manual_seed(sigma_bits)
+    cache.vsd = [torch.randint(0, 1 << sigma_bits, (2, K, Smax), generator=g).double()]
+    rows = [(0, 1202), (1, 1203), (0, 998), (1, 37), (0, 5), (1, 641), (0, 1000)]
+    row_b = torch.tensor([b for b, _ in rows], dtype=torch.int32)
+    row_pos = torch.tensor([q for _, q in rows], dtype=torch.int32)
+    q16 = torch.randint(-32767, 32768, (len(rows), H * D), generator=g, dtype=torch.int16)
+    eq = torch.randint(-spread - 4, -spread, (len(rows), H), generator=g, dtype=torch.int32)
+    exp32 = torch.from_numpy(T.exp2_table()).to(torch.int32)
+    outs = {}
+    for path, vnni in [(p, True) for p in PATHS] + [("avx512vnni", False)] * (
+            "avx512vnni" in PATHS):
+        k = kernels.Kernels(path)
+        for threads, chunk, window in ((1, 0, 0), (2, 64, 0), (1, 0, 300), (2, 0, 0)):
+            old, old_vnni = kernels.attention_split(chunk), kernels.attention_vnni_values(vnni)
+            try:
+                for i in range(len(rows)):        # one row a call: a decoding step
+                    outs.setdefault((path, vnni, threads, chunk, window), []).append(
+                        k.attention(q16[i:i + 1], eq[i:i + 1], H, K, D, row_b[i:i + 1],
+                                    row_pos[i:i + 1], cache, 0, window, exp32, threads))
+            finally:
+                kernels.attention_split(old)
+                kernels.attention_vnni_values(old_vnni)
+    for window in (0, 300):
+        got = {key: torch.cat(v) for key, v in outs.items() if key[-1] == window}
+        (first, want), *rest = got.items()
+        assert want.abs().sum() > 0
+        for key, y in rest:
+            assert torch.equal(y, want), (key, first)
+
+
 def test_rshift_round_and_quant():
     v = torch.arange(-1000, 1000)
     for s in (0, 1, 3, 7):

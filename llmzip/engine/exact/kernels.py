@@ -83,6 +83,7 @@ def _setup(lib) -> None:
         "llmzip_ex_max_level": (_i, []),
         "llmzip_ex_layers": (_i, [_v, _v, _i, _v, _v, _v, _i, _v, _v, _v, _i]),
         "llmzip_ex_attention_split": (_i, [_i]),
+        "llmzip_ex_attention_vnni_values": (_i, [_i]),
     }
     for name, (res, args) in sig.items():
         f = getattr(lib, name)
@@ -118,6 +119,13 @@ def attention_split(positions: int) -> int:
     (row, kv head) pairs than threads (Gemma's decoding step of one segment); 0: one
     thread per pair. Returns the old value. Speed only: the integers never change."""
     return library().llmzip_ex_attention_split(positions)
+
+
+def attention_vnni_values(on: bool) -> bool:
+    """Set whether the AVX-512 VNNI level sums attention's weighted values as byte
+    products (the default) or in float64 as AVX-512BW does; returns the old setting.
+    Speed only: the integers never change (tests and benchmarks compare the two)."""
+    return bool(library().llmzip_ex_attention_vnni_values(int(bool(on))))
 
 
 def _check(rc: int, what: str) -> None:

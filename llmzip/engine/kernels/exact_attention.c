@@ -5,6 +5,17 @@
  */
 #include "exact_attention.h"
 
+int g_vnni_values = 1;
+
+/* Whether level 3 sums attention's weighted values in integers (values_vnni) or in
+ * float64 (values_avx512); the same integers either way (tests and benchmarks compare
+ * them). Returns the old setting. */
+EXPORT int llmzip_ex_attention_vnni_values(int on) {
+    const int old = g_vnni_values;
+    g_vnni_values = on != 0;
+    return old;
+}
+
 /* scores, softmax and the weighted sums of values for G heads. Scratch z: G * n doubles
  * (the weights w = p vs of each head; level 2 uses the same bytes as G * n int32 p),
  * followed by 2n int32 (one head's scores and 2^-x weights, then the position list). */
@@ -44,8 +55,10 @@ INLINE void softmax_values(int G, int D, const int32_t *eq, const int32_t *dot, 
     }
     for (int64_t x = 0; x < (int64_t)G * D; x++) acc[x] = 0.0;
 #ifdef HAVE_LEVELS
-    if (level >= 2 && D % 32 == 0) values_avx512(G, D, n, pi, vsd, vc, acc, zi);
-    else if (level >= 1 && D % 16 == 0) values_avx2(G, D, n, z, vc, acc);
+    if (level >= 2 && D % 32 == 0) {
+        if (level < 3 || values_vnni(G, D, n, pi, vsd, vc, acc))
+            values_avx512(G, D, n, pi, vsd, vc, acc, zi);
+    } else if (level >= 1 && D % 16 == 0) values_avx2(G, D, n, z, vc, acc);
     else
 #endif
         values_portable(G, D, n, z, vc, acc);
@@ -155,7 +168,7 @@ static int attention_item(void *ctx, int64_t ig) {
     if (level >= 2) {
         dots_avx512(G, D, q, ktb, t0, t1, dot, stride, level == 3);
         softmax_values_avx512(G, D, eqh, dot, stride, off, ksd + base + lo, vc + (base + lo) * D,
-                              vsd + base + lo, n, exp32, z, acc, out, 2);
+                              vsd + base + lo, n, exp32, z, acc, out, level);
     } else if (level == 1) {
         dots_avx2(G, D, q, ktb, t0, t1, dot, stride);
         softmax_values_avx2(G, D, eqh, dot, stride, off, ksd + base + lo, vc + (base + lo) * D,

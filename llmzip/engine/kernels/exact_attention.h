@@ -257,6 +257,189 @@ T_AVX512 static inline void values_avx512(int G, int D, int n, const int32_t *p,
     }
 }
 
+/* AVX-512 VNNI (level 3): the same weighted sums in integers, four positions to an
+ * instruction, as exact_attention_amx.c computes them on tiles. w = p vs < 2^40 is split
+ * into L unsigned bytes and acc[h][d] += sum_l 2^(8l) sum_j w_l[h][j] v[j][d]: vpdpbusd
+ * adds four byte products (w_l of four positions, unsigned; their values, signed) into
+ * each int32 lane, and a lane's sum holds at most 65,536 products of at most 255 x 128
+ * in magnitude: below 2^31, exact.
+ *   - The positions where some head's p is not 0 are compacted with their p and vs
+ *     (registers compressed, stored whole: 16 ints of slack take the lanes past the
+ *     count), then taken in blocks of vnni_block(D) (the block's transposed values stay
+ *     in the CPU's cache); L is the block's own: as many bytes as its largest p times its
+ *     largest vs needs (1 to 5; positions far from the heads' peaks have small p).
+ *   - w's bytes: wb[(h L + l) B + t] for the block's positions t (16 at a time).
+ *   - The block's positions go in groups of four; a group's four value rows are
+ *     transposed once (eight unpacks per 64 dimensions): in each block of 64 dimensions,
+ *     dword lane 4i + r of vector k then holds dimension 16i + 4k + r of the four.
+ *   - Four (head, byte) rows times 64 dimensions at a time: sixteen accumulators, each
+ *     w dword broadcast once for four vectors; then added, shifted, into int64 sums.
+ * The int64 sums (< 2^47) are added to acc exactly. Returns 1 where it cannot run (over
+ * 65,536 positions, D not a multiple of 64, no scratch, switched off): the caller then
+ * uses values_avx512, which gives the same integers. */
+#define VNNI_MAX_POS 65536
+extern int g_vnni_values;           /* 0: level 3 sums in float64 as level 2 (benchmarks) */
+static inline int vnni_block(int D) { int b = 131072 / D / 16 * 16; return b < 256 ? 256 : b; }
+#define VNNI_ACC4(r, b)                                                                    \
+    do {                                                                                   \
+        const __m512i bb = _mm512_set1_epi32(b);                                           \
+        a##r##0 = _mm512_dpbusd_epi32(a##r##0, bb, u0);                                    \
+        a##r##1 = _mm512_dpbusd_epi32(a##r##1, bb, u1);                                    \
+        a##r##2 = _mm512_dpbusd_epi32(a##r##2, bb, u2);                                    \
+        a##r##3 = _mm512_dpbusd_epi32(a##r##3, bb, u3);                                    \
+    } while (0)
+#define VNNI_FLUSH(r, k)                                                                   \
+    do {                                                                                   \
+        if (q + r < G * L) {           /* sum[h][c][k][lane] += a << 8l (lane order) */    \
+            const int h = (q + r) / L, l = (q + r) % L;                                    \
+            int64_t *o = sum + (int64_t)h * D + 64 * c + 16 * k;                           \
+            const __m512i lo = _mm512_slli_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(a##r##k)), 8 * l); \
+            const __m512i hi = _mm512_slli_epi64(_mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(a##r##k, 1)), 8 * l); \
+            _mm512_storeu_si512((void *)o, _mm512_add_epi64(_mm512_loadu_si512((const void *)o), lo)); \
+            _mm512_storeu_si512((void *)(o + 8), _mm512_add_epi64(_mm512_loadu_si512((const void *)(o + 8)), hi)); \
+        }                                                                                  \
+    } while (0)
+
+/* One block: the m (<= B) compacted positions idx, their p rows pc (stride ps) and vs
+ * sg; sum (G x D int64, lane order) += their weighted values. wb, vt: scratch. */
+T_VNNI static void values_vnni_block(int G, int D, int m, const int32_t *idx,
+                                     const uint32_t *pc, int64_t ps, const uint32_t *sg,
+                                     const int8_t *vc, const int8_t *zero, uint8_t *wb,
+                                     int8_t *vt, int64_t *sum) {
+    const int m16 = (m + 15) / 16 * 16, ng = (m + 3) / 4;
+    __m512i pm = _mm512_setzero_si512(), sm = pm;
+    for (int t = 0; t < m16; t += 16) {           /* (lanes past m are 0: compressed) */
+        sm = _mm512_max_epu32(sm, _mm512_loadu_si512((const void *)(sg + t)));
+        for (int h = 0; h < G; h++)
+            pm = _mm512_max_epu32(pm, _mm512_loadu_si512((const void *)(pc + h * ps + t)));
+    }
+    const uint64_t wmax = (uint64_t)_mm512_reduce_max_epu32(pm)
+                          * (uint64_t)_mm512_reduce_max_epu32(sm);
+    if (wmax == 0) return;
+    const int L = (bit_length(wmax) + 7) / 8;            /* 1 .. 5 */
+    const int np = (G * L + 3) / 4 * 4;                   /* (head, byte) rows, padded */
+    memset(wb + (size_t)G * L * m16, 0, (size_t)(np - G * L) * m16);
+    /* wb[(h L + l) m16 + t] = byte l of pc[h][t] sg[t] (0 from m on) */
+    for (int t = 0; t < m16; t += 16) {
+        const __mmask16 in = m - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (m - t)) - 1);
+        const __m512i sv = _mm512_maskz_loadu_epi32(in, sg + t);
+        const __m512i s0 = _mm512_cvtepu32_epi64(_mm512_castsi512_si256(sv));
+        const __m512i s1 = _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(sv, 1));
+        for (int h = 0; h < G; h++) {
+            const __m512i x = _mm512_maskz_loadu_epi32(in, pc + h * ps + t);
+            const __m512i w0 = _mm512_mul_epu32(_mm512_cvtepu32_epi64(_mm512_castsi512_si256(x)), s0);
+            const __m512i w1 = _mm512_mul_epu32(_mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(x, 1)), s1);
+            for (int l = 0; l < L; l++)
+                _mm_storeu_si128((__m128i *)(wb + (size_t)(h * L + l) * m16 + t),
+                                 _mm_unpacklo_epi64(_mm512_cvtepi64_epi8(_mm512_srli_epi64(w0, 8 * l)),
+                                                    _mm512_cvtepi64_epi8(_mm512_srli_epi64(w1, 8 * l))));
+        }
+    }
+    /* vt[((c ng) + g) 4 + k]: vector k of 64-dimension block c of group g */
+    for (int g = 0; g < ng; g++) {
+        const int8_t *r0 = vc + (int64_t)idx[4 * g] * D;
+        const int8_t *r1 = 4 * g + 1 < m ? vc + (int64_t)idx[4 * g + 1] * D : zero;
+        const int8_t *r2 = 4 * g + 2 < m ? vc + (int64_t)idx[4 * g + 2] * D : zero;
+        const int8_t *r3 = 4 * g + 3 < m ? vc + (int64_t)idx[4 * g + 3] * D : zero;
+        for (int c = 0; c < D / 64; c++) {
+            const __m512i a = _mm512_loadu_si512((const void *)(r0 + 64 * c));
+            const __m512i b = _mm512_loadu_si512((const void *)(r1 + 64 * c));
+            const __m512i x = _mm512_loadu_si512((const void *)(r2 + 64 * c));
+            const __m512i y = _mm512_loadu_si512((const void *)(r3 + 64 * c));
+            const __m512i t0 = _mm512_unpacklo_epi8(a, b), t1 = _mm512_unpackhi_epi8(a, b);
+            const __m512i t2 = _mm512_unpacklo_epi8(x, y), t3 = _mm512_unpackhi_epi8(x, y);
+            int8_t *o = vt + ((int64_t)c * ng + g) * 256;
+            _mm512_storeu_si512((void *)o, _mm512_unpacklo_epi16(t0, t2));
+            _mm512_storeu_si512((void *)(o + 64), _mm512_unpackhi_epi16(t0, t2));
+            _mm512_storeu_si512((void *)(o + 128), _mm512_unpacklo_epi16(t1, t3));
+            _mm512_storeu_si512((void *)(o + 192), _mm512_unpackhi_epi16(t1, t3));
+        }
+    }
+    for (int c = 0; c < D / 64; c++)
+        for (int q = 0; q < np; q += 4) {                 /* rows q .. q + 3 */
+            const uint8_t *w0 = wb + (size_t)q * m16, *w1 = w0 + m16, *w2 = w1 + m16,
+                          *w3 = w2 + m16;
+            __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00;
+            __m512i a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+            __m512i a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+            __m512i a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+            const int8_t *src = vt + (int64_t)c * ng * 256;
+            for (int g = 0; g < ng; g++) {
+                const int8_t *v = src + (int64_t)g * 256;
+                const __m512i u0 = _mm512_loadu_si512((const void *)v);
+                const __m512i u1 = _mm512_loadu_si512((const void *)(v + 64));
+                const __m512i u2 = _mm512_loadu_si512((const void *)(v + 128));
+                const __m512i u3 = _mm512_loadu_si512((const void *)(v + 192));
+                int32_t b0, b1, b2, b3;
+                memcpy(&b0, w0 + 4 * g, 4);
+                memcpy(&b1, w1 + 4 * g, 4);
+                memcpy(&b2, w2 + 4 * g, 4);
+                memcpy(&b3, w3 + 4 * g, 4);
+                VNNI_ACC4(0, b0);
+                VNNI_ACC4(1, b1);
+                VNNI_ACC4(2, b2);
+                VNNI_ACC4(3, b3);
+            }
+            VNNI_FLUSH(0, 0); VNNI_FLUSH(0, 1); VNNI_FLUSH(0, 2); VNNI_FLUSH(0, 3);
+            VNNI_FLUSH(1, 0); VNNI_FLUSH(1, 1); VNNI_FLUSH(1, 2); VNNI_FLUSH(1, 3);
+            VNNI_FLUSH(2, 0); VNNI_FLUSH(2, 1); VNNI_FLUSH(2, 2); VNNI_FLUSH(2, 3);
+            VNNI_FLUSH(3, 0); VNNI_FLUSH(3, 1); VNNI_FLUSH(3, 2); VNNI_FLUSH(3, 3);
+        }
+}
+
+T_VNNI static int values_vnni(int G, int D, int n, const int32_t *p, const double *vsd,
+                              const int8_t *vc, double *acc) {
+    if (!g_vnni_values || n > VNNI_MAX_POS || D % 64 || G > MAXG) return 1;
+    const int n16 = (n + 15) / 16 * 16, B = vnni_block(D);
+    const int64_t ps = n16 + 16;                          /* a compacted row's stride */
+    int32_t *idx = pool_scratch(SCR_VNNI_I, sizeof(int32_t) * ((size_t)G + 2) * (size_t)ps);
+    uint8_t *wb = pool_scratch(SCR_VNNI_W, (size_t)(5 * MAXG + 4) * B + (size_t)D);
+    int8_t *vt = pool_scratch(SCR_VNNI_V, (size_t)B * D);
+    int64_t *sum = pool_scratch(SCR_VNNI_S, sizeof(int64_t) * (size_t)G * D);
+    if (!idx || !wb || !vt || !sum) return 1;
+    uint32_t *sg = (uint32_t *)idx + ps, *pc = sg + ps;
+    int8_t *zero = (int8_t *)(wb + (size_t)(5 * MAXG + 4) * B);   /* rows: G L <= 40 */
+    memset(zero, 0, (size_t)D);
+    /* compact the positions where some head's p is not 0 */
+    int m = 0;
+    const __m512i step = _mm512_set1_epi32(16);
+    __m512i pos = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int j = 0; j < n; j += 16, pos = _mm512_add_epi32(pos, step)) {
+        const __mmask16 in = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+        __m512i any = _mm512_setzero_si512();
+        for (int h = 0; h < G; h++)
+            any = _mm512_or_si512(any, _mm512_maskz_loadu_epi32(in, p + (int64_t)h * n + j));
+        const __mmask16 k = _mm512_test_epi32_mask(any, any);
+        if (!k) continue;
+        const __m512i sv = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm512_cvttpd_epu32(_mm512_maskz_loadu_pd((__mmask8)in, vsd + j))),
+            _mm512_cvttpd_epu32(_mm512_maskz_loadu_pd((__mmask8)(in >> 8), vsd + j + 8)), 1);
+        _mm512_storeu_si512((void *)(sg + m), _mm512_maskz_compress_epi32(k, sv));
+        _mm512_storeu_si512((void *)(idx + m), _mm512_maskz_compress_epi32(k, pos));
+        for (int h = 0; h < G; h++)
+            _mm512_storeu_si512((void *)(pc + h * ps + m), _mm512_maskz_compress_epi32(
+                k, _mm512_maskz_loadu_epi32(in, p + (int64_t)h * n + j)));
+        m += __builtin_popcount(k);
+    }
+    if (m == 0) return 0;
+    for (int t = m; t < (m + 15) / 16 * 16; t++) {        /* the last block's tail: 0 */
+        sg[t] = 0;
+        for (int h = 0; h < G; h++) pc[h * ps + t] = 0;
+    }
+    for (int64_t x = 0; x < (int64_t)G * D; x++) sum[x] = 0;
+    for (int t0 = 0; t0 < m; t0 += B)
+        values_vnni_block(G, D, m - t0 < B ? m - t0 : B, idx + t0, pc + t0, ps, sg + t0, vc,
+                          zero, wb, vt, sum);
+    for (int h = 0; h < G; h++)                  /* lane 16k + 4i + r: dimension 16i + 4k + r */
+        for (int c = 0; c < D / 64; c++) {
+            const int64_t *sb = sum + (int64_t)h * D + 64 * c;
+            double *ab = acc + (int64_t)h * D + 64 * c;
+            for (int x = 0; x < 64; x++)
+                ab[16 * ((x >> 2) & 3) + 4 * (x >> 4) + (x & 3)] += (double)sb[x];
+        }
+    return 0;
+}
+
 /* AVX-512: p_j = floor(e_j * R 2^-sh) as int32 (e R < 2^52: exact) */
 T_AVX512 static inline void probs_avx512(const int32_t *e, double scale, int n, int32_t *p) {
     const __m512d sc = _mm512_set1_pd(scale);

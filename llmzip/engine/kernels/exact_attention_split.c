@@ -123,7 +123,8 @@ INLINE int split_values_body(const split_ctx *s, int64_t k, int level) {
         int32_t *pi = (int32_t *)w;                   /* G x n int32, then n positions */
         for (int h = 0; h < G; h++)
             probs_avx512(s->e + u->zat + (int64_t)h * u->n + ja, sc[h], n, pi + (int64_t)h * n);
-        values_avx512(G, D, n, pi, vsd, vc, acc, pi + (int64_t)G * n);
+        if (c->level < 3 || values_vnni(G, D, n, pi, vsd, vc, acc))
+            values_avx512(G, D, n, pi, vsd, vc, acc, pi + (int64_t)G * n);
         return 0;
     }
 #endif

@@ -20,7 +20,7 @@ int parallel_for(int64_t n, int threads, pool_fn fn, void *ctx);
 #include <stddef.h>
 enum { SCR_GEMM_SPLIT, SCR_DOTS_Q, SCR_DOTS_K, SCR_DOTS_C, SCR_VALS_W, SCR_VALS_V,
        SCR_VALS_C, SCR_ATT_Q, SCR_ATT_DOT, SCR_ATT_P, SCR_ATT_ZE, SCR_ATT_SIGMA,
-       SCR_ATT_ACC, SCR_SPLIT, SCR_SPLIT_W, SCR_TABLE_L, SCR_TABLE_E,
+       SCR_ATT_ACC, SCR_SPLIT, SCR_SPLIT_W, SCR_TABLE_L, SCR_TABLE_E, SCR_VNNI_I, SCR_VNNI_W, SCR_VNNI_V, SCR_VNNI_S,
        POOL_SCRATCH_SLOTS };
 void *pool_scratch(int slot, size_t bytes);
 
