@@ -302,10 +302,11 @@ static inline int vnni_block(int D) { int b = 131072 / D / 16 * 16; return b < 2
 
 /* One block: the m (<= B) compacted positions idx, their p rows pc (stride ps) and vs
  * sg; sum (G x D int64, lane order) += their weighted values. wb, vt: scratch. */
-T_VNNI static void values_vnni_block(int G, int D, int m, const int32_t *idx,
-                                     const uint32_t *pc, int64_t ps, const uint32_t *sg,
-                                     const int8_t *vc, const int8_t *zero, uint8_t *wb,
-                                     int8_t *vt, int64_t *sum) {
+T_VNNI static inline void values_vnni_block(int G, int D, int m, const int32_t *idx,
+                                            const uint32_t *pc, int64_t ps,
+                                            const uint32_t *sg, const int8_t *vc,
+                                            const int8_t *zero, uint8_t *wb, int8_t *vt,
+                                            int64_t *sum) {
     const int m16 = (m + 15) / 16 * 16, ng = (m + 3) / 4;
     __m512i pm = _mm512_setzero_si512(), sm = pm;
     for (int t = 0; t < m16; t += 16) {           /* (lanes past m are 0: compressed) */
@@ -387,8 +388,8 @@ T_VNNI static void values_vnni_block(int G, int D, int m, const int32_t *idx,
         }
 }
 
-T_VNNI static int values_vnni(int G, int D, int n, const int32_t *p, const double *vsd,
-                              const int8_t *vc, double *acc) {
+T_VNNI static inline int values_vnni(int G, int D, int n, const int32_t *p,
+                                     const double *vsd, const int8_t *vc, double *acc) {
     if (!g_vnni_values || n > VNNI_MAX_POS || D % 64 || G > MAXG) return 1;
     const int n16 = (n + 15) / 16 * 16, B = vnni_block(D);
     const int64_t ps = n16 + 16;                          /* a compacted row's stride */
