@@ -230,8 +230,8 @@ def test_attention_split_positions_equal(split):
 def test_attention_values_every_level_equal(H, K, D, sigma_bits, spread):
     """The weighted sums of values at level 3 go through integer byte products (w = p vs
     in L bytes, four positions to a VNNI instruction): the same integers as every other
-    level, for SmolLM2's and Gemma's head shapes, value scales from 1 to 24 bits (L from
-    1 to 5 bytes), flat and peaked weights (most positions 0), up to 1,203 positions
+    level, for SmolLM2's and Gemma's head shapes, value scales of 1 to 24 bits (w in 3 to
+    5 bytes), flat and peaked weights (most positions 0), up to 1,203 positions
     (tails of every length), one thread a pair and positions split between threads, and
     level 3 with its float64 sums (attention_vnni_values off)."""
     from llmzip.engine.exact import tables as T
