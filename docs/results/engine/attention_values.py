@@ -2,14 +2,14 @@
 against the float64 sums of before, on a real KV cache and through the codec.
 
     python docs/results/engine/attention_values.py [--bytes 60000] [--rounds 2]
-        [--out docs/results/engine/attention_values.jsonl]
+        [--level 6] [--sections layer,codec] [--out docs/results/engine/attention_values.jsonl]
 
 1. layer: compresses the first 17,000 bytes of alice29 at level 6 with the engine's
    unfused path, keeps the KV cache and one row's queries at layers 5 and 20 where the
    row sees about 4,000 positions, then times one decoding step's attention of that layer
    (best of 5 x 100 calls) at level 2 (AVX-512BW), level 3 with float64 sums and level 3
    with byte sums, on 1 and 2 threads; the outputs must be equal.
-2. codec: compresses and decompresses the file's first --bytes at level 6 in this
+2. codec: compresses and decompresses the file's first --bytes at --level (6) in this
    process, the byte sums on and off in turn (--rounds times); archives and round trips
    must be equal.
 Needs a CPU with AVX-512 VNNI. Run it on a quiet machine.
@@ -90,10 +90,10 @@ def layer_rows(data: bytes) -> list[dict]:
     return out
 
 
-def codec_rows(data: bytes, rounds: int) -> list[dict]:
+def codec_rows(data: bytes, rounds: int, level: int) -> list[dict]:
     from llmzip.codec.api import Compressor
     from llmzip.codec.decompressor import Decompressor
-    c = Compressor(level=6)
+    c = Compressor(level=level)
     d = Decompressor(model=c.model)
     assert d.decompress(c.compress(data[:2000])) == data[:2000]   # load and pack first
     out, blobs = [], set()
@@ -110,7 +110,7 @@ def codec_rows(data: bytes, rounds: int) -> list[dict]:
                 kernels.attention_vnni_values(old)
             assert back == data
             blobs.add(blob)
-            row = dict(section="codec", round=r + 1, byte_sums=vnni, bytes=len(data),
+            row = dict(section="codec", level=level, round=r + 1, byte_sums=vnni, bytes=len(data),
                        archive=len(blob), compress_s=round(t1 - t0, 2),
                        decompress_s=round(t2 - t1, 2))
             print(row, flush=True)
@@ -124,6 +124,7 @@ def main() -> None:
     ap.add_argument("--file", default=CORPUS)
     ap.add_argument("--bytes", type=int, default=60000)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--level", type=int, default=6, help="the codec section's level")
     ap.add_argument("--sections", default="layer,codec")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                   "attention_values.jsonl"))
@@ -135,7 +136,7 @@ def main() -> None:
     if "layer" in a.sections:
         rows += layer_rows(data)
     if "codec" in a.sections:
-        rows += codec_rows(data, a.rounds)
+        rows += codec_rows(data, a.rounds, a.level)
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
