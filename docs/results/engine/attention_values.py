@@ -18,7 +18,6 @@ Needs a CPU with AVX-512 VNNI. Run it on a quiet machine.
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -27,6 +26,7 @@ import torch
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
 sys.path.insert(0, ROOT)
 from llmzip.engine.exact import fast, kernels  # noqa: E402
+from llmzip.tools.enginebench import machine_info  # noqa: E402
 
 CORPUS = os.path.join(ROOT, "..", "shared", "corpus", "alice29.txt")
 
@@ -137,12 +137,7 @@ def main() -> None:
         rows += layer_rows(data)
     if "codec" in a.sections:
         rows += codec_rows(data, a.rounds, a.level)
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                   if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = machine_info()["cpu"]
     with open(a.out, "a") as f:
         for row in rows:
             f.write(json.dumps(dict(row, cpu=cpu, date=time.strftime("%Y-%m-%d"))) + "\n")
